@@ -1,0 +1,83 @@
+"""`mezo`: MeZO (Malladi et al., 2023), full-parameter two-point SPSA with the seed trick.
+
+The estimator itself lives in hizfo/zo.py and is shared with Hi-ZFO, so the two
+methods differ only in which tensors get ZO updates. z is regenerated from a
+per-step seed (never stored), perturbation is in place through the estimator's own
+torch.Generator, and the restore and the update are fused into one pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from bench.method import Batch, StepStats, TrainContext, linear_schedule
+from hizfo.zo import SPSA, SPSAConfig, derive_seed
+
+
+@dataclass
+class MeZOConfig:
+    """MeZO-SGD.
+
+    Attributes:
+        lr: learning rate. MeZO's published full-parameter rate for OPT-13B is 1e-6 or
+            1e-7 (batch 16, eps 1e-3, 20k steps); the embedded 135M model trains for a
+            few dozen to a few hundred steps here, so the mini suite uses the value a
+            small sweep chose (see the README's defaults table).
+        eps: perturbation scale; 1e-3 as in MeZO.
+        q: perturbations per step (each costs two forward passes); MeZO uses 1.
+        weight_decay: applied to every tensor but biases and norm weights, as in MeZO.
+        schedule: "constant" (MeZO's default) or "linear" decay to 0.
+    """
+
+    lr: float = 1e-6
+    eps: float = 1e-3
+    q: int = 1
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+
+
+class MeZO:
+    config_class: ClassVar[type] = MeZOConfig
+    trains: ClassVar[bool] = True
+
+    def __init__(self, config: MeZOConfig) -> None:
+        self.config = config
+
+    def setup(self, model: torch.nn.Module, ctx: TrainContext) -> torch.nn.Module:
+        self.model, self.ctx = model, ctx
+        # No gradients ever: ZO needs inference memory only. Dropout off, as in MeZO.
+        model.requires_grad_(False)
+        model.eval()
+        c = self.config
+        self.spsa = SPSA(
+            model.named_parameters(),
+            SPSAConfig(eps=c.eps, q=c.q, weight_decay=c.weight_decay),
+        )
+        return model
+
+    def step(self, batch: Batch, step: int) -> StepStats:
+        c = self.config
+        lr = c.lr * linear_schedule(step, self.ctx.total_steps, 0, c.schedule)
+        result = self.spsa.step(
+            lambda: self.ctx.loss_fn(self.model, batch),
+            lr=lr,
+            seed=derive_seed(self.ctx.seed, step),
+        )
+        return StepStats(
+            loss=result.loss,
+            forward_passes=result.forward_passes,
+            backward_passes=0,
+            extra={"projected_grad": result.projected_grads[0]},
+        )
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return list(self.model.parameters())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}  # the seed trick: the trajectory is the (seed, step, projected grad) list
+
+    def summary(self) -> dict[str, Any]:
+        return {"trainable_parameters": self.spsa.numel, "zo_parameters": self.spsa.numel}

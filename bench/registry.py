@@ -1,0 +1,57 @@
+"""Methods found through the ``hizfo_bench.methods`` entry-point group.
+
+Built-in methods register there exactly like outside plugins, so this is the only
+place that turns a method name into code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import cache
+from importlib.metadata import EntryPoint, entry_points
+
+from bench.method import REQUIRED_ATTRIBUTES
+
+GROUP = "hizfo_bench.methods"
+
+
+class MethodError(ValueError):
+    """An unknown method or a plugin that cannot be used; the message names it."""
+
+
+@cache
+def _entry_points() -> dict[str, EntryPoint]:
+    return {ep.name: ep for ep in entry_points(group=GROUP)}
+
+
+def available_methods() -> dict[str, str]:
+    """Registered method names -> the "module:Class" they point at (nothing imported)."""
+    return {name: ep.value for name, ep in sorted(_entry_points().items())}
+
+
+def load_method(name: str) -> type:
+    """Import a method class by name and check it honours the method contract."""
+    eps = _entry_points()
+    if name not in eps:
+        known = ", ".join(sorted(eps)) or "(none: is hizfo-bench installed?)"
+        raise MethodError(f"unknown method {name!r}; registered methods: {known}")
+    ep = eps[name]
+    dist = f" from distribution {ep.dist.name!r}" if ep.dist is not None else ""
+    try:
+        cls = ep.load()
+    except Exception as e:
+        raise MethodError(
+            f"method plugin {name!r} ({ep.value}{dist}) failed to import: {type(e).__name__}: {e}"
+        ) from e
+    missing = [a for a in REQUIRED_ATTRIBUTES if not hasattr(cls, a)]
+    if missing:
+        raise MethodError(
+            f"method plugin {name!r} ({ep.value}{dist}) breaks the method contract: "
+            f"missing {', '.join(missing)} (see bench/method.py)"
+        )
+    if not dataclasses.is_dataclass(cls.config_class):
+        raise MethodError(
+            f"method plugin {name!r} ({ep.value}{dist}) breaks the method contract: "
+            "config_class must be a dataclass"
+        )
+    return cls

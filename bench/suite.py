@@ -1,0 +1,199 @@
+"""Suites: YAML files that expand into trial specs (methods x tasks x models x seeds).
+
+A suite file::
+
+    name: mini
+    models: [smollm2-135m]
+    tasks: [math-mini]              # a list, or a mapping name -> {train: ..., eval: ...}
+    methods:                        # a list, or a mapping name -> {config:, train:, eval:}
+      none: {}
+      fo-adamw: {config: {lr: 1.0e-5}}
+      mezo: {config: {lr: 1.0e-6}, train: {steps: 100}}
+    seeds: [0]
+    train: {steps: 40, batch_size: 8}      # defaults for every trial
+    eval: {limit: 50, max_gen_toks: 96}
+
+Precedence for train/eval settings: suite < task < method. Everything is checked
+before anything runs: unknown keys, unknown methods and tasks, bad method configs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.config import ConfigError, build
+
+SUITES_DIR = Path(__file__).parent / "suites"
+DEFAULT_SUITE = "mini"
+_SUITE_KEYS = {"name", "description", "models", "tasks", "methods", "seeds", "train", "eval"}
+_OVERRIDE_KEYS = {"config", "train", "eval"}
+
+
+@dataclass
+class TrainConfig:
+    """How a trial trains. Every method sees the same data for the same seed."""
+
+    steps: int = 40  # optimisation steps (a method with trains=False runs none)
+    batch_size: int = 8  # examples per step
+    max_length: int = 160  # tokens per example (prompt + target), cut from the right
+    train_examples: int | None = None  # use the first N of the task's training set; None = all
+    dtype: str = "float32"  # model weights: float32 | bfloat16 | float16
+    log_every: int = 10  # steps between loss points in the curve and the log
+
+
+@dataclass
+class EvalConfig:
+    """How a trial is scored by lm-eval."""
+
+    limit: int | None = 100  # test documents scored; None = all
+    batch_size: int = 16  # HFLM batch size
+    max_gen_toks: int = 128  # generation budget per document
+
+
+@dataclass
+class TrialSpec:
+    method: str
+    task: str
+    model: str
+    seed: int
+    method_config: dict[str, Any] = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrialSpec:
+        return cls(
+            method=d["method"],
+            task=d["task"],
+            model=d["model"],
+            seed=int(d["seed"]),
+            method_config=dict(d.get("method_config") or {}),
+            train=build(TrainConfig, d.get("train"), "train"),
+            eval=build(EvalConfig, d.get("eval"), "eval"),
+        )
+
+    @property
+    def trial_id(self) -> str:
+        """Readable and derived from the whole spec: equal specs share an id (resume)."""
+        digest = hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
+        model = re.sub(r"[^A-Za-z0-9.]+", "_", Path(self.model).name or self.model)
+        return f"{self.method}__{self.task}__{model}__s{self.seed}__{digest}"
+
+
+def resolve_suite_path(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"suite file {name_or_path!r} does not exist")
+        return path
+    bundled = SUITES_DIR / f"{name_or_path}.yaml"
+    if not bundled.is_file():
+        known = ", ".join(sorted(p.stem for p in SUITES_DIR.glob("*.yaml")))
+        raise ConfigError(f"unknown suite {name_or_path!r}; bundled suites: {known}, or a path")
+    return bundled
+
+
+def _as_mapping(value: Any, where: str) -> dict[str, dict[str, Any]]:
+    if isinstance(value, list):
+        return {str(v): {} for v in value}
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            v = v or {}
+            if not isinstance(v, dict):
+                raise ConfigError(f"{where}.{k}: expected a mapping, got {v!r}")
+            unknown = sorted(set(v) - _OVERRIDE_KEYS)
+            if unknown:
+                raise ConfigError(
+                    f"{where}.{k}: unknown key(s) {', '.join(unknown)}; "
+                    f"valid keys: {', '.join(sorted(_OVERRIDE_KEYS))}"
+                )
+            out[str(k)] = v
+        return out
+    raise ConfigError(f"{where}: expected a list or a mapping, got {value!r}")
+
+
+def load_suite(name_or_path: str) -> tuple[str, list[TrialSpec]]:
+    """Read and validate a suite; return its name and the expanded trial specs."""
+    path = resolve_suite_path(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"suite {str(path)!r} is not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"suite {str(path)!r}: expected a mapping at the top level")
+    return raw.get("name", path.stem), expand(raw, where=path.name)
+
+
+def expand(raw: dict[str, Any], where: str = "suite") -> list[TrialSpec]:
+    from bench.models import ModelSourceError, check_source
+    from bench.registry import MethodError, load_method
+    from bench.tasks import UnknownTaskError, get_task
+
+    unknown = sorted(set(raw) - _SUITE_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(_SUITE_KEYS))}"
+        )
+    for key in ("models", "tasks", "methods"):
+        if not raw.get(key):
+            raise ConfigError(f"{where}: '{key}' is required and must not be empty")
+    models = [str(m) for m in raw["models"]]
+    tasks = _as_mapping(raw["tasks"], f"{where}.tasks")
+    methods = _as_mapping(raw["methods"], f"{where}.methods")
+    seeds = raw.get("seeds", [0])
+    if not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds):
+        raise ConfigError(f"{where}.seeds: expected a list of integers, got {seeds!r}")
+
+    for task in tasks:
+        try:
+            get_task(task)
+        except UnknownTaskError as e:
+            raise ConfigError(f"{where}.tasks: {e}") from None
+    for model in models:
+        try:
+            check_source(model)
+        except ModelSourceError as e:
+            raise ConfigError(f"{where}.models: {e}") from None
+    method_configs = {}
+    for name, override in methods.items():
+        try:
+            cls = load_method(name)
+        except MethodError as e:
+            raise ConfigError(f"{where}.methods: {e}") from None
+        cfg = build(cls.config_class, override.get("config"), f"{where}.methods.{name}.config")
+        method_configs[name] = asdict(cfg)
+
+    specs = []
+    for model in models:
+        for task, t_over in tasks.items():
+            for method, m_over in methods.items():
+                train = {**(raw.get("train") or {}), **(t_over.get("train") or {})}
+                train.update(m_over.get("train") or {})
+                evalc = {**(raw.get("eval") or {}), **(t_over.get("eval") or {})}
+                evalc.update(m_over.get("eval") or {})
+                train_cfg = build(TrainConfig, train, f"{where}.train ({method} on {task})")
+                eval_cfg = build(EvalConfig, evalc, f"{where}.eval ({method} on {task})")
+                for seed in seeds:
+                    specs.append(
+                        TrialSpec(
+                            method=method,
+                            task=task,
+                            model=model,
+                            seed=seed,
+                            method_config=method_configs[method],
+                            train=train_cfg,
+                            eval=eval_cfg,
+                        )
+                    )
+    return specs

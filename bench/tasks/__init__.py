@@ -1,0 +1,27 @@
+"""The task registry: task name -> task class. One module per task family."""
+
+from __future__ import annotations
+
+from bench.tasks.base import Example, Task
+from bench.tasks.math_mini import MathMini
+
+_TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (MathMini,)}
+
+
+class UnknownTaskError(ValueError):
+    pass
+
+
+def available_tasks() -> dict[str, type[Task]]:
+    return dict(_TASKS)
+
+
+def get_task(name: str) -> Task:
+    try:
+        return _TASKS[name]()
+    except KeyError:
+        known = ", ".join(sorted(_TASKS))
+        raise UnknownTaskError(f"unknown task {name!r}; known tasks: {known}") from None
+
+
+__all__ = ["Example", "Task", "UnknownTaskError", "available_tasks", "get_task"]
