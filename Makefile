@@ -1,0 +1,26 @@
+# The two commands of the README's quick start:
+#   make run    set up .venv, prepare the embedded model, run the default suite, print the table
+#   make test   set up .venv, run ruff (lint + format) and the tests
+VENV ?= .venv
+SUITE ?= mini
+BIN := $(VENV)/bin
+
+.PHONY: setup run test lint smoke
+
+$(VENV)/.installed: pyproject.toml scripts/setup.sh scripts/ensure-sandbox.sh
+	VENV=$(VENV) bash scripts/setup.sh
+
+setup: $(VENV)/.installed
+
+run: setup
+	$(BIN)/hizfo-bench run --suite $(SUITE)
+
+smoke: setup
+	$(BIN)/hizfo-bench run --suite smoke
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/pytest -q

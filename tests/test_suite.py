@@ -1,0 +1,63 @@
+import pytest
+
+from bench.config import ConfigError
+from bench.suite import TrialSpec, expand, load_suite
+
+BASE = {
+    "models": ["tiny"],
+    "tasks": ["math-mini"],
+    "methods": {"none": {}, "fo-adamw": {"config": {"lr": "1e-4"}, "train": {"steps": 9}}},
+    "seeds": [0, 1],
+    "train": {"steps": 3, "batch_size": 2},
+    "eval": {"limit": 4},
+}
+
+
+def test_expansion_and_precedence():
+    specs = expand(BASE)
+    assert len(specs) == 4  # 1 model x 1 task x 2 methods x 2 seeds
+    fo = [s for s in specs if s.method == "fo-adamw"]
+    assert all(s.train.steps == 9 and s.train.batch_size == 2 for s in fo)  # method wins
+    assert all(s.method_config["lr"] == pytest.approx(1e-4) for s in fo)  # "1e-4" coerced
+    none = [s for s in specs if s.method == "none"]
+    assert all(s.train.steps == 3 and s.eval.limit == 4 for s in none)
+    assert len({s.trial_id for s in specs}) == 4
+
+
+def test_trial_id_is_derived_from_the_spec():
+    a, b = expand(BASE)[:2]
+    assert TrialSpec.from_dict(a.to_dict()).trial_id == a.trial_id
+    changed = TrialSpec.from_dict({**a.to_dict(), "seed": 7})
+    assert changed.trial_id != a.trial_id
+
+
+@pytest.mark.parametrize(
+    "patch, message",
+    [
+        ({"modles": ["tiny"]}, "unknown key(s) modles"),
+        ({"tasks": ["no-such-task"]}, "unknown task 'no-such-task'"),
+        ({"methods": ["no-such-method"]}, "unknown method 'no-such-method'"),
+        ({"methods": {"fo-adamw": {"config": {"learning_rate": 1}}}}, "learning_rate"),
+        ({"methods": {"fo-adamw": {"config": {"lr": "fast"}}}}, "expected a number"),
+        ({"methods": {"fo-adamw": {"steps": 3}}}, "unknown key(s) steps"),
+        ({"train": {"stepz": 3}}, "unknown key(s) stepz"),
+        ({"seeds": "0"}, "list of integers"),
+        ({"models": ["/no/such/folder/or/hub-id"]}, "HF_HUB_OFFLINE"),
+        ({"methods": []}, "'methods' is required"),
+    ],
+)
+def test_bad_suites_fail_before_running(patch, message):
+    with pytest.raises(ConfigError, match=None) as info:
+        expand({**BASE, **patch})
+    assert message in str(info.value)
+
+
+def test_bundled_suites_load():
+    for name in ("smoke", "mini"):
+        suite_name, specs = load_suite(name)
+        assert suite_name == name and specs
+
+
+def test_unknown_suite_lists_bundled():
+    with pytest.raises(ConfigError, match="bundled suites: .*mini"):
+        load_suite("nope")
