@@ -8,7 +8,6 @@ import pytest
 from baselines.fo_adamw import FOAdamW
 from bench import registry
 from bench.method import StepStats
-
 from bench.store import REQUIRED_FIELDS
 from bench.suite import EvalConfig, TrainConfig, TrialSpec
 from bench.trial import run_trial
