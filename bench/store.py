@@ -6,11 +6,17 @@ and outside tools read; bump SCHEMA when a field changes meaning.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger("hizfo_bench.store")
 
 SCHEMA = 1
 REQUIRED_FIELDS = (
@@ -34,14 +40,25 @@ REQUIRED_FIELDS = (
 )
 
 
+_TEMP_SUFFIX = ".tmp"
+
+
+class RunDirBusyError(RuntimeError):
+    """Another process is running a sweep in the same run directory."""
+
+
 def trials_dir(run_dir: Path) -> Path:
     return Path(run_dir) / "trials"
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write to a temp file in the same folder, fsync, rename: a reader sees all or nothing."""
+    """Write to a temp file in the same folder, fsync, rename: a reader sees all or nothing.
+
+    A kill at any moment leaves either the old file (or none) or the new one, plus at
+    worst a hidden ``.<name>.*.tmp`` that readers ignore and `remove_temp_files` clears.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=1, allow_nan=True)
@@ -51,6 +68,44 @@ def write_json_atomic(path: Path, data: Any) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    # The rename itself must reach the disk too, or a power cut could undo it.
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def remove_temp_files(run_dir: Path) -> list[Path]:
+    """Delete temp files a killed writer left behind; call only under `run_dir_lock`."""
+    folder = trials_dir(run_dir)
+    stale = sorted(folder.glob(f".*{_TEMP_SUFFIX}")) if folder.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+@contextlib.contextmanager
+def run_dir_lock(run_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on a run directory for one sweep.
+
+    Two sweeps in the same directory would run trials twice; the kernel drops the
+    lock when its process dies, even by SIGKILL, so a killed sweep never blocks a resume.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunDirBusyError(
+                f"{run_dir} is in use by another hizfo-bench run; wait for it or use another --out"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def write_trial(run_dir: Path, record: dict[str, Any]) -> Path:
@@ -63,11 +118,26 @@ def write_trial(run_dir: Path, record: dict[str, Any]) -> Path:
 
 
 def read_trials(run_dir: Path) -> list[dict[str, Any]]:
-    """Every complete trial file in a run (temp files of an interrupted write are ignored)."""
+    """Every complete trial file in a run (temp files of an interrupted write are ignored).
+
+    A file that does not parse (edited by hand, or damaged outside this suite) is
+    skipped with a warning, so resume runs that trial again and replaces it.
+    """
     folder = trials_dir(run_dir)
     if not folder.is_dir():
         return []
-    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    records = []
+    for p in sorted(folder.glob("*.json")):
+        try:
+            record = json.loads(p.read_text())
+        except (OSError, ValueError) as e:
+            log.warning("skipping unreadable trial file %s: %s", p, e)
+            continue
+        if isinstance(record, dict) and "trial_id" in record:
+            records.append(record)
+        else:
+            log.warning("skipping %s: not a trial record", p)
+    return records
 
 
 def finished_ids(run_dir: Path) -> set[str]:
@@ -93,5 +163,8 @@ def load_frame(run_dir: Path):
         "eval_seconds",
         "peak_memory_bytes",
         "steps",
+        "steps_per_second",
+        "tokens_per_second",
+        "total_seconds",
     ]
     return pd.DataFrame([{c: r.get(c) for c in columns} for r in rows], columns=columns)

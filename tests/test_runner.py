@@ -1,4 +1,4 @@
-"""End to end through Ray: a small suite, trial files against the contract, resume."""
+"""The Ray runner: resource planning, a small suite through Ray, failures, resume."""
 
 import json
 
@@ -7,8 +7,6 @@ import pytest
 from bench import runner, store
 from bench.cli import main
 from bench.suite import expand
-
-pytestmark = pytest.mark.integration
 
 SUITE = {
     "models": ["tiny"],
@@ -20,22 +18,95 @@ SUITE = {
 }
 
 
+# ---- resource planning (fake clusters) -----------------------------------------------
+
+
+def test_cpu_cluster_gives_cpu_slots():
+    assert runner.plan_resources({"CPU": 2.0, "memory": 1e9}, None) == runner.Resources(0, 1, 2)
+    assert runner.plan_resources({"CPU": 16.0}, 4) == runner.Resources(0, 4, 4)
+
+
+def test_gpu_cluster_gives_one_trial_per_gpu():
+    res = runner.plan_resources({"CPU": 32.0, "GPU": 8.0}, None)
+    assert (res.num_gpus, res.num_cpus, res.slots) == (1, 4, 8)
+
+
+def test_multi_node_plan_fits_the_tightest_gpu_node():
+    nodes = [
+        {"CPU": 16.0, "GPU": 8.0},  # 2 CPUs per GPU
+        {"CPU": 64.0, "GPU": 4.0},  # 16 CPUs per GPU
+        {"CPU": 96.0},  # CPU-only node: not used when GPUs exist
+    ]
+    res = runner.plan_resources(nodes, None)
+    # A cluster-wide CPU/GPU ratio (176 / 12 = 14) would fit only one trial on node 1.
+    assert (res.num_gpus, res.num_cpus, res.slots) == (1, 2, 12)
+    res = runner.plan_resources(nodes, 8)
+    assert res.slots == 2 + 4  # node 1 holds only two trials of 8 CPUs each
+    cpu_only = runner.plan_resources([{"CPU": 8.0}, {"CPU": 6.0}], 4)
+    assert (cpu_only.num_gpus, cpu_only.slots) == (0, 3)
+
+
+def test_impossible_request_is_an_error_not_a_hang():
+    with pytest.raises(runner.ResourceError, match="largest node has 2 CPUs"):
+        runner.plan_resources({"CPU": 2.0}, 3)
+    with pytest.raises(runner.ResourceError, match="largest GPU node"):
+        runner.plan_resources([{"CPU": 4.0, "GPU": 1.0}], 8)
+
+
+def test_overhead_is_wall_against_trial_time_over_parallelism():
+    sweep = runner.Sweep(
+        records=[{"total_seconds": 10.0}, {"total_seconds": 20.0}, {"total_seconds": 30.0}],
+        slots=2,
+        wall_seconds=40.0,
+        startup_seconds=5.0,
+    )
+    over = sweep.overhead()
+    assert over["ideal_seconds"] == 30.0 and over["critical_path_seconds"] == 30.0
+    assert over["overhead_seconds"] == 10.0 and over["overhead_fraction"] == 0.25
+    one = runner.Sweep(records=[{"total_seconds": 10.0}], slots=8, wall_seconds=12.0)
+    assert one.overhead()["parallelism"] == 1
+    assert runner.Sweep().overhead() is None
+
+
+# ---- through Ray ---------------------------------------------------------------------
+
+
+@pytest.mark.integration
 def test_suite_through_ray_writes_contract_files(ray_cluster, tmp_path):
-    specs = expand(SUITE)
-    records = runner.run_trials(specs, tmp_path, progress=False)
-    assert len(records) == 3
+    # fo-adamw with grad_accumulation 3 on batches of 4 passes validation and raises in
+    # its first step, inside the worker: a real plugin-style failure.
+    suite = {**SUITE, "methods": {**SUITE["methods"], "fo-adamw": {"config": {"lr": 1e-3}}}}
+    good = expand(suite)
+    broken = expand({**SUITE, "methods": {"fo-adamw": {"config": {"grad_accumulation": 3}}}})
+    specs = good + broken
+
+    sweep = runner.run_sweep(specs, tmp_path, progress=False)
+    assert ray_cluster.is_initialized()  # a session we did not start stays up
+    assert len(sweep.records) == 4 and sweep.slots == 2
     files = sorted((tmp_path / "trials").glob("*.json"))
     assert [f.stem for f in files] == sorted(s.trial_id for s in specs)
-    for f in files:
-        record = json.loads(f.read_text())
+    records = {r["trial_id"]: r for r in (json.loads(f.read_text()) for f in files)}
+    for spec in good:
+        record = records[spec.trial_id]
         assert set(store.REQUIRED_FIELDS) <= set(record)
         assert record["schema"] == store.SCHEMA and record["status"] == "ok", record["error"]
         assert record["environment"]["torch_threads"] == 1  # one CPU slot per trial
+        assert record["total_seconds"] >= record["train_seconds"] + record["eval_seconds"]
+        assert record["worker"]["assigned_resources"] == {"CPU": 1.0}
+    pids = [records[s.trial_id]["worker"]["pid"] for s in good]
+    assert len(set(pids)) == len(pids)  # a fresh worker process per trial
+    failed = records[broken[0].trial_id]
+    assert failed["status"] == "failed" and failed["score"] is None
+    assert "not divisible by grad_accumulation 3" in failed["error"]
     assert not list((tmp_path / "trials").glob(".*"))  # no temp files left behind
-    # resume: everything finished, nothing runs again
-    assert runner.run_trials(specs, tmp_path, progress=False) == []
+    over = sweep.overhead()
+    assert over["parallelism"] == 2 and over["wall_seconds"] > over["startup_seconds"]
+
+    # resume: finished trials are skipped, the failed one runs again
+    again = runner.run_sweep(specs, tmp_path, progress=False)
+    assert again.skipped == 3 and [r["trial_id"] for r in again.records] == [broken[0].trial_id]
     frame = store.load_frame(tmp_path)
-    assert set(frame["method"]) == {"none", "fo-adamw", "mezo"}
+    assert set(frame["method"]) == {"none", "fo-adamw", "mezo"} and len(frame) == 4
 
 
 def test_cli_bad_suite_is_one_clear_line(tmp_path, capsys):
@@ -45,3 +116,20 @@ def test_cli_bad_suite_is_one_clear_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown task 'nope'" in err[0]
     assert not (tmp_path / "run").exists()
+
+
+def test_cli_dry_run_lists_trials_and_runs_nothing(tmp_path, capsys):
+    suite = tmp_path / "s.yaml"
+    suite.write_text(json.dumps(SUITE))  # JSON is YAML
+    specs = expand(SUITE)
+    out = tmp_path / "run"
+    store.write_trial(
+        out,
+        {k: None for k in store.REQUIRED_FIELDS} | {"trial_id": specs[0].trial_id, "status": "ok"},
+    )
+    assert main(["run", "--suite", str(suite), "--out", str(out), "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("suite s: 3 trials")
+    assert f"  [done] {specs[0].trial_id}" in lines
+    assert {f"  [todo] {s.trial_id}" for s in specs[1:]} <= set(lines)
+    assert len(list((out / "trials").iterdir())) == 1

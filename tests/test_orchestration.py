@@ -1,0 +1,259 @@
+"""Orchestration that holds up: reproducible, measured trials; failures that lose nothing."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench import runner, store
+from bench.suite import EvalConfig, TrainConfig, TrialSpec
+from bench.trial import environment, run_trial
+
+
+def _spec(method, config, steps=6):
+    return TrialSpec(
+        method=method,
+        task="math-mini",
+        model="tiny",
+        seed=0,
+        method_config=config,
+        train=TrainConfig(steps=steps, batch_size=4, max_length=96, train_examples=32, log_every=2),
+        eval=EvalConfig(limit=4, batch_size=4, max_gen_toks=8),
+    )
+
+
+@pytest.fixture
+def torch_threads():
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
+def test_same_seed_gives_the_same_curve_and_score(torch_threads):
+    # Workers get one thread per CPU slot; the tiny model's tensors are small enough
+    # that the thread count does not change a single bit of the losses either.
+    spec = _spec("fo-adamw", {"lr": 1e-3})
+    torch_threads(1)
+    a = run_trial(spec)
+    torch_threads(2)
+    b = run_trial(spec)
+    assert a["status"] == b["status"] == "ok", (a["error"], b["error"])
+    assert [p["loss"] for p in a["curve"]] == [p["loss"] for p in b["curve"]]
+    assert a["score"] == b["score"] and a["metrics"] == b["metrics"]
+    changed = run_trial(TrialSpec.from_dict({**spec.to_dict(), "seed": 1}))
+    assert [p["loss"] for p in changed["curve"]] != [p["loss"] for p in a["curve"]]
+
+
+def test_timings_and_memory_breakdown_add_up():
+    fo = run_trial(_spec("fo-adamw", {"lr": 1e-3}))
+    assert fo["status"] == "ok", fo["error"]
+    parts = ("load_seconds", "setup_seconds", "train_seconds", "eval_seconds")
+    assert fo["total_seconds"] >= sum(fo[k] for k in parts)
+    assert fo["steps_per_second"] == pytest.approx(6 / fo["train_seconds"])
+    assert fo["tokens_per_second"] > fo["steps_per_second"]
+    b = fo["memory"]["breakdown"]
+    params = b["gradients_bytes"]  # every tensor trains under fo-adamw
+    assert 0 < params <= b["weights_bytes"]
+    # AdamW: exp_avg and exp_avg_sq per parameter, plus a scalar step per tensor.
+    assert 2 * params <= b["optimizer_state_bytes"] <= 2 * params + 1024
+    assert b["activations_and_other_bytes"] >= 0 and b["estimate"] is True
+
+    zo = run_trial(_spec("mezo", {"lr": 1e-3}))
+    assert zo["status"] == "ok", zo["error"]
+    b = zo["memory"]["breakdown"]
+    assert b["gradients_bytes"] == 0 and b["optimizer_state_bytes"] == 0  # inference memory
+
+
+def test_environment_records_the_commit_of_this_clone():
+    repo = Path(__file__).resolve().parent.parent
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True
+    ).stdout.strip()
+    env = environment(torch.device("cpu"))
+    assert env["git_commit"] == (head or None)
+    assert env["packages"]["torch"] and env["device"] == "cpu"
+
+
+# A plugin that SIGKILLs its own worker on its first `die_times` attempts. Ray workers
+# are separate processes, so a monkeypatch here cannot reach them: the plugin is a
+# real distribution on the workers' PYTHONPATH, found through the entry-point group.
+_PLUGIN = """
+import os
+import signal
+from dataclasses import dataclass
+
+
+@dataclass
+class DyingConfig:
+    attempts_file: str = ""
+    die_times: int = 0
+
+
+class Dying:
+    config_class = DyingConfig
+    trains = False
+
+    def __init__(self, config):
+        # Dies before the model loads, to keep the test short.
+        self.config = config
+        with open(config.attempts_file, "a") as f:
+            f.write(f"{os.getpid()}\\n")
+        with open(config.attempts_file) as f:
+            attempts = len(f.read().splitlines())
+        if attempts <= config.die_times:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def setup(self, model, ctx):
+        return model
+
+    def step(self, batch, step):
+        raise AssertionError("does not train")
+
+    def trainable_parameters(self):
+        return []
+
+    def state_dict(self):
+        return {}
+
+    def summary(self):
+        return {}
+"""
+
+
+def _install_plugin(folder: Path) -> None:
+    folder.mkdir()
+    (folder / "hizfo_dying_plugin.py").write_text(_PLUGIN)
+    info = folder / "hizfo_dying_plugin-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: hizfo-dying-plugin\nVersion: 0.1\n"
+    )
+    (info / "entry_points.txt").write_text(
+        "[hizfo_bench.methods]\ndying = hizfo_dying_plugin:Dying\n"
+    )
+
+
+def _dying_spec(attempts_file: Path, die_times: int) -> TrialSpec:
+    return TrialSpec(
+        method="dying",
+        task="math-mini",
+        model="tiny",
+        seed=0,
+        method_config={"attempts_file": str(attempts_file), "die_times": die_times},
+        train=TrainConfig(steps=0, batch_size=2, max_length=64, train_examples=4),
+        eval=EvalConfig(limit=2, batch_size=2, max_gen_toks=4),
+    )
+
+
+@pytest.mark.integration
+def test_dead_workers_are_retried_a_bounded_number_of_times(ray_cluster, tmp_path, monkeypatch):
+    _install_plugin(tmp_path / "plugins")
+    worker_env = runner._worker_env()
+    worker_env["PYTHONPATH"] = os.pathsep.join(
+        [str(tmp_path / "plugins"), os.environ.get("PYTHONPATH", "")]
+    )
+    monkeypatch.setattr(runner, "_worker_env", lambda: worker_env)
+    recovers = _dying_spec(tmp_path / "recovers.txt", die_times=1)
+    never = _dying_spec(tmp_path / "never.txt", die_times=99)
+
+    sweep = runner.run_sweep([recovers, never], tmp_path / "run", max_retries=1, progress=False)
+
+    records = {r["trial_id"]: r for r in store.read_trials(tmp_path / "run")}
+    assert records[recovers.trial_id]["status"] == "ok", records[recovers.trial_id]["error"]
+    assert len((tmp_path / "recovers.txt").read_text().splitlines()) == 2  # died, then ran
+    failed = records[never.trial_id]
+    assert failed["status"] == "failed"
+    assert failed["error"].startswith("worker died, 2 attempts: ")
+    assert len((tmp_path / "never.txt").read_text().splitlines()) == 2  # 1 + max_retries
+    assert len(sweep.records) == 2 and ray_cluster.is_initialized()
+
+
+def _suite_file(tmp_path: Path) -> Path:
+    suite = {
+        "name": "killed",
+        "models": ["tiny"],
+        "tasks": ["math-mini"],
+        "methods": ["none"],
+        "seeds": [0, 1, 2],
+        "eval": {"limit": 2, "batch_size": 2, "max_gen_toks": 4},
+    }
+    path = tmp_path / "killed.yaml"
+    path.write_text(json.dumps(suite))  # JSON is YAML
+    return path
+
+
+def _cli() -> str:
+    return shutil.which("hizfo-bench", path=str(Path(sys.executable).parent)) or "hizfo-bench"
+
+
+@pytest.mark.integration
+def test_resume_after_sigkill_of_the_driver(tmp_path):
+    suite, out = _suite_file(tmp_path), tmp_path / "run"
+    cmd = [_cli(), "run", "--suite", str(suite), "--out", str(out), "--num-cpus", "2"]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    # Its own session, so one killpg takes the driver, its Ray cluster and its workers.
+    first = subprocess.Popen(
+        cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.time() + 240
+        while not list((out / "trials").glob("*.json")) and time.time() < deadline:
+            assert first.poll() is None, first.stderr.read().decode()[-2000:]
+            time.sleep(0.2)
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    before = {
+        p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in (out / "trials").glob("*.json")
+    }
+    assert 1 <= len(before) < 3, "the sweep must be killed halfway for this test to mean much"
+    # Processes of the killed sweep can linger for a moment; let the kernel reap them.
+    for _ in range(100):
+        try:
+            os.killpg(first.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+
+    second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert f"{len(before)} of 3 trials already finished" in second.stderr
+    files = sorted((out / "trials").iterdir())
+    assert len(files) == 3 and all(p.suffix == ".json" for p in files)  # no temp files
+    for p in files:
+        record = json.loads(p.read_text())
+        assert record["status"] == "ok", record["error"]
+        if p.name in before:  # finished before the kill: not run again, not rewritten
+            assert (p.stat().st_mtime_ns, p.read_bytes()) == before[p.name]
+    pids = [json.loads(p.read_text())["worker"]["pid"] for p in files]
+    assert len(set(pids)) == 3
+
+
+_BASE = {"models": ["tiny"], "tasks": ["math-mini"], "methods": ["none"], "seeds": [0]}
+
+
+@pytest.mark.parametrize(
+    "patch, message",
+    [
+        ({"tasks": {"math-mini": {"config": {"lr": 1}}}}, "unknown key(s) config"),
+        ({"methods": {"none": {"train": 5}}}, "methods.none.train: expected a mapping"),
+        ({"train": [1]}, "suite.train: expected a mapping"),
+        ({"seeds": [0, 0]}, "repeats a seed"),
+        ({"seeds": [True]}, "list of integers"),
+        ({"models": ["tiny", "tiny"]}, "the same trial appears twice"),
+    ],
+)
+def test_suite_mistakes_fail_before_anything_runs(patch, message):
+    from bench.config import ConfigError
+    from bench.suite import expand
+
+    with pytest.raises(ConfigError) as info:
+        expand({**_BASE, **patch})
+    assert message in str(info.value)
