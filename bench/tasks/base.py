@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,26 @@ from typing import Any, ClassVar
 import yaml
 
 _HERE = Path(__file__).parent
+# lm-eval resolves `!function module.name` to `<yaml folder>/module.py`; the evaluator writes
+# the YAML into a temporary folder, so a one-line shim there re-exports the real functions.
+FUNCTIONS_SHIM = "hizfo_task_functions"
+_TRUE = {"1", "ON", "YES", "TRUE"}
+
+
+class TaskError(ValueError):
+    """Bad task input; the message says what is wrong and how to fix it (one line)."""
+
+
+class UnknownTaskError(TaskError):
+    pass
+
+
+class TaskUnavailableError(TaskError):
+    """The task's data cannot be had here (hub data set in offline mode, no sandbox, ...)."""
+
+
+class TaskDataError(TaskError):
+    """A data file the task reads is malformed."""
 
 
 @dataclass(frozen=True)
@@ -21,11 +42,39 @@ class Example:
     target: str
 
 
+class _FunctionRef(str):
+    """A `!function` tag kept verbatim through load and dump."""
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+_Loader.add_constructor("!function", lambda loader, node: _FunctionRef(node.value))
+_Dumper.add_representer(
+    _FunctionRef, lambda dumper, value: dumper.represent_scalar("!function", str(value))
+)
+
+
+def hub_offline() -> bool:
+    """Whether `datasets` will refuse to download (HF_DATASETS_OFFLINE wins over HF_HUB_OFFLINE)."""
+    value = os.environ.get("HF_DATASETS_OFFLINE")
+    if value is None:
+        value = os.environ.get("HF_HUB_OFFLINE", "")
+    return value.strip().upper() in _TRUE
+
+
 class Task(ABC):
     """A task family member. Subclasses set the class attributes and the two data methods.
 
     The lm-eval side is data: a YAML template beside this module (``lm_eval_yaml``) whose
     ``dataset_kwargs.data_files`` the evaluator points at the documents this task writes.
+    Hub tasks go through the same path: they download with `datasets` and write the same
+    JSONL, so a hub task and its offline sibling share their YAML and metric code.
     """
 
     name: ClassVar[str]
@@ -43,6 +92,11 @@ class Task(ABC):
     def eval_documents(self) -> list[dict[str, Any]]:
         """The test documents the lm-eval template reads, in a fixed order."""
 
+    def check_available(self) -> None:
+        """Raise a TaskError if this task cannot run here; called when a suite is validated,
+        before any trial starts. Must be cheap for offline tasks."""
+        return None
+
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train_examples()), "test": len(self.eval_documents())}
 
@@ -53,10 +107,60 @@ class Task(ABC):
         with data.open("w") as f:
             for doc in self.eval_documents():
                 f.write(json.dumps(doc) + "\n")
-        config = yaml.safe_load((_HERE / self.lm_eval_yaml).read_text())
+        config = yaml.load((_HERE / self.lm_eval_yaml).read_text(), Loader=_Loader)
         task_name = "hizfo_" + self.name.replace("-", "_")
         config["task"] = task_name
         config.setdefault("dataset_kwargs", {})["data_files"] = {"test": str(data)}
         config.setdefault("generation_kwargs", {})["max_gen_toks"] = max_gen_toks
-        (folder / f"{task_name}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        (folder / f"{FUNCTIONS_SHIM}.py").write_text(
+            "from bench.tasks.lm_eval_functions import *  # noqa: F403\n"
+        )
+        (folder / f"{task_name}.yaml").write_text(
+            yaml.dump(config, Dumper=_Dumper, sort_keys=False)
+        )
         return task_name
+
+
+class HubTask(Task):
+    """A task whose data comes from a Hugging Face hub data set, loaded with `datasets`."""
+
+    source = "hub"
+    hub_path: ClassVar[str]
+    hub_name: ClassVar[str | None] = None
+    test_split: ClassVar[str] = "test"  # the split scored (SQuAD has only "validation")
+
+    def load_split(self, split: str) -> list[dict[str, Any]]:
+        return load_hub_split(self.hub_path, self.hub_name, split)
+
+    def check_available(self) -> None:
+        # Loading the test split is the only real check: it also passes offline when the
+        # data set is already in the local `datasets` cache.
+        self.load_split(self.test_split)
+
+
+_HUB_CACHE: dict[tuple[str, str | None, str], list[dict[str, Any]]] = {}
+
+
+def load_hub_split(path: str, name: str | None, split: str) -> list[dict[str, Any]]:
+    """One split of a hub data set as a list of dicts, or a TaskUnavailableError that says why."""
+    key = (path, name, split)
+    if key not in _HUB_CACHE:
+        import datasets
+
+        label = path + (f" ({name})" if name else "")
+        try:
+            ds = datasets.load_dataset(path, name, split=split)
+        except Exception as e:
+            if hub_offline():
+                raise TaskUnavailableError(
+                    f"hub data set {label} is not in the local cache and offline mode is on; "
+                    "set HF_DATASETS_OFFLINE=0 HF_HUB_OFFLINE=0 on a machine with network "
+                    "(the data set is then cached for later offline runs)"
+                ) from None
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise TaskUnavailableError(
+                f"could not load hub data set {label} split {split!r}: {first}; "
+                "check the network connection (or pre-fill the `datasets` cache)"
+            ) from None
+        _HUB_CACHE[key] = [dict(row) for row in ds]
+    return _HUB_CACHE[key]

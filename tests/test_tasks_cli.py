@@ -1,0 +1,23 @@
+from bench.cli import main
+from bench.tasks import available_tasks
+
+
+def test_tasks_lists_every_task(capsys):
+    assert main(["tasks"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    rows = {line.split()[0]: line.split() for line in out[1:]}
+    assert set(rows) == set(available_tasks())
+    assert rows["humaneval"][1:5] == ["code", "offline", rows["humaneval"][3], "164"]
+    assert rows["gsm8k"][1:5] == ["math", "hub", "hub", "hub"]
+    assert rows["docstring-summary"][-1] == "rougeL,none"
+    assert rows["squad"][-1] == "f1,none"
+
+
+def test_hub_task_in_an_offline_suite_is_one_line_and_exit_2(tmp_path, capsys):
+    suite = tmp_path / "s.yaml"
+    suite.write_text("models: [tiny]\ntasks: [squad]\nmethods: [none]\n")
+    out = tmp_path / "run"
+    assert main(["run", "--suite", str(suite), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "HF_DATASETS_OFFLINE=0" in err
+    assert not (out / "trials").exists() or not any((out / "trials").iterdir())
