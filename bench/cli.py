@@ -1,4 +1,4 @@
-"""The `hizfo-bench` command: run, report, methods, tasks, models."""
+"""The `hizfo-bench` command: run, report, compare, methods, tasks, models."""
 
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from bench.report import summary_table
     from bench.suite import load_suite
 
-    name, specs = load_suite(args.suite)
+    # A dry run lists trials without touching a hub, so hub model ids pass offline.
+    name, specs = load_suite(args.suite, check_sources=not args.dry_run)
     run_dir = (
         Path(args.out) if args.out else DEFAULT_RUNS / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
@@ -40,29 +41,95 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 0
     print(f"suite {name}: {len(specs)} trials -> {run_dir}", file=sys.stderr)
     t0 = time.time()
-    runner.run_trials(
-        specs,
-        run_dir,
-        address=args.address,
-        num_cpus=args.num_cpus,
-        cpus_per_trial=args.cpus_per_trial,
-    )
+    try:
+        sweep = runner.run_sweep(
+            specs,
+            run_dir,
+            address=args.address,
+            num_cpus=args.num_cpus,
+            cpus_per_trial=args.cpus_per_trial,
+            max_retries=args.max_retries,
+        )
+    except (store.RunDirBusyError, runner.ResourceError) as e:
+        raise UsageError(str(e)) from None
     frame = store.load_frame(run_dir)
     frame = frame[frame["trial_id"].isin({s.trial_id for s in specs})]
     print(f"\n{name}: {len(frame)} trials in {run_dir} ({time.time() - t0:.0f} s)\n")
     print(summary_table(frame))
+    over = sweep.overhead()
+    if over:
+        # Sweep wall-clock against perfect packing of the trials' own times.
+        print(
+            f"\n{len(sweep.records)} trials run, {sweep.skipped} already finished; "
+            f"wall {over['wall_seconds']:.0f} s (startup {over['startup_seconds']:.0f} s), "
+            f"trials {over['trial_seconds_sum']:.0f} s / {over['parallelism']} slots = "
+            f"{over['ideal_seconds']:.0f} s; overhead {over['overhead_seconds']:.0f} s "
+            f"({100 * over['overhead_fraction']:.0f}% of wall)"
+        )
     return 0 if (frame["status"] == "ok").all() else 1
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from bench import store
-    from bench.report import summary_table
+    from bench import report, store
 
-    run_dir = Path(args.run_dir)
-    if not store.trials_dir(run_dir).is_dir():
-        raise UsageError(f"{run_dir} is not a run directory (no trials/ folder inside)")
-    print(summary_table(store.load_frame(run_dir)))
+    paths = [Path(p) for p in args.run_dirs]
+    runs = report.find_runs(paths)
+    for p in paths:
+        if not report.find_runs([p]):
+            raise UsageError(f"{p} is not a run directory (no trials/ folder inside) nor holds any")
+    if len(paths) == 1 and runs == paths:
+        run_dir = paths[0]
+        if not store.read_trials(run_dir):
+            raise UsageError(f"{run_dir} holds no trial files")
+        print(report.summary_table(store.load_frame(run_dir)))
+        written = report.write_report(run_dir, Path(args.out) if args.out else None)
+    else:
+        # Several runs (or a folder of them): a history, written beside the runs.
+        out = Path(args.out) if args.out else Path(os.path.commonpath(runs)) / "report"
+        if out.parent in runs:  # a single run given as a folder of runs: keep it apart
+            out = out.parent / "report" / "history"
+        written = report.write_history(runs, out)
+        print(f"history of {len(runs)} runs")
+    print(f"\nwrote {len(written)} files into {os.path.commonpath(written)}")
     return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    import json
+
+    from bench import regress
+
+    tol = regress.Tolerances(
+        abs_tol=args.abs_tol,
+        k=args.k,
+        time_factor=args.time_factor,
+        time_slack_seconds=args.time_slack,
+        memory_factor=args.memory_factor,
+        memory_slack_bytes=args.memory_slack_mib * 2**20,
+        check_time=not args.ignore_time,
+        check_memory=not args.ignore_memory,
+        loss_factor=args.loss_factor,
+        check_loss=not args.ignore_loss,
+    )
+    try:
+        verdict = regress.compare(
+            regress.load_records(args.reference),
+            regress.load_records(args.current),
+            tol,
+            match=args.match,
+            reference_name=args.reference,
+            current_name=args.current,
+        )
+    except regress.UnusableInput as e:
+        raise UsageError(str(e)) from None
+    print(regress.render_table(verdict))
+    current = Path(args.current)
+    default = (current if current.is_dir() else current.parent) / "report" / "compare.json"
+    out = Path(args.json) if args.json else default
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(verdict.to_dict(), indent=1) + "\n")
+    print(f"verdict written to {out}")
+    return 0 if verdict.passed else 1
 
 
 def _cmd_methods(args: argparse.Namespace) -> int:
@@ -76,13 +143,16 @@ def _cmd_methods(args: argparse.Namespace) -> int:
 def _cmd_tasks(args: argparse.Namespace) -> int:
     from bench.tasks import available_tasks
 
-    print(f"{'task':14s} {'family':11s} {'source':8s} {'train':>6s} {'test':>5s}  metric")
+    # Hub sizes would need a download; offline sizes are cheap (data generated or cached).
+    print(f"{'task':18s} {'family':11s} {'source':8s} {'train':>6s} {'test':>5s}  metric")
     for name, cls in available_tasks().items():
         sizes = cls().sizes() if cls.source == "offline" else {"train": "hub", "test": "hub"}
         print(
-            f"{name:14s} {cls.family:11s} {cls.source:8s} {sizes['train']:>6} "
+            f"{name:18s} {cls.family:11s} {cls.source:8s} {sizes['train']:>6} "
             f"{sizes['test']:>5}  {cls.metric}"
         )
+        if args.verbose:
+            print(f"{'':18s} {cls.description}")
     return 0
 
 
@@ -104,6 +174,35 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_perf(args: argparse.Namespace) -> int:
+    from bench import perf
+
+    if args.repeats < 1 or args.warmup < 0:
+        raise UsageError("--repeats must be >= 1 and --warmup >= 0")
+    settings = perf.PerfSettings(
+        model=args.model,
+        batch_size=args.batch_size,
+        seq_len=args.seq_len,
+        dtype=args.dtype,
+        device=args.device,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        methods=tuple(m for m in args.methods.split(",") if m),
+        naive=not args.no_naive,
+        large=args.large,
+        threads=args.threads,
+    )
+    summary = perf.run_perf(settings, log=lambda s: print(s, file=sys.stderr))
+    perf.write_outputs(
+        summary,
+        out=Path(args.out) if args.out else None,
+        json_path=Path(args.json) if args.json else None,
+    )
+    print(perf.render(summary))
+    missed = [t for m in summary["models"] for t in m["targets"] if t["met"] is False]
+    return 1 if args.strict and missed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hizfo-bench", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log every trial step")
@@ -112,15 +211,65 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a suite (resumes an existing --out directory)")
     run.add_argument("--suite", default="mini", help="bundled suite name or YAML path")
     run.add_argument("--out", help="run directory (default results/runs/<suite>-<time>)")
-    run.add_argument("--address", help="address of an existing Ray cluster (default: local)")
+    run.add_argument(
+        "--address",
+        help="existing Ray cluster: host:port of its head, or 'auto' (default: start a local one)",
+    )
     run.add_argument("--num-cpus", type=int, help="CPUs of the local Ray cluster")
     run.add_argument("--cpus-per-trial", type=int, help="CPU threads per trial")
+    run.add_argument(
+        "--max-retries",
+        type=int,
+        default=2,
+        help="times a trial whose worker died is run again before it is recorded failed",
+    )
     run.add_argument("--dry-run", action="store_true", help="list the trials, run nothing")
     run.set_defaults(func=_cmd_run)
 
-    report = sub.add_parser("report", help="tables of a run directory")
-    report.add_argument("run_dir")
+    report = sub.add_parser(
+        "report",
+        help="tables and plots of a run; metrics over time of several runs",
+        description="One run dir: tables (md, tex, csv) and plots into RUN_DIR/report/. "
+        "Several run dirs, or a folder of runs: each metric over time (history).",
+    )
+    report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    report.add_argument("--out", help="report folder (default RUN_DIR/report, or beside the runs)")
     report.set_defaults(func=_cmd_report)
+
+    cmp = sub.add_parser(
+        "compare",
+        help="regression check of a run against a reference (exit 1 on a regression)",
+        description="Compare CURRENT with REFERENCE trial by trial. Exit 0: no regression; "
+        "1: a regression; 2: unusable input. See docs/reports.md.",
+    )
+    cmp.add_argument("reference", help="reference run dir, or a trial JSON file or folder")
+    cmp.add_argument("current", help="run dir (or trial JSON file or folder) to check")
+    cmp.add_argument("--json", help="verdict file (default CURRENT/report/compare.json)")
+    cmp.add_argument(
+        "--match",
+        choices=("key", "id"),
+        default="key",
+        help="match trials by (method, task, model, seed) (default; survives config "
+        "changes, with a warning) or by exact trial id",
+    )
+    cmp.add_argument("--abs-tol", type=float, default=0.02, help="score drop always allowed")
+    cmp.add_argument("--k", type=float, default=2.0, help="standard errors of drop allowed")
+    cmp.add_argument(
+        "--time-factor",
+        type=float,
+        default=1.1,
+        help="train time may grow to this factor (raise it on shared CI machines)",
+    )
+    cmp.add_argument("--time-slack", type=float, default=1.0, help="plus these seconds")
+    cmp.add_argument("--memory-factor", type=float, default=1.1, help="peak memory factor")
+    cmp.add_argument("--memory-slack-mib", type=float, default=16.0, help="plus these MiB")
+    cmp.add_argument("--ignore-time", action="store_true", help="do not check train time")
+    cmp.add_argument("--ignore-memory", action="store_true", help="do not check peak memory")
+    cmp.add_argument(
+        "--loss-factor", type=float, default=1.05, help="final training loss may grow so much"
+    )
+    cmp.add_argument("--ignore-loss", action="store_true", help="do not check the final loss")
+    cmp.set_defaults(func=_cmd_compare)
 
     sub.add_parser("methods", help="list registered methods").set_defaults(func=_cmd_methods)
     sub.add_parser("tasks", help="list tasks").set_defaults(func=_cmd_tasks)
@@ -128,6 +277,30 @@ def build_parser() -> argparse.ArgumentParser:
     prep = sub.add_parser("prepare", help="build built-in models into the cache")
     prep.add_argument("models", nargs="+")
     prep.set_defaults(func=_cmd_prepare)
+
+    pf = sub.add_parser(
+        "perf", help="step time and peak memory of each method against forward/inference"
+    )
+    pf.add_argument("--model", default="smollm2-135m", help="model source (default embedded)")
+    pf.add_argument("--batch-size", type=int, default=8)
+    pf.add_argument("--seq-len", type=int, default=64)
+    pf.add_argument("--dtype", default="float32")
+    pf.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    pf.add_argument("--repeats", type=int, default=5, help="timed calls per phase (median)")
+    pf.add_argument("--warmup", type=int, default=1, help="untimed calls before them")
+    pf.add_argument("--methods", default="mezo,fo-adamw,hizfo,lora", help="comma-separated")
+    pf.add_argument("--no-naive", action="store_true", help="skip the naive MeZO reference")
+    pf.add_argument(
+        "--large",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="on GPU, also random-init 1B-class Llama shapes (default on)",
+    )
+    pf.add_argument("--threads", type=int, help="torch intra-op threads")
+    pf.add_argument("--json", help="write the summary (perf.json) here")
+    pf.add_argument("--out", help="write a run directory: trials/<id>.json and perf.json")
+    pf.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    pf.set_defaults(func=_cmd_perf)
     return parser
 
 

@@ -1,8 +1,29 @@
-"""Tables from a run's trial files."""
+"""Reports from trial files: the paper's main table (Markdown, LaTeX, CSV) and the plots.
+
+The main table has one block per model: rows are methods, columns are tasks grouped by
+family, each cell the score's mean ± std over seeds (best per column in bold); beside
+them the mean train time per trial, the time relative to fo-adamw and the peak memory.
+Failed trials are counted in the cell they belong to and listed under the table.
+"""
 
 from __future__ import annotations
 
+import csv
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
 import pandas as pd
+
+from bench import store
+
+BASELINE = "fo-adamw"  # the "time relative to" column divides by this method's time
+# Display order of the rows (the paper's: zero-shot, FT, the ZO baseline, PEFT, ours);
+# methods not named here follow alphabetically.
+ROW_ORDER = ("none", "fo-adamw", "mezo", "lora", "hizfo")
+FAMILY_ORDER = ("math", "code", "generative")
 
 
 def _fmt_bytes(n: float | None) -> str:
@@ -38,3 +59,420 @@ def summary_table(frame: pd.DataFrame) -> str:
             f"| {method} | {task} | {model} | {len(g)} | {score} | {train} | {mem} | {status} |"
         )
     return "\n".join(lines)
+
+
+# ---- loading -------------------------------------------------------------------------
+
+FRAME_COLUMNS = [
+    "trial_id",
+    "method",
+    "task",
+    "model",
+    "seed",
+    "status",
+    "error",
+    "score",
+    "train_seconds",
+    "eval_seconds",
+    "peak_memory_bytes",
+    "memory_kind",
+    "steps",
+    "started_at",
+    "run",
+]
+
+
+def trial_frame(records: list[dict[str, Any]], run: str = "") -> pd.DataFrame:
+    """Trial records as one row each, with the fields the report needs beyond load_frame's."""
+    rows = []
+    for r in records:
+        row = {c: r.get(c) for c in FRAME_COLUMNS}
+        row["memory_kind"] = (r.get("memory") or {}).get("kind")
+        row["run"] = run
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=FRAME_COLUMNS)
+    for c in ("score", "train_seconds", "eval_seconds", "peak_memory_bytes"):
+        frame[c] = pd.to_numeric(frame[c], errors="coerce")
+    frame["started_at"] = pd.to_datetime(frame["started_at"], errors="coerce", utc=True)
+    return frame
+
+
+def task_family(task: str) -> str:
+    from bench.tasks import available_tasks
+
+    cls = available_tasks().get(task)
+    return cls.family if cls is not None else "other"
+
+
+def method_order(methods: list[str] | set[str]) -> list[str]:
+    known = [m for m in ROW_ORDER if m in methods]
+    return known + sorted(set(methods) - set(known))
+
+
+# ---- the main table ------------------------------------------------------------------
+
+
+@dataclass
+class Cell:
+    mean: float | None = None
+    std: float | None = None  # None with a single ok seed
+    n_ok: int = 0
+    n_failed: int = 0
+    best: bool = False
+
+    def text(self, pm: str = "±") -> str:
+        if self.n_ok == 0:
+            return "failed" if self.n_failed else "-"
+        out = f"{100 * self.mean:.1f}"
+        if self.std is not None:
+            out += f" {pm} {100 * self.std:.1f}"
+        if self.n_failed:
+            out += f" ({self.n_failed}/{self.n_ok + self.n_failed} failed)"
+        return out
+
+
+@dataclass
+class Row:
+    method: str
+    cells: dict[str, Cell]
+    average: float | None  # mean score over tasks, only when every task has a score
+    train_seconds: float | None  # mean over this method's ok trials
+    relative_time: float | None  # vs BASELINE over the tasks both have; None = no baseline
+    peak_memory_bytes: float | None  # the largest per-task mean
+    task_train_seconds: dict[str, float | None] = field(default_factory=dict)
+    task_peak_memory: dict[str, float | None] = field(default_factory=dict)
+
+
+@dataclass
+class MainTable:
+    model: str
+    columns: list[tuple[str, str]]  # (family, task), grouped by family
+    rows: list[Row]
+    memory_kinds: list[str]
+    failed: pd.DataFrame  # every failed trial of this model, with its error
+
+    @property
+    def has_average(self) -> bool:
+        return len(self.columns) > 1
+
+
+def _mean(values: pd.Series) -> float | None:
+    values = values.dropna()
+    return float(values.mean()) if len(values) else None
+
+
+def main_tables(frame: pd.DataFrame) -> list[MainTable]:
+    """One MainTable per model: the numbers behind table.md / .tex / .csv."""
+    tables = []
+    for model, mframe in frame.groupby("model", sort=True):
+        tasks = sorted(set(mframe["task"]))
+        families = {t: task_family(t) for t in tasks}
+        fam_rank = {f: i for i, f in enumerate(FAMILY_ORDER)}
+        columns = sorted(
+            ((families[t], t) for t in tasks), key=lambda c: (fam_rank.get(c[0], 99), c)
+        )
+        ok = mframe[mframe["status"] == "ok"]
+        per_task_time = ok.groupby(["method", "task"])["train_seconds"].mean()
+        rows = []
+        for method in method_order(set(mframe["method"])):
+            g = mframe[mframe["method"] == method]
+            cells, times, mems = {}, {}, {}
+            for _, task in columns:
+                t = g[g["task"] == task]
+                scores = t.loc[t["status"] == "ok", "score"].dropna()
+                cell = Cell(n_ok=len(scores), n_failed=int((t["status"] != "ok").sum()))
+                if len(scores):
+                    cell.mean = float(scores.mean())
+                    cell.std = float(scores.std()) if len(scores) > 1 else None
+                cells[task] = cell
+                t_ok = t[t["status"] == "ok"]
+                times[task] = _mean(t_ok["train_seconds"])
+                mems[task] = _mean(t_ok["peak_memory_bytes"])
+            means = [c.mean for c in cells.values()]
+            average = (
+                sum(means) / len(means) if means and all(m is not None for m in means) else None
+            )
+            rel = None
+            if BASELINE in set(mframe["method"]):
+                shared = [
+                    task
+                    for _, task in columns
+                    if times[task] is not None
+                    and pd.notna(per_task_time.get((BASELINE, task), float("nan")))
+                ]
+                base = sum(per_task_time[(BASELINE, task)] for task in shared)
+                if shared and base > 0:
+                    rel = sum(times[task] for task in shared) / base
+            mem_values = [m for m in mems.values() if m is not None]
+            rows.append(
+                Row(
+                    method=method,
+                    cells=cells,
+                    average=average,
+                    train_seconds=_mean(g.loc[g["status"] == "ok", "train_seconds"]),
+                    relative_time=rel,
+                    peak_memory_bytes=max(mem_values) if mem_values else None,
+                    task_train_seconds=times,
+                    task_peak_memory=mems,
+                )
+            )
+        for _, task in columns:
+            scored = [r.cells[task].mean for r in rows if r.cells[task].mean is not None]
+            best = max(scored, default=None)
+            for r in rows:
+                c = r.cells[task]
+                c.best = best is not None and c.mean is not None and math.isclose(c.mean, best)
+        kinds = sorted({k for k in mframe["memory_kind"].dropna()})
+        failed = mframe[mframe["status"] != "ok"][["trial_id", "method", "task", "seed", "error"]]
+        tables.append(MainTable(str(model), columns, rows, kinds, failed))
+    return tables
+
+
+def fmt_seconds(s: float | None) -> str:
+    if s is None or pd.isna(s):
+        return "-"
+    if s < 120:
+        return f"{s:.1f} s"
+    if s < 7200:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.1f} h"
+
+
+def fmt_memory(n: float | None) -> str:
+    if n is None or pd.isna(n):
+        return "-"
+    if n < 2**30:
+        return f"{n / 2**20:,.0f} MiB"
+    return f"{n / 2**30:.1f} GiB"
+
+
+def fmt_relative(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}×"
+
+
+_MEMORY_NOTE = {
+    "cuda_max_allocated": "peak GPU memory allocated (weights included)",
+    "cpu_rss_added": "peak CPU resident memory added by training (weights excluded)",
+}
+
+
+def _caption(table: MainTable) -> str:
+    kinds = "; ".join(_MEMORY_NOTE.get(k, k) for k in table.memory_kinds) or "not measured"
+    return (
+        f"{table.model}: score ×100, mean ± std over seeds (best per task in bold). "
+        f"Train time: mean per trial; relative to {BASELINE} over the tasks both ran. "
+        f"Memory: {kinds}."
+    )
+
+
+def render_markdown(tables: list[MainTable]) -> str:
+    out = []
+    for table in tables:
+        head = ["method"] + [f"{fam} / {task}" for fam, task in table.columns]
+        if table.has_average:
+            head.append("avg")
+        head += ["train time", f"time vs {BASELINE}", "peak memory"]
+        lines = [
+            f"### {table.model}",
+            "",
+            _caption(table),
+            "",
+            "| " + " | ".join(head) + " |",
+            "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|",
+        ]
+        for r in table.rows:
+            cells = []
+            for _, task in table.columns:
+                c = r.cells[task]
+                cells.append(f"**{c.text()}**" if c.best else c.text())
+            if table.has_average:
+                cells.append("-" if r.average is None else f"{100 * r.average:.1f}")
+            cells += [
+                fmt_seconds(r.train_seconds),
+                fmt_relative(r.relative_time),
+                fmt_memory(r.peak_memory_bytes),
+            ]
+            lines.append("| " + " | ".join([r.method, *cells]) + " |")
+        if len(table.failed):
+            lines += ["", f"Failed trials ({len(table.failed)}):", ""]
+            for f in table.failed.itertuples():
+                error = str(f.error or "no error recorded").splitlines()[0][:200]
+                lines.append(f"- `{f.trial_id}`: {error}")
+        out.append("\n".join(lines))
+    return "\n\n".join(out) + "\n"
+
+
+_TEX_ESCAPES = {c: "\\" + c for c in "&%$#_{}"} | {"~": r"\textasciitilde{}", "^": r"\^{}"}
+
+
+def tex_escape(text: str) -> str:
+    return "".join(_TEX_ESCAPES.get(ch, ch) for ch in text.replace("\\", r"\textbackslash{}"))
+
+
+def _tex_caption(table: MainTable) -> str:
+    # ± and × are not safe in pdflatex text mode without extra packages: use math mode.
+    text = tex_escape(_caption(table))
+    return text.replace("±", "$\\pm$").replace("×", "$\\times$")
+
+
+def render_latex(tables: list[MainTable]) -> str:
+    """booktabs tables: family headers spanning their tasks, then the task names."""
+    out = ["% needs \\usepackage{booktabs}"]
+    for table in tables:
+        n_task = len(table.columns)
+        extra = (["Avg."] if table.has_average else []) + [
+            "Time",
+            f"vs {tex_escape(BASELINE)}",
+            "Memory",
+        ]
+        spec = "l" + "c" * n_task + "r" * len(extra)
+        groups: list[tuple[str, int]] = []
+        for fam, _ in table.columns:
+            if groups and groups[-1][0] == fam:
+                groups[-1] = (fam, groups[-1][1] + 1)
+            else:
+                groups.append((fam, 1))
+        fam_cells, rules, col = [], [], 2
+        for fam, n in groups:
+            fam_cells.append(f"\\multicolumn{{{n}}}{{c}}{{{tex_escape(fam.capitalize())}}}")
+            rules.append(f"\\cmidrule(lr){{{col}-{col + n - 1}}}")
+            col += n
+        lines = [
+            "\\begin{table}[t]",
+            "\\centering",
+            f"\\caption{{{_tex_caption(table)}}}",
+            f"\\begin{{tabular}}{{{spec}}}",
+            "\\toprule",
+            " & ".join(["", *fam_cells, *[""] * len(extra)]) + " \\\\",
+            " ".join(rules),
+            " & ".join(["Method", *[tex_escape(task) for _, task in table.columns], *extra])
+            + " \\\\",
+            "\\midrule",
+        ]
+        for r in table.rows:
+            cells = []
+            for _, task in table.columns:
+                c = r.cells[task]
+                text = tex_escape(c.text(pm="PLUSMINUS")).replace("PLUSMINUS", "$\\pm$")
+                cells.append(f"\\textbf{{{text}}}" if c.best else text)
+            if table.has_average:
+                cells.append("-" if r.average is None else f"{100 * r.average:.1f}")
+            cells += [
+                tex_escape(fmt_seconds(r.train_seconds)),
+                "-" if r.relative_time is None else f"{r.relative_time:.2f}$\\times$",
+                tex_escape(fmt_memory(r.peak_memory_bytes)),
+            ]
+            lines.append(" & ".join([tex_escape(r.method), *cells]) + " \\\\")
+        lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
+        out.append("\n".join(lines))
+    return "\n\n".join(out) + "\n"
+
+
+def render_csv(tables: list[MainTable]) -> str:
+    """Machine-readable numbers: one row per (model, method), raw units, no formatting."""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    all_cols = sorted({c for t in tables for c in t.columns})
+    header = ["model", "method"]
+    for fam, task in all_cols:
+        header += [
+            f"{fam}/{task} score_mean",
+            f"{fam}/{task} score_std",
+            f"{fam}/{task} n_ok",
+            f"{fam}/{task} n_failed",
+            f"{fam}/{task} train_seconds",
+            f"{fam}/{task} peak_memory_bytes",
+        ]
+    header += [
+        "score_average",
+        "train_seconds_mean",
+        f"time_relative_to_{BASELINE}",
+        "peak_memory_bytes",
+        "best_in",
+    ]
+    writer.writerow(header)
+
+    def num(x: float | None) -> str:
+        return "" if x is None else repr(float(x))
+
+    for t in tables:
+        for r in t.rows:
+            row = [t.model, r.method]
+            for col in all_cols:
+                c = r.cells.get(col[1])
+                if col not in t.columns or c is None:
+                    row += [""] * 6
+                    continue
+                row += [
+                    num(c.mean),
+                    num(c.std),
+                    c.n_ok,
+                    c.n_failed,
+                    num(r.task_train_seconds.get(col[1])),
+                    num(r.task_peak_memory.get(col[1])),
+                ]
+            best = ";".join(task for task, c in r.cells.items() if c.best)
+            row += [
+                num(r.average),
+                num(r.train_seconds),
+                num(r.relative_time),
+                num(r.peak_memory_bytes),
+                best,
+            ]
+            writer.writerow(row)
+    return buf.getvalue()
+
+
+# ---- writing a report ----------------------------------------------------------------
+
+
+def write_report(run_dir: Path, out_dir: Path | None = None) -> list[Path]:
+    """Tables and plots of one run into RUN_DIR/report/; returns the files written."""
+    from bench import plots
+
+    run_dir = Path(run_dir)
+    records = store.read_trials(run_dir)
+    if not records:
+        raise ValueError(f"{run_dir} holds no trial files")
+    out_dir = Path(out_dir) if out_dir else run_dir / "report"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frame = trial_frame(records, run=run_dir.name)
+    tables = main_tables(frame)
+    written = []
+    for name, text in (
+        ("table.md", render_markdown(tables)),
+        ("table.tex", render_latex(tables)),
+        ("table.csv", render_csv(tables)),
+    ):
+        path = out_dir / name
+        path.write_text(text)
+        written.append(path)
+    written += plots.run_plots(records, frame, out_dir / "plots")
+    return written
+
+
+def find_runs(paths: list[Path]) -> list[Path]:
+    """Run directories among `paths`: each path is a run, or a folder of runs."""
+    runs = []
+    for p in map(Path, paths):
+        if store.trials_dir(p).is_dir():
+            runs.append(p)
+        elif p.is_dir():
+            runs += sorted(c for c in p.iterdir() if store.trials_dir(c).is_dir())
+    return runs
+
+
+def write_history(run_dirs: list[Path], out_dir: Path) -> list[Path]:
+    """Score, train time and peak memory of every (method, task) over several runs."""
+    from bench import plots
+
+    # The full path names a run: two folders called "nightly" must not merge.
+    frames = [trial_frame(store.read_trials(r), run=str(r)) for r in run_dirs]
+    frame = pd.concat([f for f in frames if len(f)], ignore_index=True)
+    if frame.empty:
+        raise ValueError("the runs hold no trial files")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "history.csv"
+    cols = [c for c in FRAME_COLUMNS if c != "error"]
+    frame.sort_values("started_at")[cols].to_csv(path, index=False)
+    return [path, *plots.history_plots(frame, out_dir / "plots")]

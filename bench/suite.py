@@ -103,7 +103,9 @@ def resolve_suite_path(name_or_path: str) -> Path:
     return bundled
 
 
-def _as_mapping(value: Any, where: str) -> dict[str, dict[str, Any]]:
+def _as_mapping(
+    value: Any, where: str, allowed: set[str] = _OVERRIDE_KEYS
+) -> dict[str, dict[str, Any]]:
     if isinstance(value, list):
         return {str(v): {} for v in value}
     if isinstance(value, dict):
@@ -112,19 +114,26 @@ def _as_mapping(value: Any, where: str) -> dict[str, dict[str, Any]]:
             v = v or {}
             if not isinstance(v, dict):
                 raise ConfigError(f"{where}.{k}: expected a mapping, got {v!r}")
-            unknown = sorted(set(v) - _OVERRIDE_KEYS)
+            unknown = sorted(set(v) - allowed)
             if unknown:
                 raise ConfigError(
                     f"{where}.{k}: unknown key(s) {', '.join(unknown)}; "
-                    f"valid keys: {', '.join(sorted(_OVERRIDE_KEYS))}"
+                    f"valid keys: {', '.join(sorted(allowed))}"
                 )
+            for key, sub in v.items():
+                if sub is not None and not isinstance(sub, dict):
+                    raise ConfigError(f"{where}.{k}.{key}: expected a mapping, got {sub!r}")
             out[str(k)] = v
         return out
     raise ConfigError(f"{where}: expected a list or a mapping, got {value!r}")
 
 
-def load_suite(name_or_path: str) -> tuple[str, list[TrialSpec]]:
-    """Read and validate a suite; return its name and the expanded trial specs."""
+def load_suite(name_or_path: str, *, check_sources: bool = True) -> tuple[str, list[TrialSpec]]:
+    """Read and validate a suite; return its name and the expanded trial specs.
+
+    check_sources=False skips the model-source checks that need a hub (a dry run of a
+    hub-backed suite offline); methods, tasks and configs are still validated.
+    """
     path = resolve_suite_path(name_or_path)
     try:
         raw = yaml.safe_load(path.read_text()) or {}
@@ -132,13 +141,15 @@ def load_suite(name_or_path: str) -> tuple[str, list[TrialSpec]]:
         raise ConfigError(f"suite {str(path)!r} is not valid YAML: {e}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"suite {str(path)!r}: expected a mapping at the top level")
-    return raw.get("name", path.stem), expand(raw, where=path.name)
+    return raw.get("name", path.stem), expand(raw, where=path.name, check_sources=check_sources)
 
 
-def expand(raw: dict[str, Any], where: str = "suite") -> list[TrialSpec]:
+def expand(
+    raw: dict[str, Any], where: str = "suite", *, check_sources: bool = True
+) -> list[TrialSpec]:
     from bench.models import ModelSourceError, check_source
     from bench.registry import MethodError, load_method
-    from bench.tasks import UnknownTaskError, get_task
+    from bench.tasks import TaskError, get_task
 
     unknown = sorted(set(raw) - _SUITE_KEYS)
     if unknown:
@@ -149,18 +160,28 @@ def expand(raw: dict[str, Any], where: str = "suite") -> list[TrialSpec]:
         if not raw.get(key):
             raise ConfigError(f"{where}: '{key}' is required and must not be empty")
     models = [str(m) for m in raw["models"]]
-    tasks = _as_mapping(raw["tasks"], f"{where}.tasks")
+    # A task has no method config: `config` under a task would be silently ignored.
+    tasks = _as_mapping(raw["tasks"], f"{where}.tasks", _OVERRIDE_KEYS - {"config"})
     methods = _as_mapping(raw["methods"], f"{where}.methods")
     seeds = raw.get("seeds", [0])
-    if not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds):
+    if not isinstance(seeds, list) or not all(type(s) is int for s in seeds):
         raise ConfigError(f"{where}.seeds: expected a list of integers, got {seeds!r}")
+    if len(set(seeds)) < len(seeds):
+        raise ConfigError(f"{where}.seeds: {seeds!r} repeats a seed (a trial would run twice)")
+    for key in ("train", "eval"):
+        if not isinstance(raw.get(key) or {}, dict):
+            raise ConfigError(f"{where}.{key}: expected a mapping, got {raw[key]!r}")
 
     for task in tasks:
         try:
-            get_task(task)
-        except UnknownTaskError as e:
-            raise ConfigError(f"{where}.tasks: {e}") from None
-    for model in models:
+            # Unknown names always; hub data out of reach, a missing sandbox or a damaged
+            # data file unless this is a dry run: all before any trial runs or writes a file.
+            checked = get_task(task)
+            if check_sources:
+                checked.check_available()
+        except TaskError as e:
+            raise ConfigError(f"{where}.tasks: {task}: {e}") from None
+    for model in models if check_sources else []:
         try:
             check_source(model)
         except ModelSourceError as e:
@@ -196,4 +217,9 @@ def expand(raw: dict[str, Any], where: str = "suite") -> list[TrialSpec]:
                             eval=eval_cfg,
                         )
                     )
+    ids = [s.trial_id for s in specs]
+    repeated = sorted({i for i in ids if ids.count(i) > 1})
+    if repeated:
+        # Equal specs share an id and a result file: one would overwrite the other.
+        raise ConfigError(f"{where}: the same trial appears twice: {', '.join(repeated)}")
     return specs
