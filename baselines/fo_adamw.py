@@ -50,15 +50,19 @@ class FOAdamW:
         model.requires_grad_(True)
         model.train()
         self.params = [p for p in model.parameters() if p.requires_grad]
+        self._build_optimizer()
+        return model
+
+    def _build_optimizer(self) -> None:
+        """AdamW over self.params with warmup and decay; LoRA reuses it for its adapters."""
         c = self.config
         self.optimizer = torch.optim.AdamW(
             self.params, lr=c.lr, betas=c.betas, weight_decay=c.weight_decay
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
-            lambda s: linear_schedule(s, ctx.total_steps, c.warmup_steps, c.schedule),
+            lambda s: linear_schedule(s, self.ctx.total_steps, c.warmup_steps, c.schedule),
         )
-        return model
 
     def step(self, batch: Batch, step: int) -> StepStats:
         k = self.config.grad_accumulation

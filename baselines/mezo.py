@@ -25,7 +25,7 @@ class MeZOConfig:
         lr: learning rate. MeZO's published full-parameter rate for OPT-13B is 1e-6 or
             1e-7 (batch 16, eps 1e-3, 20k steps); the embedded 135M model trains for a
             few dozen to a few hundred steps here, so the mini suite uses the value a
-            small sweep chose (see the README's defaults table).
+            small sweep chose (see the defaults table in docs/methods.md).
         eps: perturbation scale; 1e-3 as in MeZO.
         q: perturbations per step (each costs two forward passes); MeZO uses 1.
         weight_decay: applied to every tensor but biases and norm weights, as in MeZO.

@@ -1,0 +1,111 @@
+"""`lora`: low-rank adapters (Hu et al., 2021) through peft, trained with AdamW.
+
+The base weights are frozen; peft injects trainable A and B matrices (B starts at zero,
+so training starts from the base model exactly) into the target linear layers. The
+optimizer, schedule, clipping and gradient accumulation are fo-adamw's, over the adapter
+weights only.
+
+Evaluation: setup() returns the base transformers model with the LoRA layers injected
+in place (peft's get_base_model()), not the PeftModel wrapper. Its forward includes the
+adapters, and lm-eval's HFLM gets the plain PreTrainedModel it expects, so nothing has
+to be merged or unloaded after training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from baselines.fo_adamw import FOAdamW, FOAdamWConfig
+from bench.method import TrainContext
+
+
+@dataclass
+class LoRAConfig(FOAdamWConfig):
+    """LoRA adapters trained with AdamW (every fo-adamw setting applies to the adapters).
+
+    Attributes:
+        lr: peak learning rate. 1e-4: MeZO's LoRA grid is 1e-4 or 5e-5 (Malladi et al.,
+            2023, large_models/mezo.sh; that grid is for MeZO-trained LoRA, which the
+            companion MeZO-GV paper also uses, 1e-4 for Llama-2); 1e-4 is also the usual
+            AdamW LoRA rate. The mini suite uses what a small sweep chose.
+        weight_decay, betas, warmup_steps, schedule, max_grad_norm, grad_accumulation:
+            as in fo-adamw (FOAdamWConfig), applied to the adapter weights.
+        rank: r, the adapters' inner dimension (8, as in MeZO's LoRA runs).
+        alpha: LoRA scaling numerator; the update is scaled by alpha / rank (16, as in
+            MeZO's LoRA runs).
+        dropout: dropout on the adapter input (0.0: MeZO's LoRA has none, and it keeps
+            the training loss a deterministic function of the weights).
+        target_modules: names of the linear layers that get adapters. The attention
+            projections by default (q/k/v/o, Llama naming); MeZO adapts q and v only
+            (OPT), which is ["q_proj", "v_proj"] here.
+        bias: peft's bias setting: "none" (default), "all" or "lora_only".
+    """
+
+    lr: float = 1e-4
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
+    )
+    bias: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.rank < 1:
+            raise ValueError(f"rank must be >= 1, got {self.rank}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not self.target_modules:
+            raise ValueError("target_modules must name at least one module")
+
+
+class LoRA(FOAdamW):
+    config_class: ClassVar[type] = LoRAConfig
+    trains: ClassVar[bool] = True
+    config: LoRAConfig
+
+    def setup(self, model: torch.nn.Module, ctx: TrainContext) -> torch.nn.Module:
+        from peft import LoraConfig, get_peft_model
+
+        c = self.config
+        peft_config = LoraConfig(
+            r=c.rank,
+            lora_alpha=c.alpha,
+            lora_dropout=c.dropout,
+            target_modules=list(c.target_modules),
+            bias=c.bias,
+            task_type="CAUSAL_LM",
+        )
+        # get_peft_model freezes every base weight and injects the adapters in place.
+        self.peft_model = get_peft_model(model, peft_config)
+        self.model, self.ctx = self.peft_model.get_base_model(), ctx
+        self.model.train()
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        if not self.params:
+            raise ValueError(f"no module of the model matches target_modules {c.target_modules}")
+        self._build_optimizer()
+        return self.model
+
+    def state_dict(self) -> dict[str, Any]:
+        from peft import get_peft_model_state_dict
+
+        return {"adapters": get_peft_model_state_dict(self.peft_model), **super().state_dict()}
+
+    def summary(self) -> dict[str, Any]:
+        trainable = sum(p.numel() for p in self.params)
+        total = sum(p.numel() for p in self.model.parameters())
+        adapted = sorted(
+            {n.rsplit(".lora_A", 1)[0] for n, _ in self.model.named_parameters() if ".lora_A" in n}
+        )
+        return {
+            "trainable_parameters": trainable,
+            "total_parameters": total,
+            "trainable_fraction": trainable / total,
+            "rank": self.config.rank,
+            "alpha": self.config.alpha,
+            "target_modules": list(self.config.target_modules),
+            "adapted_modules": len(adapted),
+        }

@@ -1,0 +1,114 @@
+"""`hizfo`: the adapter that makes hizfo.HiZFO a bench method.
+
+The only module of hizfo/ that imports the bench; `import hizfo` stays torch-only.
+
+The optimizer itself (hizfo/optimizer.py) knows nothing about the bench; this file only
+feeds it batches: profiling batches from ctx.sample_batches (never the batches of
+step()), and a closure over ctx.loss_fn for each training step. The config is
+HiZFOConfig itself, so every field documented there (and any field added there later)
+is a setting of this method.
+
+Passes per step (StepStats): the hybrid step's own (1 forward + 1 backward when the FO
+set is non-empty, plus 2 q SPSA forwards when the ZO set is), plus, on a step that
+re-profiles first, one forward and one backward per profiling batch. The first profiling
+runs in setup() and is counted in summary()["setup_passes"] instead (the trial times it
+as setup_seconds).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import torch
+
+from bench.method import Batch, StepStats, TrainContext
+from hizfo.optimizer import HiZFO, HiZFOConfig
+
+# Enough digits to rank and plot the scores; keeps a trial file with 272 tensors per
+# profiling small.
+_SCORE_DIGITS = 4
+
+
+def _round(x: float) -> float:
+    return float(f"{x:.{_SCORE_DIGITS}g}")
+
+
+class HiZFOMethod:
+    """Hi-ZFO in the trial loop: profile in setup(), re-profile when due, hybrid steps."""
+
+    config_class: ClassVar[type] = HiZFOConfig
+    trains: ClassVar[bool] = True
+
+    def __init__(self, config: HiZFOConfig) -> None:
+        self.config = config
+        self.setup_passes = {"forward": 0, "backward": 0}
+
+    def setup(self, model: torch.nn.Module, ctx: TrainContext) -> torch.nn.Module:
+        self.model, self.ctx = model, ctx
+        # Dropout off: the two SPSA forwards must see the same function (as in MeZO), and
+        # the FO forward shares the batch with them.
+        model.eval()
+        self.hizfo = HiZFO(model, self.config, seed=ctx.seed)
+        forward, backward = self._profile(step=0)
+        self.setup_passes = {"forward": forward, "backward": backward}
+        return model
+
+    def _profile(self, step: int) -> tuple[int, int]:
+        """Profile on fresh batches; returns the (forward, backward) passes it ran."""
+        if self.config.rho == 0.0:
+            # Nothing can be FO: HiZFO skips the backward passes, so draw no batches.
+            self.hizfo.profile([], step=step)
+            return 0, 0
+        batches = self.ctx.sample_batches(self.config.profile_batches)
+        if not batches:
+            raise ValueError(
+                "hizfo: the trial context gave no profiling batches "
+                "(TrainContext.sample_batches returned an empty list)"
+            )
+        loss_fn, model = self.ctx.loss_fn, self.model
+        self.hizfo.profile([lambda b=b: loss_fn(model, b) for b in batches], step=step)
+        n = min(len(batches), self.config.profile_batches)
+        return n, n
+
+    def step(self, batch: Batch, step: int) -> StepStats:
+        forward = backward = 0
+        if self.hizfo.profile_due:
+            forward, backward = self._profile(step=step)
+        result = self.hizfo.step(lambda: self.ctx.loss_fn(self.model, batch))
+        return StepStats(
+            loss=result.loss,
+            forward_passes=forward + result.forward_passes,
+            backward_passes=backward + result.backward_passes,
+            extra={"fo_tensors": float(len(self.hizfo.fo_names))},
+        )
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        params = dict(self.model.named_parameters())
+        return [params[n] for n in self.hizfo.fo_names + self.hizfo.zo_names]
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.hizfo.state_dict()
+
+    def summary(self) -> dict[str, Any]:
+        numel = {n: p.numel() for n, p in self.model.named_parameters()}
+        profiles = [
+            {
+                "step": h["step"],
+                "fo": list(h["fo"]),
+                "fo_parameters": sum(numel[n] for n in h["fo"]),
+                "importance": {n: _round(s) for n, s in h["importance"].items()},
+            }
+            for h in self.hizfo.history
+        ]
+        fo, zo = self.hizfo.fo_numel, self.hizfo.zo_numel
+        return {
+            "trainable_parameters": fo + zo,
+            "fo_parameters": fo,
+            "zo_parameters": zo,
+            "fo_tensors": len(self.hizfo.fo_names),
+            "zo_tensors": len(self.hizfo.zo_names),
+            "profiles": profiles,
+            "setup_passes": dict(self.setup_passes),
+            "config": dataclasses.asdict(self.config),
+        }

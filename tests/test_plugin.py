@@ -1,0 +1,105 @@
+"""The example plugin (examples/zo-signsgd): installed as its own distribution, found
+through the entry-point group only, run through a suite, present in the results table."""
+
+from __future__ import annotations
+
+import fcntl
+import importlib
+import importlib.util
+import shutil
+import subprocess
+import sys
+from importlib.metadata import EntryPoint
+from pathlib import Path
+
+import pytest
+
+from bench import registry, report, runner, store
+from bench.registry import MethodError, load_method
+from bench.suite import expand
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "zo-signsgd"
+SUITE = {
+    "models": ["tiny"],
+    "tasks": ["math-mini"],
+    "methods": {"zo-signsgd": {"config": {"lr": 5e-3}}},
+    "seeds": [0],
+    # One fixed batch of 4, as tests/test_trial.py, so the loss visibly drops.
+    "train": {"steps": 60, "batch_size": 4, "max_length": 96, "train_examples": 4, "log_every": 10},
+    "eval": {"limit": 4, "batch_size": 4, "max_gen_toks": 8},
+}
+
+
+@pytest.fixture(scope="session")
+def zo_signsgd_installed(tmp_path_factory):
+    """Install the example plugin into this interpreter's environment (idempotent).
+
+    Non-editable, so the package lands in site-packages, which this process and the Ray
+    workers already have on sys.path (an editable install's .pth file is only read at
+    start-up). Built from a copy, so no build/ or egg-info lands in the source tree;
+    offline when the venv has setuptools (--no-index, --no-deps, no build isolation);
+    under a file lock, since other test sessions may share the venv.
+    """
+    src = tmp_path_factory.mktemp("plugin") / EXAMPLE.name
+    shutil.copytree(
+        EXAMPLE, src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__")
+    )
+    cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--force-reinstall"]
+    cmd += ["--disable-pip-version-check", "-q"]
+    if importlib.util.find_spec("setuptools") is not None:
+        cmd += ["--no-index", "--no-build-isolation"]
+    # else (venvs of Python >= 3.12 ship without setuptools): pip fetches the build
+    # backend into an isolated build environment, which needs the package index.
+    with open(Path(sys.prefix) / ".hizfo-bench-plugin-install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = subprocess.run([*cmd, str(src)], capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        pytest.fail(f"installing {EXAMPLE} failed:\n{done.stdout}\n{done.stderr}")
+    importlib.invalidate_caches()
+    registry._entry_points.cache_clear()
+    yield
+    registry._entry_points.cache_clear()
+
+
+def test_plugin_registers_through_its_own_distribution(zo_signsgd_installed):
+    ep = registry._entry_points()["zo-signsgd"]
+    assert ep.value == "zo_signsgd:ZOSignSGD"
+    assert ep.dist is not None and ep.dist.name == "hizfo-bench-zo-signsgd"
+    cls = load_method("zo-signsgd")
+    assert cls.__module__ == "zo_signsgd"
+
+
+@pytest.mark.integration
+def test_plugin_runs_through_a_suite_into_the_table(zo_signsgd_installed, ray_cluster, tmp_path):
+    specs = expand(SUITE)
+    (record,) = runner.run_trials(specs, tmp_path, progress=False)
+    assert record["status"] == "ok", record["error"]
+    assert record["passes"] == {"forward": 120, "backward": 0}
+    first, last = record["curve"][0]["loss"], record["curve"][-1]["loss"]
+    assert last < first - 0.05, record["curve"]
+
+    table = report.summary_table(store.load_frame(tmp_path))
+    row = next(line for line in table.splitlines() if line.startswith("| zo-signsgd |"))
+    assert row.endswith("| ok |") and "| math-mini | tiny | 1 |" in row
+
+
+class _ConfigNotADataclass:
+    config_class = dict
+    trains = True
+
+    def setup(self, model, ctx): ...
+    def step(self, batch, step): ...
+    def trainable_parameters(self): ...
+    def state_dict(self): ...
+    def summary(self): ...
+
+
+def test_plugin_with_a_non_dataclass_config_is_named(monkeypatch):
+    # tests/test_registry.py covers import failures and missing attributes.
+    eps = dict(registry._entry_points())
+    eps["dict-config"] = EntryPoint(
+        name="dict-config", value=f"{__name__}:_ConfigNotADataclass", group=registry.GROUP
+    )
+    monkeypatch.setattr(registry, "_entry_points", lambda: eps)
+    with pytest.raises(MethodError, match="plugin 'dict-config'.*config_class must be a dataclass"):
+        load_method("dict-config")
