@@ -208,6 +208,12 @@ def load(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype).to(device)
+    if torch.device(device).type == "cpu":
+        # from_pretrained may leave weights mapped from the file and paged in lazily; then
+        # memory measured during training would count weights as "added". Own them now.
+        with torch.no_grad():
+            for p in model.parameters():
+                p.data = p.data.clone()
     info = ModelInfo(
         source=source,
         folder=str(folder),

@@ -19,7 +19,7 @@ whole model; with rho = 0 it is MeZO.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -58,6 +58,15 @@ class HiZFOConfig:
         zo_weight_decay: MeZO-style decay on ZO tensors (0, MeZO's scripts).
         max_grad_norm: clip the FO gradients' global norm to this; None = no clipping
             (1.0, the Hugging Face Trainer default).
+        shared_forward: let the FO pass double as SPSA's "+" probe, saving one forward
+            per step (False, the plain step above, is our default). The ZO tensors are
+            moved to theta + eps z first, the FO forward and backward run there, and that
+            loss is L+; then L- at theta - eps z, restore and update as usual. The cost:
+            the FO gradient (and the reported loss) are taken at a point whose ZO tensors
+            are off by eps z, a perturbation of norm about eps * sqrt(d_ZO) (0.3 for
+            eps = 1e-3 and 1e8 ZO parameters), so the FO update sees a slightly biased
+            gradient; with q > 1 only the first direction shares. No effect when the FO
+            or the ZO set is empty.
     """
 
     rho: float = 0.5
@@ -73,6 +82,7 @@ class HiZFOConfig:
     zo_q: int = 1
     zo_weight_decay: float = 0.0
     max_grad_norm: float | None = 1.0
+    shared_forward: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.rho <= 1.0:
@@ -100,14 +110,19 @@ class HiZFOStepResult:
 
     Attributes:
         loss: the FO forward's loss when the FO set is not empty (the loss at the
-            parameters before the step), otherwise the SPSA loss, mean of (L+ + L-) / 2.
-        forward_passes: 1 for the FO part (if any) plus 2 q for the ZO part (if any).
+            parameters before the step; with shared_forward, at those parameters with
+            the ZO tensors moved by +eps z), otherwise the SPSA loss, mean of (L+ + L-) / 2.
+        forward_passes: 1 for the FO part (if any) plus 2 q for the ZO part (if any),
+            one fewer with shared_forward when both parts run.
         backward_passes: 1 if the FO set is not empty, else 0.
+        projected_grads: the SPSA projected gradients (L+ - L-) / (2 eps), one per
+            direction; empty when the ZO set is.
     """
 
     loss: float
     forward_passes: int
     backward_passes: int
+    projected_grads: list[float] = field(default_factory=list)
 
 
 class HiZFO:
@@ -246,15 +261,22 @@ class HiZFO:
             raise RuntimeError("HiZFO.step() called before profile(): profile the model first")
         forward_passes = backward_passes = 0
         loss: float | None = None
-        if self.optimizer is not None:
-            loss = self._fo_backward(closure)
-            forward_passes += 1
-            backward_passes += 1
-        if self.spsa is not None:
-            result = self._zo_step(closure, self.zo_seed(self.num_steps))
-            forward_passes += result.forward_passes
-            if loss is None:
-                loss = result.loss
+        grads: list[float] = []
+        seed = self.zo_seed(self.num_steps)
+        if self.config.shared_forward and self.optimizer is not None and self.spsa is not None:
+            loss, grads = self._shared_fo_zo(closure, seed)
+            forward_passes, backward_passes = 2 * self.config.zo_q, 1
+        else:
+            if self.optimizer is not None:
+                loss = self._fo_backward(closure)
+                forward_passes += 1
+                backward_passes += 1
+            if self.spsa is not None:
+                result = self._zo_step(closure, seed)
+                forward_passes += result.forward_passes
+                grads = result.projected_grads
+                if loss is None:
+                    loss = result.loss
         if self.optimizer is not None:
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
@@ -263,13 +285,37 @@ class HiZFO:
             loss=float("nan") if loss is None else loss,
             forward_passes=forward_passes,
             backward_passes=backward_passes,
+            projected_grads=grads,
         )
 
-    # A "shared forward" option (not implemented) would save one forward per step: call
-    # self.spsa.perturb_(seed, +1) before _fo_backward, so that the FO forward and
-    # backward run at theta_ZO + eps z; reuse that loss as L+; then in _zo_step only
-    # perturb_(seed, -2), L- = closure(), and restore_and_update_(seed, g, lr). The FO
-    # gradient is then taken at the perturbed point, which is the trade-off to document.
+    def _shared_fo_zo(
+        self, closure: Callable[[], torch.Tensor], seed: int
+    ) -> tuple[float, list[float]]:
+        """FO backward at theta_ZO + eps z_0, whose loss is also L+ of direction 0; then
+        the rest of the SPSA step in SPSA.step's order. Returns (FO loss, projected grads).
+        The AdamW step is left to the caller, so the ZO probes see pre-update FO tensors."""
+        spsa = self.spsa
+        assert spsa is not None
+        q, eps, lr = self.config.zo_q, self.config.zo_eps, self.config.zo_lr
+        seeds = [spsa.perturbation_seed(seed, i) for i in range(q)]
+        spsa.perturb_(seeds[0], 1.0)
+        fo_loss = self._fo_backward(closure)
+        loss_plus = fo_loss
+        grads: list[float] = []
+        with torch.no_grad():
+            for i, s in enumerate(seeds):
+                if i > 0:
+                    spsa.perturb_(seeds[i - 1], 1.0)  # back to theta before the next probe
+                    spsa.perturb_(s, 1.0)
+                    loss_plus = float(closure())
+                spsa.perturb_(s, -2.0)
+                grads.append((loss_plus - float(closure())) / (2 * eps))
+        # As in SPSA.step: the last direction's restore is fused with its update (and the
+        # decay); the others are already restored.
+        spsa.restore_and_update_(seeds[-1], grads[-1] / q, lr)
+        for s, g in zip(seeds[:-1], grads[:-1], strict=True):
+            spsa.restore_and_update_(s, g / q, lr, restore_scale=0.0, apply_weight_decay=False)
+        return fo_loss, grads
 
     def _fo_backward(self, closure: Callable[[], torch.Tensor]) -> float:
         """Forward and backward with grad on the FO tensors only; clip their grads."""

@@ -13,16 +13,33 @@ z is drawn three times. Each draw goes tensor by tensor into one reused buffer (
 and dtype) through this object's own torch.Generator, so no z is allocated per step and
 torch's global RNG state is never touched. Drawing normals is the expensive part on a CPU
 (DESIGN.md section 6), which is why every pass matters.
+
+On a CPU two more things keep a pass near the cost of the draws themselves
+(docs/performance.md has the measurements):
+- a tensor is drawn in chunks of `chunk_numel` elements, so the buffer is a few MiB
+  instead of the largest tensor (113 MiB for SmolLM2-135M's embedding). torch's CPU
+  normal_ consumes its generator element by element and transforms blocks of 16, so a
+  tensor drawn in chunks whose lengths are multiples of 16 (the last one at least 16
+  long) gets exactly the numbers one whole-tensor draw would give: z is unchanged.
+- a pass runs with one intra-op thread. normal_ with a generator is serial anyway, and
+  the add that follows each draw is too small to gain from a second thread; with two,
+  every add waits for the other thread to be scheduled, which on a busy 2-core box
+  measured 8x slower than one thread.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 
 _MASK64 = (1 << 64) - 1
+# Elements per CPU draw: 1 MiB of float32, small enough to stay in cache between the
+# draw and the add, large enough that the per-op overhead (~500 ops per pass for a 135M
+# model) is a rounding error. A multiple of 16, which keeps z chunking-invariant.
+DEFAULT_CHUNK_NUMEL = 1 << 18
 
 
 def derive_seed(*values: int) -> int:
@@ -116,6 +133,11 @@ class SPSA:
             path. A device (e.g. "cpu") draws every z there and copies it over, which gives
             the same z on any hardware (CPU and CUDA generators produce different
             streams) at the price of a copy per tensor.
+        chunk_numel: on a CPU generator, contiguous tensors are drawn in chunks of this
+            many elements (a multiple of 16, rounded down), which bounds the buffer
+            without changing z (see the module docstring). CUDA draws are whole-tensor:
+            chunking would change the Philox stream, and memory there is left as it was.
+        single_thread: run each CPU pass with one intra-op thread (restored after).
     """
 
     def __init__(
@@ -125,8 +147,14 @@ class SPSA:
         *,
         no_decay: Callable[[str, torch.Tensor], bool] = default_no_decay,
         generator_device: torch.device | str | None = None,
+        chunk_numel: int = DEFAULT_CHUNK_NUMEL,
+        single_thread: bool = True,
     ) -> None:
+        if chunk_numel < 16:
+            raise ValueError(f"chunk_numel must be >= 16, got {chunk_numel}")
         self.config = config
+        self.chunk_numel = chunk_numel - chunk_numel % 16
+        self.single_thread = single_thread
         self.generator_device = None if generator_device is None else torch.device(generator_device)
         self.entries: list[_Entry] = []
         seen: set[int] = set()
@@ -146,9 +174,14 @@ class SPSA:
             if device not in self._generators:
                 self._generators[device] = torch.Generator(device=device)
             key = (device, entry.param.dtype)
-            sizes[key] = max(sizes.get(key, 0), entry.param.numel())
+            largest = max(stop - start for start, stop in self._chunks(entry.param))
+            sizes[key] = max(sizes.get(key, 0), largest)
         for (device, dtype), size in sizes.items():
             self._buffers[(device, dtype)] = torch.empty(size, device=device, dtype=dtype)
+        self._cpu_only = all(
+            e.param.device.type == "cpu" and self._draw_device(e.param).type == "cpu"
+            for e in self.entries
+        )
 
     @property
     def names(self) -> list[str]:
@@ -169,24 +202,62 @@ class SPSA:
         for k, generator in enumerate(self._generators.values()):
             generator.manual_seed(seed if k == 0 else derive_seed(seed, k))
 
-    def _iter_z(self, seed: int) -> Iterable[tuple[_Entry, torch.Tensor]]:
-        """Yield (entry, z) with z a view of the reused buffer, valid until the next yield."""
+    def _chunks(self, param: torch.Tensor) -> list[tuple[int, int]]:
+        """[start, stop) ranges of the flattened tensor drawn one at a time.
+
+        Chunks are multiples of 16 long and the last is at least 16 long, the condition
+        under which torch's CPU normal_ gives the same numbers as one whole draw.
+        """
+        n = param.numel()
+        chunk = self.chunk_numel
+        if self._draw_device(param).type != "cpu" or not param.is_contiguous() or n <= chunk:
+            return [(0, n)]
+        ranges = [(start, min(start + chunk, n)) for start in range(0, n, chunk)]
+        (a, b), (_, d) = ranges[-2], ranges[-1]
+        if d - b < 16:
+            ranges[-2:] = [(a, b - 16), (b - 16, d)]
+        return ranges
+
+    def _iter_z(self, seed: int) -> Iterable[tuple[_Entry, torch.Tensor, torch.Tensor]]:
+        """Yield (entry, target, z): target is the part of entry.param that z (a view of
+        the reused buffer, valid until the next yield) belongs to."""
         self._seed_generators(seed)
         for entry in self.entries:
             p = entry.param
             device = self._draw_device(p)
-            z = self._buffers[(device, p.dtype)][: p.numel()].view(p.shape)
-            z.normal_(generator=self._generators[device])
-            if device != p.device:
-                z = z.to(p.device)
-            yield entry, z
+            buffer = self._buffers[(device, p.dtype)]
+            generator = self._generators[device]
+            ranges = self._chunks(p)
+            flat = p.view(-1) if len(ranges) > 1 else None
+            for start, stop in ranges:
+                if flat is None:
+                    target, z = p, buffer[: p.numel()].view(p.shape)
+                else:
+                    target, z = flat[start:stop], buffer[: stop - start]
+                z.normal_(generator=generator)
+                if device != p.device:
+                    z = z.to(p.device)
+                yield entry, target, z
+
+    @contextmanager
+    def _pass_threads(self) -> Iterator[None]:
+        threads = torch.get_num_threads()
+        if not (self.single_thread and self._cpu_only) or threads == 1:
+            yield
+            return
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
 
     @torch.no_grad()
     def perturb_(self, seed: int, scale: float) -> None:
         """In place: theta += scale * eps * z(seed)."""
         alpha = scale * self.config.eps
-        for entry, z in self._iter_z(seed):
-            entry.param.add_(z, alpha=alpha)
+        with self._pass_threads():
+            for _, target, z in self._iter_z(seed):
+                target.add_(z, alpha=alpha)
 
     @torch.no_grad()
     def restore_and_update_(
@@ -207,13 +278,14 @@ class SPSA:
         """
         wd = self.config.weight_decay if apply_weight_decay else 0.0
         restore = restore_scale * self.config.eps
-        for entry, z in self._iter_z(seed):
-            if entry.decay and wd != 0.0:
-                # (1 - lr wd)(theta + restore z) - lr g z, as two in-place ops.
-                keep = 1.0 - lr * wd
-                entry.param.mul_(keep).add_(z, alpha=keep * restore - lr * projected_grad)
-            else:
-                entry.param.add_(z, alpha=restore - lr * projected_grad)
+        with self._pass_threads():
+            for entry, target, z in self._iter_z(seed):
+                if entry.decay and wd != 0.0:
+                    # (1 - lr wd)(theta + restore z) - lr g z, as two in-place ops.
+                    keep = 1.0 - lr * wd
+                    target.mul_(keep).add_(z, alpha=keep * restore - lr * projected_grad)
+                else:
+                    target.add_(z, alpha=restore - lr * projected_grad)
 
     def _probe(self, loss_fn: Callable[[], torch.Tensor | float], seed: int) -> tuple[float, float]:
         """Evaluate L(theta + eps z) and L(theta - eps z); leaves theta at theta - eps z."""
