@@ -13,7 +13,6 @@ import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
@@ -63,38 +62,8 @@ def summary_table(frame: pd.DataFrame) -> str:
 
 # ---- loading -------------------------------------------------------------------------
 
-FRAME_COLUMNS = [
-    "trial_id",
-    "method",
-    "task",
-    "model",
-    "seed",
-    "status",
-    "error",
-    "score",
-    "train_seconds",
-    "eval_seconds",
-    "peak_memory_bytes",
-    "memory_kind",
-    "steps",
-    "started_at",
-    "run",
-]
-
-
-def trial_frame(records: list[dict[str, Any]], run: str = "") -> pd.DataFrame:
-    """Trial records as one row each, with the fields the report needs beyond load_frame's."""
-    rows = []
-    for r in records:
-        row = {c: r.get(c) for c in FRAME_COLUMNS}
-        row["memory_kind"] = (r.get("memory") or {}).get("kind")
-        row["run"] = run
-        rows.append(row)
-    frame = pd.DataFrame(rows, columns=FRAME_COLUMNS)
-    for c in ("score", "train_seconds", "eval_seconds", "peak_memory_bytes"):
-        frame[c] = pd.to_numeric(frame[c], errors="coerce")
-    frame["started_at"] = pd.to_datetime(frame["started_at"], errors="coerce", utc=True)
-    return frame
+FRAME_COLUMNS = store.FRAME_COLUMNS
+trial_frame = store.records_frame
 
 
 def task_family(task: str) -> str:

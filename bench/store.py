@@ -145,26 +145,55 @@ def finished_ids(run_dir: Path) -> set[str]:
     return {t["trial_id"] for t in read_trials(run_dir) if t.get("status") == "ok"}
 
 
-def load_frame(run_dir: Path):
-    """All trials of a run as a pandas DataFrame, one row per trial."""
+# Columns of the one-row-per-trial DataFrame that reports and the CLI read.
+FRAME_COLUMNS = [
+    "trial_id",
+    "method",
+    "task",
+    "model",
+    "seed",
+    "status",
+    "error",
+    "score",
+    "train_seconds",
+    "eval_seconds",
+    "total_seconds",
+    "peak_memory_bytes",
+    "memory_kind",
+    "steps",
+    "steps_per_second",
+    "tokens_per_second",
+    "started_at",
+    "run",
+]
+_NUMERIC = (
+    "score",
+    "train_seconds",
+    "eval_seconds",
+    "total_seconds",
+    "peak_memory_bytes",
+    "steps_per_second",
+    "tokens_per_second",
+)
+
+
+def records_frame(records: list[dict[str, Any]], run: str = ""):
+    """Trial records as a pandas DataFrame, one row per trial (FRAME_COLUMNS)."""
     import pandas as pd
 
-    rows = read_trials(run_dir)
-    columns = [
-        "trial_id",
-        "method",
-        "task",
-        "model",
-        "seed",
-        "status",
-        "error",
-        "score",
-        "train_seconds",
-        "eval_seconds",
-        "peak_memory_bytes",
-        "steps",
-        "steps_per_second",
-        "tokens_per_second",
-        "total_seconds",
-    ]
-    return pd.DataFrame([{c: r.get(c) for c in columns} for r in rows], columns=columns)
+    rows = []
+    for r in records:
+        row = {c: r.get(c) for c in FRAME_COLUMNS}
+        row["memory_kind"] = (r.get("memory") or {}).get("kind")
+        row["run"] = run
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=FRAME_COLUMNS)
+    for c in _NUMERIC:
+        frame[c] = pd.to_numeric(frame[c], errors="coerce")
+    frame["started_at"] = pd.to_datetime(frame["started_at"], errors="coerce", utc=True)
+    return frame
+
+
+def load_frame(run_dir: Path):
+    """All trials of a run as a pandas DataFrame, one row per trial."""
+    return records_frame(read_trials(run_dir), run=Path(run_dir).name)
