@@ -40,6 +40,17 @@ def ray_cluster():
     ray.shutdown()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _single_thread():
+    """Tests run tiny models: intra-op threads gain nothing, and on a busy 2-core box each
+    parallel op waits for a descheduled worker (measured: 0.2 s -> 20 s for one test).
+    Ray workers set their own thread count from the CPUs they were given."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)

@@ -17,15 +17,6 @@ from hizfo.method import HiZFOMethod
 from hizfo.optimizer import HiZFOConfig
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # Tiny tensors gain nothing from intra-op threads on a shared 2-core box.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def batches(tiny):
     _, tokenizer = tiny

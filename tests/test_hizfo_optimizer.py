@@ -6,48 +6,12 @@ import copy
 
 import pytest
 import torch
+from tiny_llama import closure_for, tiny_llama
+from tiny_llama import token_batch as batch
 
 import hizfo.optimizer
 from hizfo import SPSA, HiZFO, HiZFOConfig, SPSAConfig, profile_importance, select_fo_tensors
 from hizfo.zo import default_no_decay
-
-VOCAB = 64
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a busy 2-core box every
-    parallel op waits for a descheduled worker (measured: 0.2 s -> 20 s for one test)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def tiny_llama(seed: int = 0) -> torch.nn.Module:
-    """A 2-layer random-init Llama (hidden 32, vocab 64, tied embeddings), eval mode."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        tie_word_embeddings=True,
-    )
-    return LlamaForCausalLM(config).eval()
-
-
-def batch(seed: int, size: int = 4, length: int = 16) -> torch.Tensor:
-    return torch.randint(0, VOCAB, (size, length), generator=torch.Generator().manual_seed(seed))
-
-
-def closure_for(model: torch.nn.Module, ids: torch.Tensor):
-    return lambda: model(input_ids=ids, labels=ids).loss
 
 
 def params_of(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -13,15 +13,6 @@ from bench.tasks import get_task
 from bench.trial import run_trial
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # Tiny tensors gain nothing from intra-op threads on a shared 2-core box.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def batch(tiny):
     _, tokenizer = tiny

@@ -13,16 +13,6 @@ from bench import perf, store
 from hizfo.zo import SPSA, SPSAConfig
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors gain nothing from intra-op threads; on a busy 2-core box every
-    parallel op waits for a descheduled worker."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_perf_command_writes_ratios_and_contract_trials(tmp_path) -> None:
     from bench.cli import main
     from bench.regress import load_records

@@ -7,19 +7,9 @@ import random
 import time
 
 import pytest
-import torch
+from tiny_llama import tiny_llama
 
 from hizfo.selection import TensorCost, select_fo_tensors, selection_cost, tensor_costs
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a busy 2-core box every
-    parallel op waits for a descheduled worker (measured: 0.2 s -> 20 s for one test)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def random_instance(rng: random.Random, n: int) -> tuple[dict[str, float], list[TensorCost]]:
@@ -183,25 +173,9 @@ def test_dp_is_fast_for_a_30_layer_model() -> None:
     assert elapsed < 2.0, f"selection took {elapsed:.2f} s"  # ~0.1 s when the box is idle
 
 
-def tiny_llama(tie: bool) -> torch.nn.Module:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        tie_word_embeddings=tie,
-    )
-    return LlamaForCausalLM(config)
-
-
 @pytest.mark.parametrize("tie", [True, False])
 def test_tensor_costs_on_a_llama(tie: bool) -> None:
-    model = tiny_llama(tie)
+    model = tiny_llama(tie=tie).train()
     costs = tensor_costs(model)
     names = [n for n, _ in model.named_parameters()]
     assert [c.name for c in costs] == names

@@ -6,36 +6,9 @@ import copy
 
 import pytest
 import torch
+from tiny_llama import tiny_llama
 
 from hizfo.zo import SPSA, SPSAConfig, default_no_decay, derive_seed
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a busy 2-core box every
-    parallel op waits for a descheduled worker (measured: 0.2 s -> 20 s for one test)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def tiny_llama(seed: int = 0, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
-    """A 2-layer random-init Llama (hidden 32, vocab 64, tied embeddings), eval mode."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        tie_word_embeddings=True,
-    )
-    return LlamaForCausalLM(config).to(dtype).eval()
 
 
 def lm_loss(model: torch.nn.Module, seed: int = 1, device: str = "cpu"):
