@@ -321,25 +321,3 @@ def run_sweep(
                     ray.cancel(ref, force=True)
     sweep.wall_seconds = time.perf_counter() - t_start
     return sweep
-
-
-def run_trials(
-    specs: Sequence[TrialSpec],
-    run_dir: Path,
-    *,
-    address: str | None = None,
-    num_cpus: int | None = None,
-    cpus_per_trial: int | None = None,
-    max_retries: int = 2,
-    progress: bool = True,
-) -> list[dict[str, Any]]:
-    """Run every spec not finished yet in `run_dir`; return the records of this call."""
-    return run_sweep(
-        specs,
-        run_dir,
-        address=address,
-        num_cpus=num_cpus,
-        cpus_per_trial=cpus_per_trial,
-        max_retries=max_retries,
-        progress=progress,
-    ).records
