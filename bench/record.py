@@ -87,6 +87,9 @@ class TrialRecord:
         method_summary: what the method reports about itself (e.g. Hi-ZFO's FO set).
         started_at: local time the record was made (ISO 8601).
         model_info: parameter count and dtype of the loaded model.
+        truncation: the examples whose prompt was cut from the left to fit
+            train.max_length (bench/data.py), {"train": {examples, prompt_truncated,
+            max_length}, "dev": {...}}; None for records made before it existed.
         eval_samples: test documents scored.
         traceback: the failure's traceback, when it failed inside the worker.
         worker: where and how the trial ran (pid, node, resources, start-up costs).
@@ -126,6 +129,7 @@ class TrialRecord:
     method_summary: dict[str, Any] = field(default_factory=dict)
     started_at: str = field(default_factory=_now)
     model_info: dict[str, Any] | None = None
+    truncation: dict[str, Any] | None = None
     eval_samples: int | None = None
     traceback: str | None = None
     worker: dict[str, Any] | None = None
