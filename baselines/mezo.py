@@ -17,7 +17,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from bench.method import Batch, StepStats, TrainContext, linear_schedule
+from bench.method import Batch, StepStats, TrainContext
+from hizfo.schedule import check_schedule, scheduled_lr
 from hizfo.zo import DISTRIBUTIONS, SPSA, SPSAConfig, derive_seed
 
 
@@ -33,7 +34,9 @@ class MeZOConfig:
         eps: perturbation scale; 1e-3 as in MeZO.
         q: perturbations per step (each costs two forward passes); MeZO uses 1.
         weight_decay: applied to every tensor but biases and norm weights, as in MeZO.
-        schedule: "constant" (MeZO's default) or "linear" decay to 0.
+        schedule: "constant" (MeZO's default), "linear" or "cosine" decay to 0
+            (hizfo.schedule, the schedule every method uses).
+        warmup_steps: linear warmup steps of the LR (0: none).
         keep_z: keep z in memory for the step (hizfo.zo.SPSA keep_z). False (default,
             MeZO's seed trick): z is regenerated three times per step and nothing is
             stored. True: z is drawn once and kept, which costs one more copy of the ZO
@@ -51,10 +54,12 @@ class MeZOConfig:
     q: int = 1
     weight_decay: float = 0.0
     schedule: str = "constant"
+    warmup_steps: int = 0
     keep_z: bool = False
     distribution: str = "gaussian"
 
     def __post_init__(self) -> None:
+        check_schedule(self.schedule, self.warmup_steps, owner="MeZOConfig")
         if self.distribution not in DISTRIBUTIONS:
             raise ValueError(
                 f"MeZOConfig.distribution must be one of {', '.join(DISTRIBUTIONS)}, "
@@ -93,7 +98,7 @@ class MeZO:
 
     def step(self, batch: Batch, step: int) -> StepStats:
         c = self.config
-        lr = c.lr * linear_schedule(step, self.ctx.total_steps, 0, c.schedule)
+        lr = scheduled_lr(c.lr, step, self.ctx.total_steps, c.schedule, c.warmup_steps)
         result = self.spsa.step(
             lambda: self.ctx.loss_fn(self.model, batch),
             lr=lr,

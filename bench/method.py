@@ -82,15 +82,3 @@ REQUIRED_ATTRIBUTES = (
     "state_dict",
     "summary",
 )
-
-
-def linear_schedule(step: int, total: int, warmup: int = 0, kind: str = "linear") -> float:
-    """LR multiplier: linear warmup over `warmup` steps, then constant or linear decay to 0."""
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    if kind == "constant":
-        return 1.0
-    if kind == "linear":
-        remaining = max(total - warmup, 1)
-        return max(0.0, 1.0 - (step - warmup) / remaining)
-    raise ValueError(f"unknown lr schedule {kind!r}; use 'constant' or 'linear'")

@@ -3,9 +3,10 @@
 Torch only; nothing here imports the benchmark suite.
 """
 
-from hizfo.adamw import AdamWConfig, build_adamw, lr_multiplier, param_groups
+from hizfo.adamw import AdamWConfig, build_adamw, param_groups
 from hizfo.importance import StepModel, profile_importance
 from hizfo.optimizer import HiZFO, HiZFOConfig, HiZFOStepResult
+from hizfo.schedule import SCHEDULES, check_schedule, lr_multiplier, scheduled_lr
 from hizfo.selection import (
     TensorCost,
     full_cost,
@@ -17,6 +18,7 @@ from hizfo.selection import (
 from hizfo.zo import SPSA, SPSAConfig, SPSAStepResult, default_no_decay, derive_seed
 
 __all__ = [
+    "SCHEDULES",
     "SPSA",
     "AdamWConfig",
     "HiZFO",
@@ -27,12 +29,14 @@ __all__ = [
     "StepModel",
     "TensorCost",
     "build_adamw",
+    "check_schedule",
     "default_no_decay",
     "derive_seed",
     "full_cost",
     "lr_multiplier",
     "param_groups",
     "profile_importance",
+    "scheduled_lr",
     "select_fo_tensors",
     "selection_cost",
     "tensor_costs",

@@ -5,23 +5,31 @@ optimizer here, so a comparison between them differs only in what is trained, ne
 how: the same decay groups (no decay on biases and norm weights, hizfo.zo.default_no_decay,
 as in the Hugging Face Trainer and MeZO), the same schedules and the same clipping.
 
-Schedules are stateless functions of the step (lr_multiplier): the learning rate of
-step t is cfg.lr * lr_multiplier(t, total_steps, cfg.warmup_steps, cfg.schedule). Being
-a pure function of t, it survives a rebuilt optimizer (Hi-ZFO rebuilds its AdamW every
-time the FO set changes) and a resume from a checkpoint without scheduler state.
+Schedules are hizfo.schedule's, the one schedule of every method (ZO ones included):
+the learning rate of step t is cfg.lr * lr_multiplier(t, total_steps, cfg.warmup_steps,
+cfg.schedule), a pure function of t, so it survives a rebuilt optimizer (Hi-ZFO rebuilds
+its AdamW every time the FO set changes) and a resume without scheduler state.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
 
+from hizfo.schedule import SCHEDULES, check_schedule, lr_multiplier, scheduled_lr
 from hizfo.zo import default_no_decay
 
-SCHEDULES = ("constant", "linear", "cosine")
+__all__ = [
+    "SCHEDULES",
+    "AdamWConfig",
+    "build_adamw",
+    "clip_gradients",
+    "lr_multiplier",
+    "param_groups",
+    "set_lr",
+]
 
 
 @dataclass
@@ -59,35 +67,9 @@ class AdamWConfig:
             raise ValueError(f"AdamWConfig.eps must be > 0, got {self.eps}")
         if self.weight_decay < 0:
             raise ValueError(f"AdamWConfig.weight_decay must be >= 0, got {self.weight_decay}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(
-                f"unknown lr schedule {self.schedule!r}; valid: {', '.join(SCHEDULES)}"
-            )
-        if self.warmup_steps < 0:
-            raise ValueError(f"AdamWConfig.warmup_steps must be >= 0, got {self.warmup_steps}")
+        check_schedule(self.schedule, self.warmup_steps, owner="AdamWConfig")
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:
             raise ValueError("AdamWConfig.max_grad_norm must be > 0 or None")
-
-
-def lr_multiplier(step: int, total: int | None, warmup: int = 0, kind: str = "linear") -> float:
-    """Factor on the peak LR at 0-based `step` of `total`.
-
-    Warmup: (step + 1) / warmup for step < warmup. After it, with p = (step - warmup) /
-    max(total - warmup, 1) clipped to [0, 1]: "constant" 1, "linear" 1 - p, "cosine"
-    (1 + cos(pi p)) / 2. `total` may be None for "constant" only.
-    """
-    if kind not in SCHEDULES:
-        raise ValueError(f"unknown lr schedule {kind!r}; valid: {', '.join(SCHEDULES)}")
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    if kind == "constant":
-        return 1.0
-    if total is None:
-        raise ValueError(f"the {kind!r} schedule needs the total number of steps")
-    progress = min(1.0, max(0.0, (step - warmup) / max(total - warmup, 1)))
-    if kind == "linear":
-        return 1.0 - progress
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def param_groups(
@@ -135,7 +117,7 @@ def set_lr(
     optimizer: torch.optim.Optimizer, cfg: AdamWConfig, step: int, total: int | None
 ) -> float:
     """Set every group's LR for 0-based `step` from cfg's schedule; returns that LR."""
-    lr = cfg.lr * lr_multiplier(step, total, cfg.warmup_steps, cfg.schedule)
+    lr = scheduled_lr(cfg.lr, step, total, cfg.schedule, cfg.warmup_steps)
     for group in optimizer.param_groups:
         group["lr"] = lr
     return lr

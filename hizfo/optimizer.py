@@ -23,15 +23,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from hizfo.adamw import (
-    SCHEDULES,
-    AdamWConfig,
-    build_adamw,
-    clip_gradients,
-    lr_multiplier,
-    set_lr,
-)
+from hizfo.adamw import AdamWConfig, build_adamw, clip_gradients, set_lr
 from hizfo.importance import StepModel, check_importance_method, profile_importance
+from hizfo.schedule import check_schedule, scheduled_lr
 from hizfo.selection import (
     STRATEGIES,
     ForwardTrace,
@@ -74,11 +68,18 @@ class HiZFOConfig:
         fo_weight_decay: AdamW weight decay on FO tensors, not applied to biases and norm
             weights (as in the Hugging Face Trainer and MeZO).
         fo_betas: AdamW betas (torch defaults).
+        fo_eps: AdamW's denominator term (torch default 1e-8), as fo-adamw's ``eps``, so
+            rho = 1 equals fo-adamw at any eps.
         fo_schedule: LR schedule of the FO part, "constant" (default, the behaviour before
-            schedules existed), "linear" or "cosine" (hizfo.adamw.lr_multiplier; these
-            need HiZFO(total_steps=...)).
+            schedules existed), "linear" or "cosine" (hizfo.schedule.lr_multiplier, the
+            schedule of every method; these need HiZFO(total_steps=...)).
         fo_warmup_steps: linear warmup steps of the FO LR (0: none).
-        zo_lr: SPSA learning rate (1e-6, MeZO's full-parameter LR for OPT-13B).
+        zo_lr: peak SPSA learning rate (1e-6, MeZO's full-parameter LR for OPT-13B).
+        zo_schedule: LR schedule of the ZO part, "constant" (default, MeZO's), "linear" or
+            "cosine", the same function as fo_schedule and as mezo's ``schedule``, so rho =
+            0 equals mezo with any schedule.
+        zo_warmup_steps: linear warmup steps of the ZO LR (0: none), as mezo's
+            ``warmup_steps``.
         zo_eps: SPSA perturbation scale (1e-3, MeZO).
         zo_q: SPSA directions per step (1, MeZO).
         zo_weight_decay: MeZO-style decay on ZO tensors (0, MeZO's scripts).
@@ -115,9 +116,12 @@ class HiZFOConfig:
     fo_lr: float = 1e-5
     fo_weight_decay: float = 0.0
     fo_betas: tuple[float, float] = (0.9, 0.999)
+    fo_eps: float = 1e-8
     fo_schedule: str = "constant"
     fo_warmup_steps: int = 0
     zo_lr: float = 1e-6
+    zo_schedule: str = "constant"
+    zo_warmup_steps: int = 0
     zo_eps: float = 1e-3
     zo_q: int = 1
     zo_weight_decay: float = 0.0
@@ -141,11 +145,8 @@ class HiZFOConfig:
             raise ValueError("HiZFOConfig.profile_batches must be >= 1")
         if self.reprofile_every < 0:
             raise ValueError("HiZFOConfig.reprofile_every must be >= 0")
-        if self.fo_schedule not in SCHEDULES:
-            raise ValueError(
-                f"HiZFOConfig.fo_schedule must be one of {', '.join(SCHEDULES)}, "
-                f"got {self.fo_schedule!r}"
-            )
+        check_schedule(self.fo_schedule, self.fo_warmup_steps, owner="HiZFOConfig.fo_schedule")
+        check_schedule(self.zo_schedule, self.zo_warmup_steps, owner="HiZFOConfig.zo_schedule")
         if self.zo_estimator not in ESTIMATORS:
             raise ValueError(
                 f"HiZFOConfig.zo_estimator must be one of {', '.join(ESTIMATORS)}, "
@@ -166,6 +167,7 @@ class HiZFOConfig:
         return AdamWConfig(
             lr=self.fo_lr,
             betas=self.fo_betas,
+            eps=self.fo_eps,
             weight_decay=self.fo_weight_decay,
             schedule=self.fo_schedule,
             warmup_steps=self.fo_warmup_steps,
@@ -222,7 +224,7 @@ class HiZFO:
             backward) and never updated. Not taken from the current requires_grad
             flags, which a previous HiZFO may have turned off.
         total_steps: the number of training steps, needed by the "linear" and "cosine"
-            FO schedules (None: unknown, only "constant" allowed).
+            schedules of either part (None: unknown, only "constant" allowed).
     """
 
     def __init__(
@@ -238,10 +240,11 @@ class HiZFO:
         self.config = config
         self.seed = seed
         self.total_steps = total_steps
-        if config.fo_schedule != "constant" and total_steps is None:
-            raise ValueError(
-                f"HiZFOConfig.fo_schedule={config.fo_schedule!r} needs HiZFO(total_steps=...)"
-            )
+        for key in ("fo_schedule", "zo_schedule"):
+            if getattr(config, key) != "constant" and total_steps is None:
+                raise ValueError(
+                    f"HiZFOConfig.{key}={getattr(config, key)!r} needs HiZFO(total_steps=...)"
+                )
         self.adamw_config = config.adamw_config()
         self._params: dict[str, torch.nn.Parameter] = {
             n: p for n, p in model.named_parameters() if names is None or n in names
@@ -286,6 +289,11 @@ class HiZFO:
             return True
         every = self.config.reprofile_every
         return every > 0 and self.num_steps - self.last_profile_step >= every
+
+    def zo_lr(self, step: int) -> float:
+        """The ZO part's learning rate at 0-based `step` (zo_lr on its schedule)."""
+        cfg = self.config
+        return scheduled_lr(cfg.zo_lr, step, self.total_steps, cfg.zo_schedule, cfg.zo_warmup_steps)
 
     def zo_seed(self, step: int) -> int:
         """The SPSA seed of step `step` (0-based)."""
@@ -355,7 +363,7 @@ class HiZFO:
                 s = self.optimizer.state.get(self._params[name])
                 if s:
                     state[name] = s
-        lr = cfg.lr * _multiplier(cfg, self.num_steps, self.total_steps)
+        lr = scheduled_lr(cfg.lr, self.num_steps, self.total_steps, cfg.schedule, cfg.warmup_steps)
         return StepModel(
             lr=lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay, state=state
         )
@@ -442,7 +450,7 @@ class HiZFO:
                 # One-sided: the FO forward ran at theta itself, so its loss is L(theta).
                 result = self.spsa.step(
                     closure,
-                    lr=cfg.zo_lr,
+                    lr=self.zo_lr(self.num_steps),
                     seed=seed,
                     **({"loss_at_theta": loss} if one_sided else {}),
                 )
@@ -473,7 +481,7 @@ class HiZFO:
         The AdamW step is left to the caller, so the ZO probes see pre-update FO tensors."""
         spsa = self.spsa
         assert spsa is not None
-        q, eps, lr = self.config.zo_q, self.config.zo_eps, self.config.zo_lr
+        q, eps, lr = self.config.zo_q, self.config.zo_eps, self.zo_lr(self.num_steps)
         seeds = [spsa.perturbation_seed(seed, i) for i in range(q)]
         spsa.perturb_(seeds[0], 1.0)
         fo_loss = self._fo_backward(closure)
@@ -527,7 +535,3 @@ class HiZFO:
             self.optimizer.load_state_dict(state["optimizer"])
         # The cost model's trace is not saved; keep the depth measured when profiled.
         self.backward_depth = state.get("backward_depth", self.backward_depth)
-
-
-def _multiplier(cfg: AdamWConfig, step: int, total: int | None) -> float:
-    return lr_multiplier(step, total, cfg.warmup_steps, cfg.schedule)

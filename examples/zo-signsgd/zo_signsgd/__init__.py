@@ -19,7 +19,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from bench.method import Batch, StepStats, TrainContext, linear_schedule
+from bench.method import Batch, StepStats, TrainContext
+from hizfo.schedule import check_schedule, scheduled_lr
 from hizfo.zo import SPSA, SPSAConfig, derive_seed
 
 
@@ -35,7 +36,9 @@ class ZOSignSGDConfig:
         q: random directions per step; their signed updates are averaged. 1 as in
             ZO-Bench (each direction costs two forward passes).
         weight_decay: MeZO-style decay, not on biases and norm weights.
-        schedule: "constant" or "linear" decay to 0.
+        schedule: "constant", "linear" or "cosine" decay to 0 (hizfo.schedule, the
+            schedule every method uses).
+        warmup_steps: linear warmup steps of the LR (0: none).
     """
 
     lr: float = 1e-6
@@ -43,6 +46,10 @@ class ZOSignSGDConfig:
     q: int = 1
     weight_decay: float = 0.0
     schedule: str = "constant"
+    warmup_steps: int = 0
+
+    def __post_init__(self) -> None:
+        check_schedule(self.schedule, self.warmup_steps, owner="ZOSignSGDConfig")
 
 
 class ZOSignSGD:
@@ -66,7 +73,7 @@ class ZOSignSGD:
     @torch.no_grad()
     def step(self, batch: Batch, step: int) -> StepStats:
         c = self.config
-        lr = c.lr * linear_schedule(step, self.ctx.total_steps, 0, c.schedule)
+        lr = scheduled_lr(c.lr, step, self.ctx.total_steps, c.schedule, c.warmup_steps)
         seed = derive_seed(self.ctx.seed, step)
         losses = []
         signs = []

@@ -33,7 +33,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from bench.method import Batch, StepStats, TrainContext, linear_schedule
+from bench.method import Batch, StepStats, TrainContext
+from hizfo.schedule import check_schedule, scheduled_lr
 from hizfo.zo import SPSA, SPSAConfig, default_no_decay, derive_seed
 
 from .routing import route, sequence_lengths, take
@@ -70,7 +71,9 @@ class AddaxConfig:
         optimizer: "sgd" (the paper's: plain in-place SGD on the combined direction, no
             state) or "adamw" (AdamW on the combined direction; needs FO AdamW's memory).
         betas: AdamW's moment coefficients (PyTorch defaults); ignored by "sgd".
-        schedule: "constant" (MeZO's and the paper's) or "linear" decay of lr to 0.
+        schedule: "constant" (MeZO's and the paper's), "linear" or "cosine" decay of lr
+            to 0 (hizfo.schedule, the schedule every method uses).
+        warmup_steps: linear warmup steps of the LR (0: none).
     """
 
     lr: float = 1e-4
@@ -82,8 +85,10 @@ class AddaxConfig:
     optimizer: str = "sgd"
     betas: tuple[float, float] = (0.9, 0.999)
     schedule: str = "constant"
+    warmup_steps: int = 0
 
     def __post_init__(self) -> None:
+        check_schedule(self.schedule, self.warmup_steps, owner="AddaxConfig")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(
                 f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
@@ -151,7 +156,7 @@ class Addax:
 
     def step(self, batch: Batch, step: int) -> StepStats:
         c = self.config
-        lr = c.lr * linear_schedule(step, self.ctx.total_steps, 0, c.schedule)
+        lr = scheduled_lr(c.lr, step, self.ctx.total_steps, c.schedule, c.warmup_steps)
         zo_rows = route(sequence_lengths(batch), c.length_threshold, c.zo_fraction)
         n_zo = int(zo_rows.sum())
         n_fo = zo_rows.numel() - n_zo

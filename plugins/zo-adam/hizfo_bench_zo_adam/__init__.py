@@ -28,7 +28,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from bench.method import Batch, StepStats, TrainContext, linear_schedule
+from bench.method import Batch, StepStats, TrainContext
+from hizfo.schedule import check_schedule, scheduled_lr
 from hizfo.zo import SPSA, SPSAConfig, default_no_decay, derive_seed
 
 __all__ = ["ZOAdam", "ZOAdamConfig"]
@@ -48,7 +49,9 @@ class ZOAdamConfig:
         adam_eps: Adam's denominator term; PyTorch's default 1e-8, as ZO-Bench.
         weight_decay: Adam's L2 term, not on biases and norm weights (MeZO's rule). 0, as
             in ZO-Bench (its Adam gets no weight decay).
-        schedule: "constant" (ZO-Bench asserts a constant schedule) or "linear" decay to 0.
+        schedule: "constant" (ZO-Bench asserts a constant schedule), "linear" or "cosine"
+            decay to 0 (hizfo.schedule, the schedule every method uses).
+        warmup_steps: linear warmup steps of the LR (0: none).
     """
 
     lr: float = 1e-6
@@ -57,8 +60,10 @@ class ZOAdamConfig:
     adam_eps: float = 1e-8
     weight_decay: float = 0.0
     schedule: str = "constant"
+    warmup_steps: int = 0
 
     def __post_init__(self) -> None:
+        check_schedule(self.schedule, self.warmup_steps, owner="ZOAdamConfig")
         if self.eps <= 0 or self.adam_eps <= 0 or self.weight_decay < 0:
             raise ValueError("eps and adam_eps must be > 0 and weight_decay >= 0")
 
@@ -104,7 +109,7 @@ class ZOAdam:
     @torch.no_grad()
     def step(self, batch: Batch, step: int) -> StepStats:
         c = self.config
-        lr = c.lr * linear_schedule(step, self.ctx.total_steps, 0, c.schedule)
+        lr = scheduled_lr(c.lr, step, self.ctx.total_steps, c.schedule, c.warmup_steps)
         seed = derive_seed(self.ctx.seed, step)
         self.spsa.perturb_(seed, 1.0)
         loss_plus = float(self.ctx.loss_fn(self.model, batch))

@@ -28,7 +28,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from bench.method import Batch, StepStats, TrainContext, linear_schedule
+from bench.method import Batch, StepStats, TrainContext
+from hizfo.schedule import check_schedule, scheduled_lr
 from hizfo.zo import SPSA, SPSAConfig, default_no_decay, derive_seed
 
 __all__ = ["ZOSGDMomentum", "ZOSGDMomentumConfig"]
@@ -47,7 +48,9 @@ class ZOSGDMomentumConfig:
             Nesterov). 0.9, the value of every ZO-Bench ZO-SGD-MMT sweep. 0 gives MeZO.
         weight_decay: L2 term added to the estimate before momentum, as torch.optim.SGD,
             not on biases and norm weights (MeZO's rule). 0, as in ZO-Bench's sweeps.
-        schedule: "constant" (ZO-Bench asserts a constant schedule) or "linear" decay to 0.
+        schedule: "constant" (ZO-Bench asserts a constant schedule), "linear" or "cosine"
+            decay to 0 (hizfo.schedule, the schedule every method uses).
+        warmup_steps: linear warmup steps of the LR (0: none).
     """
 
     lr: float = 1e-6
@@ -55,8 +58,10 @@ class ZOSGDMomentumConfig:
     momentum: float = 0.9
     weight_decay: float = 0.0
     schedule: str = "constant"
+    warmup_steps: int = 0
 
     def __post_init__(self) -> None:
+        check_schedule(self.schedule, self.warmup_steps, owner="ZOSGDMomentumConfig")
         if not 0.0 <= self.momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
         if self.eps <= 0 or self.weight_decay < 0:
@@ -92,7 +97,7 @@ class ZOSGDMomentum:
     @torch.no_grad()
     def step(self, batch: Batch, step: int) -> StepStats:
         c = self.config
-        lr = c.lr * linear_schedule(step, self.ctx.total_steps, 0, c.schedule)
+        lr = scheduled_lr(c.lr, step, self.ctx.total_steps, c.schedule, c.warmup_steps)
         seed = derive_seed(self.ctx.seed, step)
         self.spsa.perturb_(seed, 1.0)
         loss_plus = float(self.ctx.loss_fn(self.model, batch))
