@@ -15,7 +15,7 @@ from hizfo.selection import (
     tensor_costs,
     trace_forward,
 )
-from hizfo.zo import SPSA, SPSAConfig, SPSAStepResult, default_no_decay, derive_seed
+from hizfo.zo import SPSA, SPSAConfig, SPSAProbe, SPSAStepResult, default_no_decay, derive_seed
 
 __all__ = [
     "SCHEDULES",
@@ -25,6 +25,7 @@ __all__ = [
     "HiZFOConfig",
     "HiZFOStepResult",
     "SPSAConfig",
+    "SPSAProbe",
     "SPSAStepResult",
     "StepModel",
     "TensorCost",

@@ -7,6 +7,11 @@ One two-sided step with q = 1 (Malladi et al., 2023, arXiv 2305.17333):
     g = (L+ - L-) / (2 eps)                        # the projected gradient
     theta += eps z;  theta -= lr (g z + wd theta)   # restore, then update
 
+Methods built on other updates (the ZO plugins) use the public parts: SPSA.probe, the
+two-point estimate above (perturb, two losses, restore), and SPSA.tensor_z, the z of a
+seed one tensor at a time (for a momentum buffer or an optimizer's .grad), so none of
+them copies the probe or holds a second copy of the weights for z.
+
 The one-sided estimator (SPSAConfig.estimator = "one-sided") replaces L- by L(theta)
 itself, g = (L+ - L(theta)) / eps: one forward fewer when L(theta) is already known
 (Hi-ZFO's FO forward gives it), at the price of an O(eps) bias (docs/hizfo.md).
@@ -216,6 +221,27 @@ class SPSAStepResult:
 
 
 @dataclass
+class SPSAProbe:
+    """One two-point probe along z(seed) (SPSA.probe).
+
+    Attributes:
+        loss_plus: L(theta + eps z).
+        loss_minus: L(theta - eps z).
+        projected_grad: (loss_plus - loss_minus) / (2 eps), the estimate of the
+            directional derivative z . grad L(theta); g z estimates the gradient.
+    """
+
+    loss_plus: float
+    loss_minus: float
+    projected_grad: float
+
+    @property
+    def loss(self) -> float:
+        """(L+ + L-) / 2, the loss MeZO reports for a step."""
+        return (self.loss_plus + self.loss_minus) / 2
+
+
+@dataclass
 class _Entry:
     name: str
     param: torch.Tensor
@@ -403,6 +429,33 @@ class SPSA:
         if self.keep_z:
             self._kept_seed = seed
 
+    def tensor_z(self, seed: int) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
+        """Yield (name, tensor, z) for each tensor in order, z(seed) for that tensor.
+
+        z is a new tensor shaped like the parameter (the caller may keep it, scale it in
+        place or hand it to an optimizer as a gradient), drawn with the same numbers
+        perturb_ and restore_and_update_ use for `seed`: one pass over the generators, a
+        draw counted in `draws`. Peak memory is one tensor's z at a time, not a copy of
+        the whole set: e.g. ZO-Adam sets one tensor's gradient g z, steps it and frees it
+        before the next. The z of a tensor is only complete when it is yielded, so work
+        per tensor happens between yields (with single_thread, on one intra-op thread).
+        """
+        current: _Entry | None = None
+        z_full = torch.empty(0)
+        offset = 0
+        with self._pass_threads():
+            for entry, _, z in self._iter_z(seed):
+                if entry is not current:
+                    if current is not None:
+                        yield current.name, current.param, z_full
+                    current, offset = entry, 0
+                    z_full = torch.empty_like(entry.param)
+                n = z.numel()
+                z_full.view(-1)[offset : offset + n].copy_(z.reshape(-1))
+                offset += n
+            if current is not None:
+                yield current.name, current.param, z_full
+
     def release_z(self) -> None:
         """Free the kept z (keep_z); the next pass draws again."""
         self._kept_seed = None
@@ -458,13 +511,25 @@ class SPSA:
                 else:
                     target.add_(z, alpha=restore - lr * projected_grad)
 
-    def _probe(self, loss_fn: Callable[[], torch.Tensor | float], seed: int) -> tuple[float, float]:
-        """Evaluate L(theta + eps z) and L(theta - eps z); leaves theta at theta - eps z."""
+    @torch.no_grad()
+    def probe(
+        self, loss_fn: Callable[[], torch.Tensor | float], seed: int, *, restore: bool = True
+    ) -> SPSAProbe:
+        """The two-point SPSA estimate along z(seed): theta += eps z, L+ = loss_fn(),
+        theta -= 2 eps z, L- = loss_fn(), then theta += eps z (restore), three passes.
+
+        restore=False leaves theta at theta - eps z, for a caller that fuses the restore
+        with its update (restore_and_update_(seed, ..., restore_scale=1.0), as step()
+        does): two passes instead of three. The estimate is two-sided whatever
+        config.estimator says; the projected gradient is (L+ - L-) / (2 eps).
+        """
         self.perturb_(seed, 1.0)
         loss_plus = float(loss_fn())
         self.perturb_(seed, -2.0)
         loss_minus = float(loss_fn())
-        return loss_plus, loss_minus
+        if restore:
+            self.perturb_(seed, 1.0)
+        return SPSAProbe(loss_plus, loss_minus, (loss_plus - loss_minus) / (2 * self.config.eps))
 
     @torch.no_grad()
     def step(
@@ -490,17 +555,14 @@ class SPSA:
         if loss_at_theta is not None:
             raise ValueError("loss_at_theta is for the one-sided estimator")
         q = self.config.q
-        eps = self.config.eps
         draws = self.draws
         seeds = [self.perturbation_seed(seed, i) for i in range(q)]
         grads: list[float] = []
         losses: list[float] = []
         for i, s in enumerate(seeds):
-            loss_plus, loss_minus = self._probe(loss_fn, s)
-            grads.append((loss_plus - loss_minus) / (2 * eps))
-            losses.append((loss_plus + loss_minus) / 2)
-            if i < q - 1:
-                self.perturb_(s, 1.0)
+            probe = self.probe(loss_fn, s, restore=i < q - 1)
+            grads.append(probe.projected_grad)
+            losses.append(probe.loss)
         self._update(seeds, grads, lr, restore_scale=1.0)
         return SPSAStepResult(
             loss=sum(losses) / q,
@@ -562,7 +624,5 @@ class SPSA:
                 grads.append((float(loss_fn()) - loss0) / eps)
                 self.perturb_(s, -1.0)
                 continue
-            loss_plus, loss_minus = self._probe(loss_fn, s)
-            self.perturb_(s, 1.0)
-            grads.append((loss_plus - loss_minus) / (2 * eps))
+            grads.append(self.probe(loss_fn, s).projected_grad)
         return grads

@@ -7,7 +7,7 @@ its code): the MeZO step with the projected gradient g replaced by its sign,
 
 so the step length no longer depends on the size of the loss difference, only on lr.
 
-Built from hizfo.zo's public primitives (perturb_ and the fused restore_and_update_), so
+Built from hizfo.zo's public primitives (probe and the fused restore_and_update_), so
 z is regenerated from a per-step seed, perturbation is in place through the estimator's
 own generator, and the global RNG is never touched.
 """
@@ -78,15 +78,16 @@ class ZOSignSGD:
         losses = []
         signs = []
         for i in range(c.q):
-            s = self.spsa.perturbation_seed(seed, i)
-            self.spsa.perturb_(s, 1.0)
-            loss_plus = float(self.ctx.loss_fn(self.model, batch))
-            self.spsa.perturb_(s, -2.0)
-            loss_minus = float(self.ctx.loss_fn(self.model, batch))
-            losses.append((loss_plus + loss_minus) / 2)
-            signs.append(float((loss_plus > loss_minus) - (loss_plus < loss_minus)))
-            if i < c.q - 1:
-                self.spsa.perturb_(s, 1.0)  # back to theta before probing the next direction
+            # Back to theta before probing the next direction; the last stays at -eps z.
+            probe = self.spsa.probe(
+                lambda: self.ctx.loss_fn(self.model, batch),
+                self.spsa.perturbation_seed(seed, i),
+                restore=i < c.q - 1,
+            )
+            losses.append(probe.loss)
+            signs.append(
+                float((probe.loss_plus > probe.loss_minus) - (probe.loss_plus < probe.loss_minus))
+            )
         # The last direction is still applied at -eps z: one fused pass restores it and
         # updates (with decay); earlier directions only update.
         last = self.spsa.perturbation_seed(seed, c.q - 1)

@@ -120,11 +120,8 @@ class Addax:
         # Dropout off, so L+ and L- see the same function (as MeZO) and the FO gradient is
         # taken on that same function.
         model.eval()
-        # Tied weights once, in model order: the order that defines z.
-        seen: set[int] = set()
-        self.named = [
-            (n, p) for n, p in model.named_parameters() if not (id(p) in seen or seen.add(id(p)))
-        ]
+        # named_parameters() lists a tied tensor once; this order defines z.
+        self.named = list(model.named_parameters())
         self.params = [p for _, p in self.named]
         # Decay is applied here, not by SPSA, so that it also happens on steps without a ZO part.
         self.spsa = SPSA(self.named, SPSAConfig(eps=c.eps))
@@ -190,16 +187,10 @@ class Addax:
         loss = sum(value * t for value, t in losses) / max(tokens, 1)
         return StepStats(loss=loss, forward_passes=forward, backward_passes=backward, extra=extra)
 
-    @torch.no_grad()
     def _zo_estimate(self, batch: Batch, seed: int) -> tuple[float, float]:
         """(g0, (L+ + L-) / 2) on the ZO part; theta is restored afterwards."""
-        loss_fn = self.ctx.loss_fn
-        self.spsa.perturb_(seed, 1.0)
-        loss_plus = float(loss_fn(self.model, batch))
-        self.spsa.perturb_(seed, -2.0)
-        loss_minus = float(loss_fn(self.model, batch))
-        self.spsa.perturb_(seed, 1.0)
-        return (loss_plus - loss_minus) / (2 * self.config.eps), (loss_plus + loss_minus) / 2
+        probe = self.spsa.probe(lambda: self.ctx.loss_fn(self.model, batch), seed)
+        return probe.projected_grad, probe.loss
 
     def _fo_gradient(self, batch: Batch, lr: float) -> float:
         """Forward and backward on the FO part. With SGD the hooks apply -lr (1 - alpha) g1
@@ -232,15 +223,15 @@ class Addax:
 
     @torch.no_grad()
     def _adamw_step(self, g0: float, has_zo: bool, seed: int, lr: float) -> None:
-        """AdamW on d = alpha g0 z + (1 - alpha) g1: alpha g0 z is added to every .grad by a
-        seeded pass of an SPSA over the gradients, which draws the same z as the one over the
-        weights (same order, shapes, devices and dtypes)."""
+        """AdamW on d = alpha g0 z + (1 - alpha) g1: alpha g0 z is added to every .grad as
+        the per-tensor z iterator (SPSA.tensor_z) gives each tensor's z."""
         if has_zo:
-            for p in self.params:
+            scale = self.config.alpha * g0
+            for _, p, z in self.spsa.tensor_z(seed):
                 if p.grad is None:
-                    p.grad = torch.zeros_like(p)
-            grads = SPSA([(n, p.grad) for n, p in self.named], SPSAConfig(eps=1.0))
-            grads.perturb_(seed, self.config.alpha * g0)
+                    p.grad = z.mul_(scale)
+                else:
+                    p.grad.add_(z, alpha=scale)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.step()

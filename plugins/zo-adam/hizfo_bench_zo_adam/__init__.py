@@ -12,13 +12,12 @@ weight by about lr whatever the size of the loss difference.
 State and memory: Adam keeps two moment buffers per weight tensor (exp_avg, exp_avg_sq),
 two extra copies of the weights, for the whole run. This is why ZO-Bench calls ZO-Adam
 "not memory-efficient": on a 13B model in fp16 that is 52 GB on top of MeZO's footprint.
-On top of that, this implementation keeps a third copy, the gradient estimate g z in
-`.grad`: hizfo.zo's public API draws z for all tensors in one pass, so g z is written for
-every tensor before Adam steps. ZO-Bench's loop sets one tensor's gradient at a time (it
-redraws z tensor by tensor with the global RNG), so its transient cost is one tensor.
-Peak memory here is therefore weights + 3 copies; a per-tensor z iterator in hizfo.zo
-would bring it to weights + 2 copies + one tensor. Adam runs with foreach=False, so its
-temporaries are per tensor too.
+The gradient estimate g z is never held for the whole model: hizfo.zo's per-tensor z
+iterator (SPSA.tensor_z) gives one tensor's z at a time, which becomes that tensor's
+`.grad` for one Adam step (one torch.optim.Adam per tensor) and is freed before the next
+tensor's, as ZO-Bench's loop does (it redraws z tensor by tensor with the global RNG).
+Peak memory is therefore weights + 2 copies + one tensor. Adam runs with foreach=False,
+so its temporaries are per tensor too.
 """
 
 from __future__ import annotations
@@ -81,29 +80,23 @@ class ZOAdam:
         # No autograd graph ever (.grad is written by hand); dropout off, as MeZO.
         model.requires_grad_(False)
         model.eval()
-        seen: set[int] = set()  # tied weights once, in model order: the order that defines z
-        self.named = [
-            (n, p) for n, p in model.named_parameters() if not (id(p) in seen or seen.add(id(p)))
-        ]
+        # named_parameters() lists a tied tensor once; this order defines z.
+        self.named = list(model.named_parameters())
         self.spsa = SPSA(self.named, SPSAConfig(eps=c.eps))
-        self.grads = [torch.zeros_like(p) for _, p in self.named]
-        # eps = 1, so perturb_(seed, g) adds exactly g z to every (zeroed) gradient.
-        self.grad_z = SPSA(
-            [(n, grad) for (n, _), grad in zip(self.named, self.grads, strict=True)],
-            SPSAConfig(eps=1.0),
-        )
-        decay = [p for n, p in self.named if not default_no_decay(n, p)]
-        no_decay = [p for n, p in self.named if default_no_decay(n, p)]
-        self.optimizer = torch.optim.Adam(
-            [
-                {"params": decay, "weight_decay": c.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
-            lr=c.lr,
-            betas=c.betas,
-            eps=c.adam_eps,
-            foreach=False,
-        )
+        # One Adam per tensor, so a tensor steps as soon as its g z exists (tensor_z) and
+        # the estimate is never held for the whole model; Adam's update of a tensor does
+        # not depend on the others, so this is torch.optim.Adam over all of them.
+        self.optimizers = {
+            n: torch.optim.Adam(
+                [p],
+                lr=c.lr,
+                betas=c.betas,
+                eps=c.adam_eps,
+                weight_decay=0.0 if default_no_decay(n, p) else c.weight_decay,
+                foreach=False,
+            )
+            for n, p in self.named
+        }
         return model
 
     @torch.no_grad()
@@ -111,22 +104,18 @@ class ZOAdam:
         c = self.config
         lr = scheduled_lr(c.lr, step, self.ctx.total_steps, c.schedule, c.warmup_steps)
         seed = derive_seed(self.ctx.seed, step)
-        self.spsa.perturb_(seed, 1.0)
-        loss_plus = float(self.ctx.loss_fn(self.model, batch))
-        self.spsa.perturb_(seed, -2.0)
-        loss_minus = float(self.ctx.loss_fn(self.model, batch))
-        self.spsa.perturb_(seed, 1.0)  # back to theta before Adam steps
-        g = (loss_plus - loss_minus) / (2 * c.eps)
-
-        for (_, p), grad in zip(self.named, self.grads, strict=True):
-            grad.zero_()
-            p.grad = grad  # (re)attached each step, whatever else cleared .grad
-        self.grad_z.perturb_(seed, g)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        self.optimizer.step()
+        # Restored to theta before Adam steps.
+        probe = self.spsa.probe(lambda: self.ctx.loss_fn(self.model, batch), seed)
+        g = probe.projected_grad
+        for name, p, z in self.spsa.tensor_z(seed):
+            p.grad = z.mul_(g)  # this tensor's gradient estimate g z
+            optimizer = self.optimizers[name]
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            optimizer.step()
+            p.grad = None
         return StepStats(
-            loss=(loss_plus + loss_minus) / 2,
+            loss=probe.loss,
             forward_passes=2,
             backward_passes=0,
             extra={"projected_grad": g},
@@ -136,9 +125,9 @@ class ZOAdam:
         return [p for _, p in self.named]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"optimizer": self.optimizer.state_dict()}
+        return {"optimizers": {n: o.state_dict() for n, o in self.optimizers.items()}}
 
     def summary(self) -> dict[str, Any]:
         numel = self.spsa.numel
-        # exp_avg and exp_avg_sq per weight, plus the gradient estimate in .grad
-        return {"trainable_parameters": numel, "zo_parameters": numel, "state_numel": 3 * numel}
+        # exp_avg and exp_avg_sq per weight; the gradient estimate is one tensor at a time
+        return {"trainable_parameters": numel, "zo_parameters": numel, "state_numel": 2 * numel}

@@ -15,10 +15,11 @@ weights (540 MB for SmolLM2-135M in fp32), allocated in setup() and kept for the
 That is the price of momentum in ZO: MeZO keeps nothing but the seed, so a 13B model's
 MeZO run fits where ZO-SGD-MMT needs another 26 GB (fp16).
 
-z is never stored: the buffer gets g z through an SPSA over the buffers themselves
-(hizfo.zo), which draws the same z as the SPSA over the weights because it sees tensors of
-the same shapes, order, devices and dtypes. A step therefore draws z four times (perturb
-+eps, -2 eps, restore, buffer update), one more than MeZO's fused three.
+z is never stored for the whole model: the probe is hizfo.zo's (SPSA.probe), and the
+update walks the tensors with SPSA.tensor_z, which gives one tensor's z at a time (the
+same numbers the probe perturbed with); each buffer and weight is updated as its z
+arrives. A step therefore draws z four times (perturb +eps, -2 eps, restore, update), one
+more than MeZO's fused three.
 """
 
 from __future__ import annotations
@@ -80,18 +81,11 @@ class ZOSGDMomentum:
         # No autograd graph ever; dropout off so L+ and L- see the same function (as MeZO).
         model.requires_grad_(False)
         model.eval()
-        seen: set[int] = set()  # tied weights once, in model order: the order that defines z
-        self.named = [
-            (n, p) for n, p in model.named_parameters() if not (id(p) in seen or seen.add(id(p)))
-        ]
+        # named_parameters() lists a tied tensor once; this order defines z.
+        self.named = list(model.named_parameters())
         self.spsa = SPSA(self.named, SPSAConfig(eps=self.config.eps))
-        self.buffers = [torch.zeros_like(p) for _, p in self.named]
-        # eps = 1, so perturb_(seed, g) adds exactly g z to every buffer.
-        self.buffer_z = SPSA(
-            [(n, b) for (n, _), b in zip(self.named, self.buffers, strict=True)],
-            SPSAConfig(eps=1.0),
-        )
-        self.decay = [not default_no_decay(n, p) for n, p in self.named]
+        self.buffers = {n: torch.zeros_like(p) for n, p in self.named}
+        self.decay = {n: not default_no_decay(n, p) for n, p in self.named}
         return model
 
     @torch.no_grad()
@@ -99,22 +93,18 @@ class ZOSGDMomentum:
         c = self.config
         lr = scheduled_lr(c.lr, step, self.ctx.total_steps, c.schedule, c.warmup_steps)
         seed = derive_seed(self.ctx.seed, step)
-        self.spsa.perturb_(seed, 1.0)
-        loss_plus = float(self.ctx.loss_fn(self.model, batch))
-        self.spsa.perturb_(seed, -2.0)
-        loss_minus = float(self.ctx.loss_fn(self.model, batch))
-        self.spsa.perturb_(seed, 1.0)  # back to theta: decay and the update act on it
-        g = (loss_plus - loss_minus) / (2 * c.eps)
-
-        for (_, p), b, decay in zip(self.named, self.buffers, self.decay, strict=True):
+        # Restored to theta: decay and the update act on it.
+        probe = self.spsa.probe(lambda: self.ctx.loss_fn(self.model, batch), seed)
+        g = probe.projected_grad
+        for name, p, z in self.spsa.tensor_z(seed):
+            b = self.buffers[name]
             b.mul_(c.momentum)
-            if decay and c.weight_decay:
+            if self.decay[name] and c.weight_decay:
                 b.add_(p, alpha=c.weight_decay)
-        self.buffer_z.perturb_(seed, g)
-        for (_, p), b in zip(self.named, self.buffers, strict=True):
+            b.add_(z, alpha=g)
             p.add_(b, alpha=-lr)
         return StepStats(
-            loss=(loss_plus + loss_minus) / 2,
+            loss=probe.loss,
             forward_passes=2,
             backward_passes=0,
             extra={"projected_grad": g},
@@ -124,13 +114,11 @@ class ZOSGDMomentum:
         return [p for _, p in self.named]
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "momentum_buffers": dict(zip((n for n, _ in self.named), self.buffers, strict=True))
-        }
+        return {"momentum_buffers": dict(self.buffers)}
 
     def summary(self) -> dict[str, Any]:
         return {
             "trainable_parameters": self.spsa.numel,
             "zo_parameters": self.spsa.numel,
-            "state_numel": sum(b.numel() for b in self.buffers),  # one copy of the weights
+            "state_numel": sum(b.numel() for b in self.buffers.values()),  # one copy of the weights
         }

@@ -349,3 +349,48 @@ def test_cuda_generators_live_on_the_parameter_device() -> None:
     spsa.step(lm_loss(model, device="cuda"), lr=0.0, seed=1)
     assert torch.equal(torch.cuda.get_rng_state(), state)
     assert_params(model, before, rtol=0, atol=1e-6)
+
+
+def test_probe_is_the_two_point_estimate_and_restores() -> None:
+    model = tiny_llama()
+    loss_fn = lm_loss(model)
+    before = snapshot(model)
+    spsa = SPSA(model.named_parameters(), SPSAConfig(eps=1e-3))
+    probe = spsa.probe(loss_fn, 5)
+    assert_params(model, before, rtol=0, atol=1e-6)
+    assert probe.projected_grad == (probe.loss_plus - probe.loss_minus) / 2e-3
+    assert probe.loss == (probe.loss_plus + probe.loss_minus) / 2
+    spsa.perturb_(5, 1.0)
+    assert float(loss_fn()) == pytest.approx(probe.loss_plus, abs=1e-6)
+    spsa.perturb_(5, -1.0)
+
+    # restore=False stops at theta - eps z (for a fused restore-and-update), one pass fewer.
+    draws = spsa.draws
+    again = spsa.probe(loss_fn, 5, restore=False)
+    assert spsa.draws - draws == 2
+    assert float(loss_fn()) == pytest.approx(again.loss_minus, abs=1e-6)
+    assert again.projected_grad == pytest.approx(probe.projected_grad, rel=1e-3)
+    spsa.restore_and_update_(5, again.projected_grad, lr=0.0)
+    assert_params(model, before, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("distribution", ["gaussian", "rademacher"])
+def test_tensor_z_yields_the_z_of_a_pass_one_tensor_at_a_time(distribution) -> None:
+    """tensor_z gives, per tensor, exactly what perturb_ adds (chunked draws included),
+    as new tensors, in one draw."""
+    shapes = [(70,), (5, 9), (33,), (3, 2, 4)]
+    zeros = [(f"t{i}", torch.zeros(s)) for i, s in enumerate(shapes)]
+    others = [(f"t{i}", torch.full(s, 2.0)) for i, s in enumerate(shapes)]
+    # eps = 1 on zero tensors: perturb_(seed, 1) leaves exactly z in them.
+    reference = SPSA(zeros, SPSAConfig(eps=1.0), chunk_numel=32, distribution=distribution)
+    reference.perturb_(11, 1.0)
+    spsa = SPSA(others, SPSAConfig(), chunk_numel=32, distribution=distribution)
+    yielded = list(spsa.tensor_z(11))
+    assert spsa.draws == 1
+    assert [name for name, _, _ in yielded] == [name for name, _ in others]
+    for (_, param, z), (_, expected), (_, original) in zip(yielded, zeros, others, strict=True):
+        assert param is original
+        assert torch.equal(z, expected)
+        assert z.data_ptr() != expected.data_ptr()
+    assert len({z.data_ptr() for _, _, z in yielded}) == len(shapes)  # a new tensor each
+    assert all(torch.equal(p, torch.full_like(p, 2.0)) for _, p in others)  # untouched

@@ -321,8 +321,12 @@ def test_zo_adam_is_torch_adam_on_the_spsa_estimate():
     for step in range(4):
         stats = method.step(_batch(), step)
         assert (stats.forward_passes, stats.backward_passes) == (2, 0)
+        # g z exists one tensor at a time (SPSA.tensor_z): no gradient is kept between steps.
+        assert all(p.grad is None for p in model.parameters())
     reference = _zo_reference(torch.optim.Adam, eps, 4, lr=lr)
     _assert_same_weights(model, reference, atol=ZO_ATOL)
+    summary = method.summary()
+    assert summary["state_numel"] == 2 * summary["trainable_parameters"]  # Adam's moments only
 
 
 def test_configs_reject_bad_settings():
