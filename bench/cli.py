@@ -27,7 +27,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from bench import store
     from bench.orchestrate.plan import run_plan
     from bench.orchestrate.session import ResourceError
-    from bench.orchestrate.tuning import tuning_specs
+    from bench.orchestrate.tuning import describe, planned_trials, tuning_specs
     from bench.overrides import FILTER_KEYS, parse_filter
     from bench.report import summary_table
     from bench.suite import load_plan
@@ -47,8 +47,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         done = store.finished_ids(run_dir) if run_dir.exists() else set()
         tune = tuning_specs(specs, suite.tuning) if suite.tuning else []
-        tuning = f" after {len(tune)} tuning trials" if tune else ""
+        tuning = f" after {planned_trials(specs, suite.tuning)} tuning trials" if tune else ""
         print(f"suite {name}: {len(specs)} trials{tuning} (run dir {run_dir})")
+        if tune:  # the points of every stage; the trial ids below are the first stage's
+            print("\n".join(describe(specs, suite.tuning)))
         for s in [*tune, *specs]:
             mark = "done" if s.trial_id in done else "todo"
             print(f"  [{mark}] {s.trial_id}")
@@ -160,6 +162,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from bench.analysis import history, regress
     from bench.analysis.timing import TimeTolerance
+    from bench.report.compare import render_table, write_verdict
 
     tol = regress.Tolerances(
         abs_tol=args.abs_tol,
@@ -195,10 +198,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         )
     except regress.UnusableInput as e:
         raise UsageError(str(e)) from None
-    print(regress.render_table(verdict))
+    print(render_table(verdict))
     cur = Path(args.current)
     default = (cur if cur.is_dir() else cur.parent) / "report" / "compare.json"
-    out = regress.write_verdict(verdict, Path(args.json) if args.json else default)
+    out = write_verdict(verdict, Path(args.json) if args.json else default)
     print(f"verdict written to {out}")
     return 0 if verdict.passed else 1
 

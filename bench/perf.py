@@ -60,7 +60,7 @@ from bench.measure.environment import environment, machine
 from bench.measure.memory import MemoryMeter, release_freed_memory, tensor_bytes
 from bench.method import Batch, TrainContext, causal_lm_loss
 from bench.record import TrialRecord
-from bench.report.format import fmt_mib, fmt_s, id_slug
+from bench.format import fmt_mib, fmt_s, id_slug
 
 PERF_SCHEMA = 1
 

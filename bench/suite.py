@@ -19,9 +19,6 @@ before anything runs: unknown keys, unknown methods and tasks, bad method config
 
 from __future__ import annotations
 
-import hashlib
-import json
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +27,7 @@ import yaml
 
 from bench.config import ConfigError, build
 from bench.measure.sharpness import SharpnessConfig
+from bench.spec import PRECISIONS, DevConfig, EvalConfig, TrainConfig, TrialSpec
 
 SUITES_DIR = Path(__file__).parent / "suites"
 DEFAULT_SUITE = "mini"
@@ -48,102 +46,6 @@ _SUITE_KEYS = {
     "tuning",
 }
 _OVERRIDE_KEYS = {"config", "train", "eval", "dev", "measure", "search"}
-
-
-@dataclass
-class TrainConfig:
-    """How a trial trains. Every method sees the same data for the same seed."""
-
-    steps: int = 40  # optimisation steps (a method with trains=False runs none)
-    batch_size: int = 8  # examples per step
-    max_length: int = 160  # tokens per example (prompt + target), cut from the right
-    train_examples: int | None = None  # use the first N of the task's training set; None = all
-    dtype: str = "float32"  # model weights: float32 | bfloat16 | float16
-    # fp32 | bf16-mixed (fp32 master weights, bf16 autocast compute) | bf16 (pure, for
-    # memory studies only); None: bf16-mixed on GPUs and when dtype is bfloat16, else fp32.
-    precision: str | None = None
-    log_every: int = 10  # steps between loss points in the curve and the log
-
-
-@dataclass
-class EvalConfig:
-    """How a trial is scored by lm-eval."""
-
-    limit: int | None = 100  # test documents scored; None = all
-    batch_size: int = 16  # HFLM batch size
-    max_gen_toks: int = 128  # generation budget per document
-
-
-@dataclass
-class DevConfig:
-    """Evaluation points on the dev split during training (bench/train/evalpoints.py)."""
-
-    eval_every: int = 0  # steps between evaluation points; 0 = none (only the test at the end)
-    batches: int = 4  # fixed dev batches the dev loss is averaged over
-    batch_size: int | None = None  # examples per dev batch; None = train.batch_size
-    score: bool = False  # also the dev score (generation on dev documents) at each point
-    limit: int = 20  # dev documents scored for the dev score
-    max_gen_toks: int | None = None  # generation budget for the dev score; None = eval's
-
-
-@dataclass
-class TrialSpec:
-    method: str
-    task: str
-    model: str
-    seed: int
-    method_config: dict[str, Any] = field(default_factory=dict)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    dev: DevConfig = field(default_factory=DevConfig)
-    measure: SharpnessConfig = field(default_factory=SharpnessConfig)
-    # "final": scored on test at the end; "tune": a tuning trial, scored on dev only.
-    phase: str = "final"
-    # The searched settings this trial tries (tuning) or was chosen with (final); {} if none.
-    tuning_point: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def _id_payload(self) -> dict[str, Any]:
-        # Sections added after schema 1 join the hash only when set, so every spec that
-        # existed before keeps its trial id (resume and references keep working).
-        d = self.to_dict()
-        if self.dev == DevConfig():
-            del d["dev"]
-        if self.train.precision is None:
-            del d["train"]["precision"]
-        if self.measure == SharpnessConfig():
-            del d["measure"]
-        if self.phase == "final":
-            del d["phase"]
-        if not self.tuning_point:
-            del d["tuning_point"]
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrialSpec:
-        return cls(
-            method=d["method"],
-            task=d["task"],
-            model=d["model"],
-            seed=int(d["seed"]),
-            method_config=dict(d.get("method_config") or {}),
-            train=build(TrainConfig, d.get("train"), "train"),
-            eval=build(EvalConfig, d.get("eval"), "eval"),
-            dev=build(DevConfig, d.get("dev"), "dev"),
-            measure=build(SharpnessConfig, d.get("measure"), "measure"),
-            phase=str(d.get("phase", "final")),
-            tuning_point=dict(d.get("tuning_point") or {}),
-        )
-
-    @property
-    def trial_id(self) -> str:
-        """Readable and derived from the whole spec: equal specs share an id (resume)."""
-        payload = json.dumps(self._id_payload(), sort_keys=True).encode()
-        digest = hashlib.sha1(payload).hexdigest()[:8]
-        model = re.sub(r"[^A-Za-z0-9.]+", "_", Path(self.model).name or self.model)
-        return f"{self.method}__{self.task}__{model}__s{self.seed}__{digest}"
 
 
 def resolve_suite_path(name_or_path: str) -> Path:
@@ -327,9 +229,6 @@ def expand(
     return specs
 
 
-PRECISIONS = ("fp32", "bf16-mixed", "bf16")
-
-
 def _check_precision(train: TrainConfig, where: str) -> None:
     if train.precision is not None and train.precision not in PRECISIONS:
         raise ConfigError(
@@ -373,7 +272,7 @@ class Suite:
 def plan_from_raw(raw: dict[str, Any], specs: list[TrialSpec], where: str = "suite") -> Suite:
     """Targets, tuning and the reference method of a suite, checked against its specs."""
     from bench.analysis.targets import TargetError, parse_targets
-    from bench.orchestrate.tuning import TuningPlan, parse_space, parse_tuning
+    from bench.orchestrate.tuning import parse_space, parse_tuning
     from bench.registry import load_method
 
     methods = _as_mapping(raw["methods"], f"{where}.methods")
@@ -393,15 +292,14 @@ def plan_from_raw(raw: dict[str, Any], specs: list[TrialSpec], where: str = "sui
     if spaces or raw.get("tuning"):
         if not spaces:
             raise ConfigError(f"{where}.tuning: no method has a search space to tune")
-        trials, seeds, metric = parse_tuning(raw.get("tuning"), f"{where}.tuning")
-        if metric == "dev_score":
+        tuning = parse_tuning(raw.get("tuning"), f"{where}.tuning", spaces)
+        if tuning.metric == "dev_score":
             for s in specs:
                 if s.method in spaces and not s.dev.score:
                     raise ConfigError(
                         f"{where}.tuning.metric dev_score needs dev.score: true "
                         f"({s.method} on {s.task})"
                     )
-        tuning = TuningPlan(trials=trials, seeds=seeds, metric=metric, spaces=spaces)
     reference = "fo-adamw"
     for t in targets.values():
         if t.method:

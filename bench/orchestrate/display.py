@@ -5,7 +5,7 @@ anywhere else (a pipe, a CI log) it prints one line per event instead: a trial
 started, finished or failed, and the tally every minute. It goes to stderr so that
 ``hizfo-bench run ... | tee`` keeps stdout to the final table and summary.
 
-What a running trial is doing comes from its progress file (bench/orchestrate/
+What a running trial is doing comes from its progress file (bench/train/
 progress.py), so the view works with Ray's log forwarding off. A trial counts as
 running once its worker wrote that file; until then it is queued.
 """

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.suite import TrialSpec
+from bench.spec import TrialSpec
 
-log = logging.getLogger("hizfo_bench.runner")
+log = logging.getLogger("hizfo_bench.sweep")
 
 # Environment every trial worker gets: offline unless the user opted in to the hub.
 _WORKER_ENV_KEYS = (
@@ -206,7 +206,7 @@ def _execute(
     spec = TrialSpec.from_dict(spec_dict)
     folder = Path(run_dir) if run_dir else None
     if folder is not None:
-        from bench.orchestrate.progress import write_progress
+        from bench.train.progress import write_progress
 
         write_progress(folder, spec.trial_id, phase="loading", step=0, total_steps=0, loss=None)
     log_file = _trial_logging(folder, spec.trial_id)

@@ -30,10 +30,10 @@ from typing import Any
 from bench import store
 from bench.orchestrate import session
 from bench.orchestrate.display import SweepDisplay
-from bench.orchestrate.progress import clear_progress, progress_dir, read_progress
-from bench.suite import TrialSpec
+from bench.train.progress import clear_progress, progress_dir, read_progress
+from bench.spec import TrialSpec
 
-log = logging.getLogger("hizfo_bench.runner")
+log = logging.getLogger("hizfo_bench.sweep")
 
 
 @dataclass

@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from bench.report.format import file_slug, fmt_memory, method_order  # noqa: E402
+from bench.format import file_slug, fmt_memory, method_order  # noqa: E402
 
 _STYLE = {
     "figure.dpi": 110,

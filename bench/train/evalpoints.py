@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from bench.method import Batch, StepStats
+from bench.method import Batch
 from bench.train.hooks import Hook, LoopState
 
 
@@ -64,11 +64,10 @@ def dev_loss(
     return sum(losses) / len(losses)
 
 
-class EvalPoints(Hook):
-    """Measures a point every `every` steps (and at step 0 through ``measure``).
-
-    `score` is None (dev loss only) or a callable returning the dev score. `sink` gets
-    every point (the recipe passes the other hooks' on_eval_point and the metrics file).
+class DevEvaluator:
+    """Measures an evaluation point on the fixed dev batches (and documents) when the
+    loop asks (every ``eval_every`` steps and at step 0), and appends it to the record's
+    ``eval_curve``. `score` is None (dev loss only) or a callable returning the dev score.
     """
 
     def __init__(
@@ -78,19 +77,16 @@ class EvalPoints(Hook):
         batches: list[Batch],
         loss_fn: Callable[[torch.nn.Module, Batch], torch.Tensor],
         score: Callable[[], float] | None = None,
-        sink: Callable[[LoopState, dict[str, Any]], None] | None = None,
     ) -> None:
         self.every = every
         self.model_ref, self.batches, self.loss_fn = model_ref, batches, loss_fn
-        self.score, self.sink = score, sink
+        self.score = score
 
-    def on_step(self, state: LoopState, stats: StepStats) -> None:
-        if state.step % self.every == 0 or state.step == state.total_steps:
-            self.measure(state)
+    def due(self, state: LoopState) -> bool:
+        """Whether the loop has reached an evaluation point (the last step always is)."""
+        return state.step % self.every == 0 or state.step == state.total_steps
 
     def measure(self, state: LoopState) -> dict[str, Any]:
-        if state.record.eval_curve and state.record.eval_curve[-1]["step"] == state.step:
-            return state.record.eval_curve[-1]  # already measured at this step
         # Read the clock before the pause: inside it, the pause so far is not yet
         # subtracted, and the point would count its own evaluation as training time.
         seconds = state.clock.seconds
@@ -109,8 +105,6 @@ class EvalPoints(Hook):
                 "dev_score": score,
             }
         state.record.eval_curve.append(point)
-        if self.sink is not None:
-            self.sink(state, point)
         return point
 
 

@@ -1,9 +1,15 @@
 """Hooks of the training loop: what watches a trial train without changing how it trains.
 
-The recipe (bench/train/recipe.py) calls, in order, on every hook it holds:
-``on_step`` after each optimisation step, ``on_log`` every ``log_every`` steps with the
-mean loss of the window, ``on_eval_point`` after each evaluation point, and ``on_end``
-once the loop finishes. Every method is optional: a hook defines only what it needs.
+The loop (bench/train/recipe.py) does the work itself: it steps, averages the loss over
+each ``log_every`` window, and measures evaluation points every ``eval_every`` steps.
+After each of these it tells every hook through one dispatcher (``Hooks``):
+``on_step`` after each optimisation step, ``on_log`` with each loss point,
+``on_eval_point`` with each evaluation point (step 0 included), and ``on_end`` once the
+loop finishes. Every callback is optional: a hook defines only what it needs.
+
+A new hook is a ``Hook`` subclass added to the list ``trial_hooks`` builds
+(bench/train/recipe.py). Hooks observe; the one that writes into the record says so in
+its name (``StepExtraRecorder``).
 
 The train clock belongs to the loop, not to the hooks: work a hook does inside
 ``clock.paused()`` (evaluation points, say) is not counted in ``train_seconds``.
@@ -15,14 +21,14 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from bench.method import StepStats
 from bench.record import TrialRecord
 
-log = logging.getLogger("hizfo_bench.trial")
+log = logging.getLogger("hizfo_bench.train")
 
 
 class DivergenceError(RuntimeError):
@@ -109,47 +115,69 @@ class DivergenceGuard(Hook):
             raise DivergenceError(f"training loss is {stats.loss} at step {state.step - 1}")
 
 
-class LossCurve(Hook):
-    """Averages the loss over each window of ``log_every`` steps: the record's ``curve``.
+class Hooks(Hook):
+    """The one dispatcher: every callback goes to every hook, in list order."""
 
-    Calls ``on_log`` of the other hooks (through ``emit``) with each point.
-    """
-
-    def __init__(self, log_every: int, emit: Any = None, bar: Any = None) -> None:
-        self.log_every = log_every
-        self.emit = emit
-        self.bar = bar
-        self.window: list[float] = []
+    def __init__(self, hooks: Iterable[Hook] = ()) -> None:
+        self.hooks = list(hooks)
 
     def on_step(self, state: LoopState, stats: StepStats) -> None:
-        self.window.append(stats.loss)
-        if state.step % self.log_every and state.step != state.total_steps:
-            return
-        elapsed = state.clock.seconds
-        mean = sum(self.window) / len(self.window)
-        point = {
-            "step": state.step,
-            "loss": mean,
-            "seconds": elapsed,
-            "cpu_seconds": state.clock.cpu_seconds,
-        }
-        state.record.curve.append(point)
-        self.window.clear()
+        for hook in self.hooks:
+            hook.on_step(state, stats)
+
+    def on_log(self, state: LoopState, point: dict[str, Any]) -> None:
+        for hook in self.hooks:
+            hook.on_log(state, point)
+
+    def on_eval_point(self, state: LoopState, point: dict[str, Any]) -> None:
+        for hook in self.hooks:
+            hook.on_eval_point(state, point)
+
+    def on_end(self, state: LoopState) -> None:
+        for hook in self.hooks:
+            hook.on_end(state)
+
+
+def loss_point(state: LoopState, window: list[float]) -> dict[str, Any]:
+    """The curve point of a finished ``log_every`` window: its mean loss and the clocks."""
+    return {
+        "step": state.step,
+        "loss": sum(window) / len(window),
+        "seconds": state.clock.seconds,
+        "cpu_seconds": state.clock.cpu_seconds,
+    }
+
+
+class ConsoleLog(Hook):
+    """One log line per loss point and evaluation point; the loss on the progress bar."""
+
+    def __init__(self, bar: Any = None) -> None:
+        self.bar = bar
+
+    def on_log(self, state: LoopState, point: dict[str, Any]) -> None:
         if self.bar is not None:
-            self.bar.set_postfix(loss=f"{mean:.4f}")
+            self.bar.set_postfix(loss=f"{point['loss']:.4f}")
         log.info(
             "%s step %d/%d loss %.4f (%.2f s/step)",
             state.record.trial_id,
             state.step,
             state.total_steps,
-            mean,
-            elapsed / state.step,
+            point["loss"],
+            point["seconds"] / state.step,
         )
-        if self.emit is not None:
-            self.emit(state, point)
+
+    def on_eval_point(self, state: LoopState, point: dict[str, Any]) -> None:
+        log.info(
+            "%s eval step %d: dev loss %.4f%s (%.1f s)",
+            state.record.trial_id,
+            point["step"],
+            point["dev_loss"],
+            "" if point["dev_score"] is None else f", dev score {point['dev_score']:.4f}",
+            point["eval_seconds"],
+        )
 
 
-class StepExtras(Hook):
+class StepExtraRecorder(Hook):
     """Keeps what methods report per step in ``StepStats.extra`` (MeZO's projected
     gradient: with the seed, its whole trajectory; Hi-ZFO's backward depth and z draws)
     as columns in the record's ``step_extra``, and adds honest cost totals to ``passes``:

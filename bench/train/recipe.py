@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from bench import models
 from bench.config import build
-from bench.data import batch_stream, collate
+from bench.data import batch_stream, collate, truncation_counts
 from bench.evaluate import evaluate, write_samples
 from bench.measure.environment import environment
 from bench.measure.memory import (
@@ -45,21 +45,24 @@ from bench.measure.sharpness import measure_sharpness
 from bench.method import TrainContext, causal_lm_loss
 from bench.record import TrialRecord
 from bench.registry import load_method
-from bench.suite import TrialSpec
+from bench.spec import TrialSpec
 from bench.tasks import get_task
 from bench.train import precision
-from bench.train.evalpoints import EvalPoints, MetricsFile, preserved_rng
+from bench.train.evalpoints import DevEvaluator, MetricsFile, preserved_rng
 from bench.train.hooks import (
+    ConsoleLog,
     DivergenceGuard,
     Hook,
+    Hooks,
     LoopState,
-    LossCurve,
-    StepExtras,
+    StepExtraRecorder,
     TrainClock,
+    loss_point,
 )
-from bench.train.trackers import build_hooks
+from bench.train.progress import ProgressFile
+from bench.train.trackers import tracker_hooks
 
-log = logging.getLogger("hizfo_bench.trial")
+log = logging.getLogger("hizfo_bench.train")
 
 
 def seed_everything(seed: int) -> None:
@@ -108,9 +111,7 @@ class TrialRecipe:
         self.spec, self.device, self.progress = spec, device, progress
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.record = new_record(spec, device)
-        self.hooks: list[Hook] = list(hooks or [])
-        if self.run_dir is not None:
-            self.hooks.append(MetricsFile(self.run_dir / "metrics" / f"{spec.trial_id}.jsonl"))
+        self.extra_hooks: list[Hook] = list(hooks or [])  # the caller's: trackers, tests
 
     # ---- setup: data, method, model, profiling -------------------------------------
 
@@ -134,6 +135,17 @@ class TrialRecipe:
             "precision": self.precision.name,
         }
         self.examples = self.task.train_examples()[: cfg.train_examples]
+        # Fails here, before training, when a target alone cannot fit max_length.
+        cut = truncation_counts(self.examples, self.tokenizer, cfg.max_length)
+        record.truncation = {"train": cut.to_dict()}
+        if cut.prompt_truncated:
+            log.info(
+                "%s: %d of %d training prompts cut from the left to fit max_length %d",
+                spec.trial_id,
+                cut.prompt_truncated,
+                cut.examples,
+                cut.max_length,
+            )
         self.steps = cfg.steps if method_cls.trains else 0
 
         profile_stream = batch_stream(self.examples, cfg.batch_size, seed=spec.seed + 10_007)
@@ -167,9 +179,11 @@ class TrialRecipe:
             return []
         size = dev.batch_size or self.spec.train.batch_size
         examples = self.task.dev_examples()[: dev.batches * size]
+        cut = truncation_counts(examples, self.tokenizer, self.spec.train.max_length)
+        self.record.truncation = {**(self.record.truncation or {}), "dev": cut.to_dict()}
         return [self._collate(examples[i : i + size]) for i in range(0, len(examples), size)]
 
-    def _eval_points(self) -> EvalPoints | None:
+    def _dev_evaluator(self) -> DevEvaluator | None:
         dev, spec = self.spec.dev, self.spec
         if not self.dev_batches:
             return None
@@ -186,28 +200,38 @@ class TrialRecipe:
                     split="dev",
                 ).score
 
-        return EvalPoints(
+        return DevEvaluator(
             dev.eval_every,
             model_ref=lambda: self.model,
             batches=self.dev_batches,
             loss_fn=self.loss_fn,
             score=score if dev.score else None,
-            sink=self._emit_eval_point,
         )
+
+    def trial_hooks(self, bar: Any = None) -> Hooks:
+        """Every hook of this trial's loop, in one list: the built-in observers, the
+        run folder's files (metrics stream, progress for the driver) and the caller's."""
+        hooks: list[Hook] = [DivergenceGuard(), ConsoleLog(bar), StepExtraRecorder()]
+        if self.run_dir is not None:
+            trial_id = self.spec.trial_id
+            hooks.append(MetricsFile(self.run_dir / "metrics" / f"{trial_id}.jsonl"))
+            hooks.append(ProgressFile(self.run_dir, trial_id))
+        return Hooks([*hooks, *self.extra_hooks])
 
     # ---- train: the loop, on the train clock ----------------------------------------
 
     def train(self) -> None:
         spec, record, steps = self.spec, self.record, self.steps
+        log_every = spec.train.log_every
         stream = batch_stream(self.examples, spec.train.batch_size, seed=spec.seed)
         clock = TrainClock()
         state = LoopState(record=record, total_steps=steps, clock=clock)
         bar = tqdm(range(steps), desc=spec.trial_id[:48], disable=not self.progress, leave=False)
-        curve = LossCurve(spec.train.log_every, emit=self._emit_log, bar=bar)
-        points = self._eval_points()
-        hooks = [DivergenceGuard(), curve, StepExtras(), *([points] if points else []), *self.hooks]
-        if points:
-            points.measure(state)  # step 0: where every method starts
+        hooks = self.trial_hooks(bar)
+        evaluator = self._dev_evaluator()
+        if evaluator:  # step 0: where every method starts
+            hooks.on_eval_point(state, evaluator.measure(state))
+        window: list[float] = []
         clock.start()
         for step in bar:
             batch = self._collate(next(stream))
@@ -216,36 +240,26 @@ class TrialRecipe:
             state.step = step + 1
             state.passes["forward"] += stats.forward_passes
             state.passes["backward"] += stats.backward_passes
-            for hook in hooks:
-                hook.on_step(state, stats)
+            hooks.on_step(state, stats)
+            window.append(stats.loss)
+            if state.step % log_every == 0 or state.step == steps:
+                point = loss_point(state, window)
+                record.curve.append(point)
+                window.clear()
+                hooks.on_log(state, point)
+            if evaluator and evaluator.due(state):
+                hooks.on_eval_point(state, evaluator.measure(state))
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         record.train_seconds = clock.seconds
-        record.dev_eval_seconds = clock.paused_seconds if points else None
-        for hook in hooks:
-            hook.on_end(state)
+        record.dev_eval_seconds = clock.paused_seconds if evaluator else None
+        hooks.on_end(state)
         record.passes = dict(state.passes)
         record.steps = steps
         record.steps_per_second = steps / record.train_seconds if steps else None
         record.tokens_per_second = state.tokens / record.train_seconds if steps else None
         self._read_memory()
         record.method_summary = self.method.summary()
-
-    def _emit_log(self, state: LoopState, point: dict[str, Any]) -> None:
-        for hook in self.hooks:
-            hook.on_log(state, point)
-
-    def _emit_eval_point(self, state: LoopState, point: dict[str, Any]) -> None:
-        log.info(
-            "%s eval step %d: dev loss %.4f%s (%.1f s)",
-            state.record.trial_id,
-            point["step"],
-            point["dev_loss"],
-            "" if point["dev_score"] is None else f", dev score {point['dev_score']:.4f}",
-            point["eval_seconds"],
-        )
-        for hook in self.hooks:
-            hook.on_eval_point(state, point)
 
     def _read_memory(self) -> None:
         record = self.record
@@ -326,7 +340,7 @@ def run_trial(
     recipe = TrialRecipe(spec, device, progress=progress, run_dir=run_dir)
     record = recipe.record
     try:
-        recipe.hooks += build_hooks(tracker, run_dir, spec.trial_id, spec.to_dict())
+        recipe.extra_hooks += tracker_hooks(tracker, run_dir, spec.trial_id, spec.to_dict())
         recipe.setup()
         recipe.train()
         recipe.measure()

@@ -27,7 +27,6 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from bench.orchestrate.progress import ProgressFile
 from bench.train.hooks import Hook, LoopState
 
 TRACKERS = ("none", "tensorboard", "wandb")
@@ -152,24 +151,21 @@ class WandbTracker(Hook):
         self.run.summary.update(_final_training(state))
 
 
-def build_hooks(
+def tracker_hooks(
     tracker: str, run_dir: Path | None, trial_id: str, config: dict[str, Any]
 ) -> list[Hook]:
-    """The hooks a trial's loop gets for `tracker`, plus the driver's progress file.
+    """The hook `tracker` adds to a trial's loop ([] for none).
 
     Without a run directory (a trial run by hand, a unit test) there is nowhere to
     write, so nothing is tracked.
     """
     check_tracker(tracker)
-    if run_dir is None:
+    if run_dir is None or tracker == "none":
         return []
     run_dir = Path(run_dir)
-    hooks: list[Hook] = [ProgressFile(run_dir, trial_id)]
     if tracker == "tensorboard":
-        hooks.append(TensorBoardTracker(run_dir / "tb" / trial_id))
-    elif tracker == "wandb":
-        hooks.append(WandbTracker(run_dir, trial_id, config))
-    return hooks
+        return [TensorBoardTracker(run_dir / "tb" / trial_id)]
+    return [WandbTracker(run_dir, trial_id, config)]
 
 
 def log_result(tracker: str, run_dir: Path | None, record: dict[str, Any]) -> None:

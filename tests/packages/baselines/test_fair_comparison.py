@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.suite import EvalConfig, TrainConfig, TrialSpec
+from bench.spec import EvalConfig, TrainConfig, TrialSpec
 from bench.train.recipe import TrialRecipe, run_trial
 
 STEPS = 6
@@ -33,35 +33,52 @@ def _losses(method, config):
     return [p["loss"] for p in record["curve"]]
 
 
-def test_rho_one_is_fo_adamw_with_the_shared_schedule_and_decay():
-    shared = {"schedule": "linear", "warmup_steps": 2, "weight_decay": 0.1}
+@pytest.mark.parametrize(
+    ("schedule", "eps"), [("linear", 1e-8), ("cosine", 1e-3)], ids=["linear", "cosine-eps"]
+)
+def test_rho_one_is_fo_adamw_with_the_shared_schedule_and_decay(schedule, eps):
+    shared = {"schedule": schedule, "warmup_steps": 2, "weight_decay": 0.1, "eps": eps}
     fo = _losses("fo-adamw", {"lr": 3e-3, **shared})
     hz = _losses(
         "hizfo",
         {
             "rho": 1.0,
             "fo_lr": 3e-3,
-            "fo_schedule": "linear",
+            "fo_schedule": schedule,
             "fo_warmup_steps": 2,
             "fo_weight_decay": 0.1,
+            "fo_eps": eps,
         },
     )
     assert fo == pytest.approx(hz, rel=1e-5, abs=1e-6)
     assert fo[-1] < fo[0]  # it trained: the identity is not two frozen models
 
 
-def test_rho_one_differs_when_the_schedule_differs():
-    """The identity test can fail: a schedule mismatch shows in the losses."""
+def test_rho_one_differs_when_the_schedule_or_eps_differs():
+    """The identity test can fail: a schedule or eps mismatch shows in the losses."""
     fo = _losses("fo-adamw", {"lr": 3e-3, "schedule": "linear", "warmup_steps": 2})
+    hz = _losses("hizfo", {"rho": 1.0, "fo_lr": 3e-3})
+    assert fo != pytest.approx(hz, rel=1e-5, abs=1e-6)
+    fo = _losses("fo-adamw", {"lr": 3e-3, "eps": 1e-3})
     hz = _losses("hizfo", {"rho": 1.0, "fo_lr": 3e-3})
     assert fo != pytest.approx(hz, rel=1e-5, abs=1e-6)
 
 
-def test_rho_zero_is_mezo():
-    mezo = _losses("mezo", {"lr": 1e-2, "eps": 1e-3})
-    hz = _losses("hizfo", {"rho": 0.0, "zo_lr": 1e-2, "zo_eps": 1e-3})
+@pytest.mark.parametrize(
+    "schedule", [{}, {"schedule": "cosine", "warmup_steps": 2}], ids=["constant", "cosine"]
+)
+def test_rho_zero_is_mezo(schedule):
+    mezo = _losses("mezo", {"lr": 1e-2, "eps": 1e-3, **schedule})
+    zo_schedule = {f"zo_{key}": value for key, value in schedule.items()}
+    hz = _losses("hizfo", {"rho": 0.0, "zo_lr": 1e-2, "zo_eps": 1e-3, **zo_schedule})
     assert mezo == pytest.approx(hz, rel=1e-5, abs=1e-6)
     assert len(set(mezo)) > 1
+
+
+def test_rho_zero_differs_from_mezo_when_the_schedule_differs():
+    mezo = _losses("mezo", {"lr": 1e-2, "schedule": "cosine", "warmup_steps": 2})
+    hz = _losses("hizfo", {"rho": 0.0, "zo_lr": 1e-2})
+    assert mezo != pytest.approx(hz, rel=1e-5, abs=1e-6)
 
 
 def test_zo_off_trains_the_same_fo_set_and_freezes_the_rest():

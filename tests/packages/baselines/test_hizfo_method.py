@@ -11,9 +11,9 @@ import torch
 from baselines.hizfo import HiZFOMethod
 from bench.data import collate
 from bench.method import TrainContext
-from bench.suite import EvalConfig, TrainConfig, TrialSpec
+from bench.spec import EvalConfig, TrainConfig, TrialSpec
 from bench.tasks import get_task
-from bench.trial import run_trial
+from bench.train.recipe import run_trial
 from hizfo.optimizer import HiZFOConfig
 
 

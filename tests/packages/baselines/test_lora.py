@@ -8,9 +8,9 @@ import torch
 from baselines.lora import LoRA, LoRAConfig
 from bench.data import collate
 from bench.method import TrainContext, causal_lm_loss
-from bench.suite import EvalConfig, TrainConfig, TrialSpec
+from bench.spec import EvalConfig, TrainConfig, TrialSpec
 from bench.tasks import get_task
-from bench.trial import run_trial
+from bench.train.recipe import run_trial
 
 
 @pytest.fixture

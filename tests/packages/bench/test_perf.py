@@ -18,8 +18,8 @@ HIZFO_ROWS = {"hizfo", "hizfo[shared_forward]", "hizfo[one_sided]"}
 
 
 def test_perf_command_writes_ratios_and_contract_trials(tmp_path, capsys) -> None:
+    from bench.analysis.regress import load_records
     from bench.cli import main
-    from bench.regress import load_records
 
     run_dir, json_path = tmp_path / "run", tmp_path / "perf.json"
     argv = ["perf", "--model", "tiny", "--repeats", "2", "--warmup", "0", "--threads", "1"]

@@ -1,7 +1,8 @@
 import pytest
 
 from bench.config import ConfigError
-from bench.suite import TrialSpec, expand, load_suite
+from bench.spec import TrialSpec
+from bench.suite import expand, load_suite
 
 BASE = {
     "models": ["tiny"],

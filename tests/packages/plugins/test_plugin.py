@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from helpers import REPO
 
-from bench import registry, report, runner, store
+from bench import registry, report, store
+from bench.orchestrate.sweep import run_sweep
 from bench.registry import MethodError, load_method
 from bench.suite import expand
 
@@ -73,7 +74,7 @@ def test_plugin_registers_through_its_own_distribution(zo_signsgd_installed):
 @pytest.mark.integration
 def test_plugin_runs_through_a_suite_into_the_table(zo_signsgd_installed, ray_cluster, tmp_path):
     specs = expand(SUITE)
-    (record,) = runner.run_sweep(specs, tmp_path, progress=False).records
+    (record,) = run_sweep(specs, tmp_path, progress=False).records
     assert record["status"] == "ok", record["error"]
     assert record["passes"] == {"forward": 120, "backward": 0}
     first, last = record["curve"][0]["loss"], record["curve"][-1]["loss"]

@@ -12,8 +12,8 @@ import pytest
 from baselines.mezo import MeZO
 from bench import registry, store
 from bench.analysis import history, regress
-from bench.suite import EvalConfig, TrainConfig, TrialSpec
-from bench.trial import run_trial
+from bench.spec import EvalConfig, TrainConfig, TrialSpec
+from bench.train.recipe import run_trial
 
 STEPS, LOG_EVERY = 120, 4  # 30 windows: 29 step-time samples per run
 

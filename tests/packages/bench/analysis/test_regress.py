@@ -11,8 +11,8 @@ import pytest
 from helpers import REPO
 from helpers.records import make_record, write_run
 
-from bench import regress, store
-from bench.analysis import history
+from bench import store
+from bench.analysis import history, regress
 from bench.analysis.timing import step_times
 from bench.cli import main
 
@@ -152,7 +152,7 @@ def test_a_shift_within_the_history_spread_passes(tmp_path):
     cur = timed_run(tmp_path / "cur", 0.0135, seed=8)
     records = regress.load_records(cur)
     v = regress.compare(regress.load_records(ref), records, baseline=history.baselines(root, "m1"))
-    assert v.passed, regress.render_table(v)
+    assert v.passed, render_table(v)
     mezo = next(t for t in v.trials if t.key.startswith("mezo"))
     step = mezo.check("step time")
     assert step.status == "ok" and step.details["ratio"] > 1.2

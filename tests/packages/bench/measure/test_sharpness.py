@@ -74,7 +74,7 @@ def test_sharper_quadratic_measures_sharper():
 
 
 def test_a_trial_measures_sharpness_when_the_suite_asks():
-    from bench.suite import EvalConfig, TrainConfig, TrialSpec
+    from bench.spec import EvalConfig, TrainConfig, TrialSpec
     from bench.train.recipe import run_trial
 
     def spec(measure):

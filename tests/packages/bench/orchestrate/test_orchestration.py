@@ -13,10 +13,13 @@ import pytest
 import torch
 from helpers import REPO
 
-from bench import runner, store
+from bench import store
+from bench.measure.environment import environment
 from bench.orchestrate import session
-from bench.suite import EvalConfig, TrainConfig, TrialSpec
-from bench.trial import environment, run_trial
+from bench.orchestrate.session import _worker_env
+from bench.orchestrate.sweep import run_sweep
+from bench.spec import EvalConfig, TrainConfig, TrialSpec
+from bench.train.recipe import run_trial
 
 
 def _spec(method, config, steps=6):
@@ -157,7 +160,7 @@ def _dying_spec(attempts_file: Path, die_times: int) -> TrialSpec:
 @pytest.mark.integration
 def test_dead_workers_are_retried_a_bounded_number_of_times(ray_cluster, tmp_path, monkeypatch):
     _install_plugin(tmp_path / "plugins")
-    worker_env = runner._worker_env()
+    worker_env = _worker_env()
     worker_env["PYTHONPATH"] = os.pathsep.join(
         [str(tmp_path / "plugins"), os.environ.get("PYTHONPATH", "")]
     )
@@ -165,7 +168,7 @@ def test_dead_workers_are_retried_a_bounded_number_of_times(ray_cluster, tmp_pat
     recovers = _dying_spec(tmp_path / "recovers.txt", die_times=1)
     never = _dying_spec(tmp_path / "never.txt", die_times=99)
 
-    sweep = runner.run_sweep([recovers, never], tmp_path / "run", max_retries=1, progress=False)
+    sweep = run_sweep([recovers, never], tmp_path / "run", max_retries=1, progress=False)
 
     records = {r["trial_id"]: r for r in store.read_trials(tmp_path / "run")}
     assert records[recovers.trial_id]["status"] == "ok", records[recovers.trial_id]["error"]
@@ -267,7 +270,7 @@ def test_suite_mistakes_fail_before_anything_runs(patch, message):
 
 
 def test_progress_file_round_trip_and_clear(tmp_path):
-    from bench.orchestrate.progress import clear_progress, read_progress, write_progress
+    from bench.train.progress import clear_progress, read_progress, write_progress
 
     assert read_progress(tmp_path, "t1") is None  # not started
     write_progress(tmp_path, "t1", phase="training", step=3, total_steps=10, loss=2.5)
@@ -326,7 +329,7 @@ session._trial_logging(Path({str(tmp_path)!r}), "t1")
 session._quiet_library_output()
 warnings.warn("old API", FutureWarning)
 warnings.warn("odd input", UserWarning)
-logging.getLogger("hizfo_bench.trial").info("t1 step 1/2 loss 3.0")
+logging.getLogger("hizfo_bench.train").info("t1 step 1/2 loss 3.0")
 logging.getLogger("lm_eval").warning("lm-eval says")
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from bench.orchestrate.sweep import estimated_cost, longest_first
-from bench.suite import DevConfig, EvalConfig, TrainConfig, TrialSpec
+from bench.spec import DevConfig, EvalConfig, TrainConfig, TrialSpec
 
 
 def _spec(method, steps=10, limit=10, max_gen_toks=16, **kw):
@@ -91,7 +91,7 @@ root = logging.getLogger()
 for trial in ("t1", "t2"):
     handler = session._trial_logging(Path({str(tmp_path)!r}), trial)
     session._quiet_library_output()
-    logging.getLogger("hizfo_bench.trial").info(trial + " step 1/1")
+    logging.getLogger("hizfo_bench.train").info(trial + " step 1/1")
     root.removeHandler(handler)
     handler.close()
 init = std.tqdm.__init__

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 from helpers.records import make_record, write_run
 
-from bench import plots, report, store
+from bench import report, store
 from bench.cli import main
+from bench.report import plots
 
 
 def hizfo_history(n_layers: int = 4, profiles: int = 3) -> list[dict[str, Any]]:

@@ -8,7 +8,8 @@ import time
 import pytest
 
 from bench.config import ConfigError
-from bench.suite import DevConfig, EvalConfig, TrainConfig, TrialSpec, expand
+from bench.spec import DevConfig, EvalConfig, TrainConfig, TrialSpec
+from bench.suite import expand
 from bench.train.hooks import TrainClock
 from bench.train.recipe import TrialRecipe, run_trial
 

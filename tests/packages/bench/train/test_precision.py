@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from bench.config import ConfigError
-from bench.suite import EvalConfig, TrainConfig, TrialSpec, expand
+from bench.spec import EvalConfig, TrainConfig, TrialSpec
+from bench.suite import expand
 from bench.train.precision import resolve
 from bench.train.recipe import TrialRecipe
 

@@ -7,7 +7,7 @@ import pytest
 
 from bench.cli import main
 from bench.record import TrialRecord
-from bench.suite import EvalConfig, TrainConfig, TrialSpec
+from bench.spec import EvalConfig, TrainConfig, TrialSpec
 from bench.train import trackers
 from bench.train.hooks import LoopState, TrainClock
 from bench.train.recipe import run_trial
@@ -63,7 +63,7 @@ def test_tensorboard_eval_points_log_their_numeric_fields(tmp_path):
 
 
 def test_no_run_dir_no_tracking():
-    assert trackers.build_hooks("tensorboard", None, "t", {}) == []
+    assert trackers.tracker_hooks("tensorboard", None, "t", {}) == []
 
 
 def test_unknown_or_missing_tracker_is_an_error(monkeypatch):

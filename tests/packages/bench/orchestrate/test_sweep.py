@@ -4,8 +4,10 @@ import json
 
 import pytest
 
-from bench import runner, store
+from bench import store
 from bench.cli import main
+from bench.orchestrate.session import ResourceError, Resources, plan_resources
+from bench.orchestrate.sweep import Sweep, run_sweep
 from bench.suite import expand
 
 SUITE = {
@@ -22,12 +24,12 @@ SUITE = {
 
 
 def test_cpu_cluster_gives_cpu_slots():
-    assert runner.plan_resources({"CPU": 2.0, "memory": 1e9}, None) == runner.Resources(0, 1, 2)
-    assert runner.plan_resources({"CPU": 16.0}, 4) == runner.Resources(0, 4, 4)
+    assert plan_resources({"CPU": 2.0, "memory": 1e9}, None) == Resources(0, 1, 2)
+    assert plan_resources({"CPU": 16.0}, 4) == Resources(0, 4, 4)
 
 
 def test_gpu_cluster_gives_one_trial_per_gpu():
-    res = runner.plan_resources({"CPU": 32.0, "GPU": 8.0}, None)
+    res = plan_resources({"CPU": 32.0, "GPU": 8.0}, None)
     assert (res.num_gpus, res.num_cpus, res.slots) == (1, 4, 8)
 
 
@@ -37,24 +39,24 @@ def test_multi_node_plan_fits_the_tightest_gpu_node():
         {"CPU": 64.0, "GPU": 4.0},  # 16 CPUs per GPU
         {"CPU": 96.0},  # CPU-only node: not used when GPUs exist
     ]
-    res = runner.plan_resources(nodes, None)
+    res = plan_resources(nodes, None)
     # A cluster-wide CPU/GPU ratio (176 / 12 = 14) would fit only one trial on node 1.
     assert (res.num_gpus, res.num_cpus, res.slots) == (1, 2, 12)
-    res = runner.plan_resources(nodes, 8)
+    res = plan_resources(nodes, 8)
     assert res.slots == 2 + 4  # node 1 holds only two trials of 8 CPUs each
-    cpu_only = runner.plan_resources([{"CPU": 8.0}, {"CPU": 6.0}], 4)
+    cpu_only = plan_resources([{"CPU": 8.0}, {"CPU": 6.0}], 4)
     assert (cpu_only.num_gpus, cpu_only.slots) == (0, 3)
 
 
 def test_impossible_request_is_an_error_not_a_hang():
-    with pytest.raises(runner.ResourceError, match="largest node has 2 CPUs"):
-        runner.plan_resources({"CPU": 2.0}, 3)
-    with pytest.raises(runner.ResourceError, match="largest GPU node"):
-        runner.plan_resources([{"CPU": 4.0, "GPU": 1.0}], 8)
+    with pytest.raises(ResourceError, match="largest node has 2 CPUs"):
+        plan_resources({"CPU": 2.0}, 3)
+    with pytest.raises(ResourceError, match="largest GPU node"):
+        plan_resources([{"CPU": 4.0, "GPU": 1.0}], 8)
 
 
 def test_overhead_is_wall_against_trial_time_over_parallelism():
-    sweep = runner.Sweep(
+    sweep = Sweep(
         records=[{"total_seconds": 10.0}, {"total_seconds": 20.0}, {"total_seconds": 30.0}],
         slots=2,
         wall_seconds=40.0,
@@ -63,9 +65,9 @@ def test_overhead_is_wall_against_trial_time_over_parallelism():
     over = sweep.overhead()
     assert over["ideal_seconds"] == 30.0 and over["critical_path_seconds"] == 30.0
     assert over["overhead_seconds"] == 10.0 and over["overhead_fraction"] == 0.25
-    one = runner.Sweep(records=[{"total_seconds": 10.0}], slots=8, wall_seconds=12.0)
+    one = Sweep(records=[{"total_seconds": 10.0}], slots=8, wall_seconds=12.0)
     assert one.overhead()["parallelism"] == 1
-    assert runner.Sweep().overhead() is None
+    assert Sweep().overhead() is None
 
 
 # ---- through Ray ---------------------------------------------------------------------
@@ -80,7 +82,7 @@ def test_suite_through_ray_writes_contract_files(ray_cluster, tmp_path):
     broken = expand({**SUITE, "methods": {"fo-adamw": {"config": {"grad_accumulation": 3}}}})
     specs = good + broken
 
-    sweep = runner.run_sweep(specs, tmp_path, progress=False)
+    sweep = run_sweep(specs, tmp_path, progress=False)
     assert ray_cluster.is_initialized()  # a session we did not start stays up
     assert len(sweep.records) == 4 and sweep.slots == 2
     files = sorted((tmp_path / "trials").glob("*.json"))
@@ -131,7 +133,7 @@ def test_suite_through_ray_writes_contract_files(ray_cluster, tmp_path):
     assert over["parallelism"] == 2 and over["wall_seconds"] > over["startup_seconds"]
 
     # resume: finished trials are skipped, the failed one runs again
-    again = runner.run_sweep(specs, tmp_path, progress=False)
+    again = run_sweep(specs, tmp_path, progress=False)
     assert again.skipped == 3 and [r["trial_id"] for r in again.records] == [broken[0].trial_id]
     frame = store.load_frame(tmp_path)
     assert set(frame["method"]) == {"none", "fo-adamw", "mezo"} and len(frame) == 4

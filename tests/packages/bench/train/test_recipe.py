@@ -8,9 +8,9 @@ import pytest
 from baselines.fo_adamw import FOAdamW
 from bench import registry
 from bench.method import StepStats
+from bench.spec import EvalConfig, TrainConfig, TrialSpec
 from bench.store import REQUIRED_FIELDS
-from bench.suite import EvalConfig, TrainConfig, TrialSpec
-from bench.trial import run_trial
+from bench.train.recipe import run_trial
 
 
 def _spec(method, config=None, steps=20, train_examples=32):
