@@ -1,0 +1,120 @@
+"""`hizfo-bench run`: a suite's trials (tuning first, where it has any), then the table."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from bench.cli.errors import DEFAULT_RUNS, UsageError
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from bench import store
+    from bench.orchestrate.plan import run_plan
+    from bench.orchestrate.session import ResourceError
+    from bench.orchestrate.tuning import describe, planned_trials, tuning_specs
+    from bench.overrides import FILTER_KEYS, parse_filter
+    from bench.report import summary_table
+    from bench.suite import load_plan
+    from bench.train.trackers import TrackerError, check_tracker
+
+    try:  # a tracker whose package is missing fails here, before anything runs
+        check_tracker(args.tracker)
+    except TrackerError as e:
+        raise UsageError(str(e)) from None
+    only = {k: parse_filter(k, getattr(args, k)) for k in FILTER_KEYS if getattr(args, k)}
+    # A dry run lists trials without touching a hub, so hub model ids pass offline.
+    suite = load_plan(args.suite, check_sources=not args.dry_run, overrides=args.set, only=only)
+    name, specs = suite.name, suite.specs
+    run_dir = (
+        Path(args.out) if args.out else DEFAULT_RUNS / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
+    if args.dry_run:
+        done = store.finished_ids(run_dir) if run_dir.exists() else set()
+        tune = tuning_specs(specs, suite.tuning) if suite.tuning else []
+        tuning = f" after {planned_trials(specs, suite.tuning)} tuning trials" if tune else ""
+        print(f"suite {name}: {len(specs)} trials{tuning} (run dir {run_dir})")
+        if tune:  # the points of every stage; the trial ids below are the first stage's
+            print("\n".join(describe(specs, suite.tuning)))
+        for s in [*tune, *specs]:
+            mark = "done" if s.trial_id in done else "todo"
+            print(f"  [{mark}] {s.trial_id}")
+        return 0
+    print(f"suite {name}: {len(specs)} trials -> {run_dir}", file=sys.stderr)
+    t0 = time.time()
+    try:
+        sweeps = run_plan(
+            specs,
+            run_dir,
+            tuning=suite.tuning,
+            targets=suite.targets,
+            address=args.address,
+            num_cpus=args.num_cpus,
+            cpus_per_trial=args.cpus_per_trial,
+            max_retries=args.max_retries,
+            tracker=args.tracker,
+            log_to_driver=args.verbose,
+        )
+    except (store.RunDirBusyError, ResourceError) as e:
+        raise UsageError(str(e)) from None
+    frame = store.load_frame(run_dir)
+    # The final trials of this suite (tuned settings change ids, so match by cell).
+    sweep = sweeps[-1]
+    cells = {(s.method, s.task, s.model, s.seed) for s in specs}
+    rows = zip(frame.method, frame.task, frame.model, frame.seed, frame.phase, strict=True)
+    frame = frame[[(m, t, mo, se) in cells and ph != "tune" for m, t, mo, se, ph in rows]]
+    print(f"\n{name}: {len(frame)} trials in {run_dir} ({time.time() - t0:.0f} s)\n")
+    print(summary_table(frame))
+    over = sweep.overhead()
+    if over:
+        # Sweep wall-clock against perfect packing of the trials' own times.
+        print(
+            f"\n{len(sweep.records)} trials run, {sweep.skipped} already finished; "
+            f"wall {over['wall_seconds']:.0f} s (startup {over['startup_seconds']:.0f} s), "
+            f"trials {over['trial_seconds_sum']:.0f} s / {over['parallelism']} slots = "
+            f"{over['ideal_seconds']:.0f} s; overhead {over['overhead_seconds']:.0f} s "
+            f"({100 * over['overhead_fraction']:.0f}% of wall)"
+        )
+    return 0 if (frame["status"] == "ok").all() else 1
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """The run subcommand."""
+    run = sub.add_parser("run", help="run a suite (resumes an existing --out directory)")
+    run.add_argument("--suite", default="mini", help="bundled suite name or YAML path")
+    run.add_argument("--out", help="run directory (default results/runs/<suite>-<time>)")
+    run.add_argument(
+        "--address",
+        help="existing Ray cluster: host:port of its head, or 'auto' (default: start a local one)",
+    )
+    run.add_argument("--num-cpus", type=int, help="CPUs of the local Ray cluster")
+    run.add_argument("--cpus-per-trial", type=int, help="CPU threads per trial")
+    run.add_argument(
+        "--max-retries",
+        type=int,
+        default=2,
+        help="times a trial whose worker died is run again before it is recorded failed",
+    )
+    run.add_argument("--dry-run", action="store_true", help="list the trials, run nothing")
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change the suite: a dotted key as in the YAML (methods.mezo.config.lr=1e-5, "
+        "train.steps=50, tasks.math-mini.eval.limit=10); the value is read as YAML; repeatable",
+    )
+    for key in ("methods", "tasks", "models", "seeds"):
+        run.add_argument(
+            f"--{key}", metavar="A,B", help=f"run only these {key} of the suite (comma-separated)"
+        )
+    run.add_argument(
+        "--tracker",
+        choices=("none", "tensorboard", "wandb"),
+        default="none",
+        help="also log each trial's loss, eval points and final metrics to TensorBoard "
+        "(<run>/tb/) or W&B (one run per trial, grouped by run dir)",
+    )
+    run.set_defaults(func=_cmd_run)
