@@ -32,6 +32,11 @@ class Choice:
     chosen: dict[str, Any]  # the searched settings of the winner
     dev_value: float | None  # its mean final dev value over the tuning seeds
     tried: list[dict[str, Any]] = field(default_factory=list)  # every point: settings, value
+    # key -> {side: low|high, value, extensions}: the chosen value is the lowest or highest
+    # tried on that dimension, so the best may lie outside the range (tuning.py)
+    edges: dict[str, Any] = field(default_factory=dict)
+    searched: dict[str, list[Any]] = field(default_factory=dict)  # key -> ranges, in order
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -79,4 +84,24 @@ def choose(records: list[Mapping[str, Any]], metric: str) -> list[Choice]:
                 tried=sorted(tried, key=rank),
             )
         )
+    return out
+
+
+def edge_sides(
+    candidates: list[Mapping[str, Any]], chosen: Mapping[str, Any], keys: list[str]
+) -> dict[str, str]:
+    """The numeric `keys` on which `chosen` (full settings) is the lowest ("low") or highest
+    ("high") value among the `candidates` (full settings of every point compared with it,
+    failed ones included: a failure beyond the choice bounds it). A choice at the edge of
+    what was tried says the best value may lie outside the searched range."""
+    out = {}
+    for key in keys:
+        values = [c[key] for c in candidates if isinstance(c.get(key), int | float)]
+        value = chosen.get(key)
+        if len(set(values)) < 2 or not isinstance(value, int | float) or isinstance(value, bool):
+            continue
+        if value <= min(values):
+            out[key] = "low"
+        elif value >= max(values):
+            out[key] = "high"
     return out
