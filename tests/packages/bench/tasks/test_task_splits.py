@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from bench.tasks import get_task
@@ -41,9 +45,37 @@ def test_dev_documents_are_the_dev_examples():
     ]
 
 
-def test_splits_are_deterministic():
-    a, b = get_task("docstring-summary"), get_task("docstring-summary")
-    assert _prompts(a.dev_examples()) == _prompts(b.dev_examples())
+_SPLIT_DIGEST = """
+import hashlib, json, sys
+from bench.tasks import get_task
+task = get_task(sys.argv[1])
+parts = [[e.prompt + e.target for e in task.train_examples()],
+         [e.prompt + e.target for e in task.dev_examples()],
+         [json.dumps(d, sort_keys=True, default=str) for d in task.eval_documents()]]
+print(hashlib.sha256(json.dumps(parts).encode()).hexdigest())
+"""
+
+
+@pytest.mark.parametrize("name", ["math-mini", "docstring-summary"])
+def test_splits_are_deterministic(name, tmp_path):
+    """Two fresh processes, each with its own empty data cache and another hash seed,
+    build the same train, dev and test splits (nothing cached is compared with itself)."""
+    digests = []
+    for run in ("a", "b"):
+        env = {
+            **os.environ,
+            "HIZFO_BENCH_CACHE": str(tmp_path / run),
+            "PYTHONHASHSEED": {"a": "1", "b": "2"}[run],
+        }
+        out = subprocess.run(
+            [sys.executable, "-c", _SPLIT_DIGEST, name],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        digests.append(out.stdout.strip())
+    assert len(digests[0]) == 64 and digests[0] == digests[1]
 
 
 def test_humaneval_has_a_dev_loss_but_no_dev_score(tmp_path):
