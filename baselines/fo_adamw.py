@@ -33,6 +33,11 @@ class FOAdamWConfig(AdamWConfig):
 class FOAdamW:
     config_class: ClassVar[type] = FOAdamWConfig
     trains: ClassVar[bool] = True
+    # Method traits (bench.method.MethodTraits): one forward and one full backward per
+    # step; the reference every other method is compared and timed against.
+    step_passes: ClassVar[tuple[float, float]] = (1.0, 1.0)
+    is_reference: ClassVar[bool] = True
+    display_order: ClassVar[int] = 10
 
     def __init__(self, config: FOAdamWConfig) -> None:
         if config.grad_accumulation < 1:
@@ -74,6 +79,10 @@ class FOAdamW:
 
     def state_dict(self) -> dict[str, Any]:
         return {"optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume from state_dict() after setup() (bench/train/checkpoint.py)."""
+        self.optimizer.load_state_dict(state["optimizer"])
 
     def summary(self) -> dict[str, Any]:
         return {"trainable_parameters": sum(p.numel() for p in self.params)}

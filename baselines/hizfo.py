@@ -39,6 +39,11 @@ class HiZFOMethod:
 
     config_class: ClassVar[type] = HiZFOConfig
     trains: ClassVar[bool] = True
+    # Method traits (bench.method.MethodTraits): one FO forward and two SPSA forwards per
+    # step (q = 1), and a backward that stops at the deepest FO tensor, about rho (0.5) of
+    # a full one.
+    step_passes: ClassVar[tuple[float, float]] = (3.0, 0.5)
+    display_order: ClassVar[int] = 40
     # `hizfo-bench perf` rows (bench/perf.py): the plain step at rho 0.5, with the shared
     # forward, and with the one-sided estimator (L(theta) from the FO forward).
     perf_variants: ClassVar[dict[str, dict[str, Any]]] = {
@@ -102,6 +107,10 @@ class HiZFOMethod:
 
     def state_dict(self) -> dict[str, Any]:
         return self.hizfo.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume from state_dict() after setup() (bench/train/checkpoint.py)."""
+        self.hizfo.load_state_dict(state)
 
     def summary(self) -> dict[str, Any]:
         numel = {n: p.numel() for n, p in self.model.named_parameters()}

@@ -67,6 +67,12 @@ class LoRAConfig(FOAdamWConfig):
 class LoRA(FOAdamW):
     config_class: ClassVar[type] = LoRAConfig
     trains: ClassVar[bool] = True
+    # Method traits (bench.method.MethodTraits): the backward computes activation
+    # gradients but no base-weight gradients, about half a full one; not the reference
+    # (FOAdamW, its base class, is).
+    step_passes: ClassVar[tuple[float, float]] = (1.0, 0.5)
+    is_reference: ClassVar[bool] = False
+    display_order: ClassVar[int] = 30
     config: LoRAConfig
 
     def setup(self, model: torch.nn.Module, ctx: TrainContext) -> torch.nn.Module:

@@ -70,6 +70,9 @@ class MeZOConfig:
 class MeZO:
     config_class: ClassVar[type] = MeZOConfig
     trains: ClassVar[bool] = True
+    # Method traits (bench.method.MethodTraits): two forwards per step (q = 1), no backward.
+    step_passes: ClassVar[tuple[float, float]] = (2.0, 0.0)
+    display_order: ClassVar[int] = 20
     # `hizfo-bench perf` rows (bench/perf.py): the default step and each opt-in, alone and
     # together, so their step / two-forwards ratios sit side by side.
     perf_variants: ClassVar[dict[str, dict[str, Any]]] = {

@@ -18,6 +18,9 @@ class NoTrainingConfig:
 class NoTraining:
     config_class: ClassVar[type] = NoTrainingConfig
     trains: ClassVar[bool] = False
+    # Method traits (bench.method.MethodTraits): the zero-shot row comes first.
+    step_passes: ClassVar[tuple[float, float]] = (0.0, 0.0)
+    display_order: ClassVar[int] = 0
 
     def __init__(self, config: NoTrainingConfig) -> None:
         self.config = config

@@ -6,12 +6,17 @@ memory and evaluation; the method owns only how parameters change::
     class MyMethod:
         config_class = MyConfig            # a dataclass; every field documented
         trains = True                      # False for methods that never step (zero-shot)
+        # Optional, with the defaults of MethodTraits (method_traits() reads them):
+        step_passes = (1.0, 1.0)           # nominal (forward, backward) passes per step
+        is_reference = False               # True only for the baseline others are timed against
+        display_order = 100                # rows sort by it, then by name
 
         def __init__(self, config: MyConfig) -> None: ...
         def setup(self, model, ctx: TrainContext) -> torch.nn.Module: ...
         def step(self, batch: Batch, step: int) -> StepStats: ...
         def trainable_parameters(self) -> list[torch.nn.Parameter]: ...
         def state_dict(self) -> dict: ...
+        def load_state_dict(self, state: dict) -> None: ...  # optional: resume (after setup)
         def summary(self) -> dict: ...     # JSON-serialisable extras for the trial file
 
 Register it under the entry-point group ``hizfo_bench.methods``.
@@ -35,12 +40,32 @@ def causal_lm_loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
 
 @dataclass
 class StepStats:
-    """What one optimisation step reports back to the trial loop."""
+    """What one optimisation step reports back to the trial loop.
+
+    Attributes:
+        loss: the training loss of the step's batch, before the update (the mean over
+            target tokens; a ZO method's mean of its probes, say), as a float.
+        forward_passes: forward passes over the batch this step really ran (profiling
+            passes included), an int >= 0. Required: the trial sums them into the record's
+            `passes`, and a method that never said would silently count 0.
+        backward_passes: backward passes this step ran, an int >= 0 (0 for a ZO method);
+            a partial backward (Hi-ZFO's, which stops at its deepest FO tensor) counts 1.
+            Required, for the same reason.
+        extra: per-step figures of the method's own (name -> float), recorded beside the
+            loss curve as step extras (Hi-ZFO: fo_tensors, backward_depth, z_draws,
+            projected_grad, zo_gain, fo_gain).
+    """
 
     loss: float
-    forward_passes: int = 1
-    backward_passes: int = 0
+    forward_passes: int
+    backward_passes: int
     extra: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("forward_passes", "backward_passes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"StepStats.{name} must be an int >= 0, got {value!r}")
 
 
 @dataclass
@@ -71,6 +96,58 @@ class Method(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def summary(self) -> dict[str, Any]: ...
+
+
+# A backward pass costs about this many forward passes (two matmuls per forward matmul:
+# the input gradient and the weight gradient); MethodTraits.step_cost uses it.
+BACKWARD_OVER_FORWARD = 2.0
+
+
+@dataclass(frozen=True)
+class MethodTraits:
+    """What the scheduler and the report need to know about a method, declared by the
+    method class as ClassVars of the same names (each optional, with these defaults), so
+    that nothing dispatches on method names. Read them with method_traits(cls).
+
+    Attributes:
+        step_passes: nominal (forward, backward) passes of one step at the method's
+            default config, in passes over the whole batch and model: a partial backward
+            counts as its share of a full one (LoRA's, which computes no base-weight
+            gradients, about 0.5; Hi-ZFO's about rho). For ordering trials longest first
+            and for perf; no time is predicted from it. Default (1.0, 1.0), an FO step;
+            a method that never steps (trains = False) gets (0.0, 0.0) whatever it says.
+        is_reference: True for the one baseline every other method is compared and
+            timed against (fo-adamw); default False.
+        display_order: rows of tables and plots sort by it, then by name (variants after
+            their method); default 100, after the built-in methods (0-40).
+    """
+
+    step_passes: tuple[float, float] = (1.0, 1.0)
+    is_reference: bool = False
+    display_order: int = 100
+
+    @property
+    def step_cost(self) -> float:
+        """One step's nominal cost in forward passes: forward + 2 x backward."""
+        forward, backward = self.step_passes
+        return forward + BACKWARD_OVER_FORWARD * backward
+
+
+def method_traits(cls: type) -> MethodTraits:
+    """The MethodTraits a method class declares (defaults where it declares none)."""
+    default = MethodTraits()
+    passes = tuple(float(x) for x in getattr(cls, "step_passes", default.step_passes))
+    if len(passes) != 2 or min(passes) < 0:
+        raise ValueError(
+            f"{cls.__name__}.step_passes must be (forward, backward) >= 0, got {passes}"
+        )
+    if not getattr(cls, "trains", True):
+        passes = (0.0, 0.0)
+    return MethodTraits(
+        step_passes=passes,  # type: ignore[arg-type]
+        is_reference=bool(getattr(cls, "is_reference", default.is_reference)),
+        display_order=int(getattr(cls, "display_order", default.display_order)),
+    )
 
 
 REQUIRED_ATTRIBUTES = (

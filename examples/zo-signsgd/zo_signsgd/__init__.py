@@ -55,6 +55,9 @@ class ZOSignSGDConfig:
 class ZOSignSGD:
     config_class: ClassVar[type] = ZOSignSGDConfig
     trains: ClassVar[bool] = True
+    # Method traits (bench.method.MethodTraits): two forwards per step (q = 1), no backward.
+    step_passes: ClassVar[tuple[float, float]] = (2.0, 0.0)
+    display_order: ClassVar[int] = 90
 
     def __init__(self, config: ZOSignSGDConfig) -> None:
         self.config = config

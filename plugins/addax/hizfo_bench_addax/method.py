@@ -106,6 +106,11 @@ class AddaxConfig:
 class Addax:
     config_class: ClassVar[type] = AddaxConfig
     trains: ClassVar[bool] = True
+    # Method traits (bench.method.MethodTraits), in passes over the whole batch at the
+    # default zo_fraction 0.5: two forwards on half of it (ZO), a forward and a backward on
+    # the other half (FO).
+    step_passes: ClassVar[tuple[float, float]] = (1.5, 0.5)
+    display_order: ClassVar[int] = 50
 
     def __init__(self, config: AddaxConfig) -> None:
         self.config = config

@@ -70,6 +70,9 @@ class ZOAdamConfig:
 class ZOAdam:
     config_class: ClassVar[type] = ZOAdamConfig
     trains: ClassVar[bool] = True
+    # Method traits (bench.method.MethodTraits): two forwards per step, no backward.
+    step_passes: ClassVar[tuple[float, float]] = (2.0, 0.0)
+    display_order: ClassVar[int] = 70
 
     def __init__(self, config: ZOAdamConfig) -> None:
         self.config = config

@@ -72,6 +72,9 @@ class ZOSGDMomentumConfig:
 class ZOSGDMomentum:
     config_class: ClassVar[type] = ZOSGDMomentumConfig
     trains: ClassVar[bool] = True
+    # Method traits (bench.method.MethodTraits): two forwards per step, no backward.
+    step_passes: ClassVar[tuple[float, float]] = (2.0, 0.0)
+    display_order: ClassVar[int] = 60
 
     def __init__(self, config: ZOSGDMomentumConfig) -> None:
         self.config = config
