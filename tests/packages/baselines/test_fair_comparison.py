@@ -8,22 +8,24 @@ dropout mode). These fail if any of those differ between the methods.
 from __future__ import annotations
 
 import pytest
+from helpers.specs import make_spec
 
-from bench.spec import EvalConfig, TrainConfig, TrialSpec
 from bench.train.recipe import TrialRecipe, run_trial
 
 STEPS = 6
 
 
 def _spec(method, config):
-    return TrialSpec(
-        method=method,
-        task="math-mini",
-        model="tiny",
+    return make_spec(
+        method,
+        config,
         seed=3,
-        method_config=config,
-        train=TrainConfig(steps=STEPS, batch_size=4, max_length=64, train_examples=32, log_every=1),
-        eval=EvalConfig(limit=2, batch_size=2, max_gen_toks=4),
+        steps=STEPS,
+        max_length=64,
+        log_every=1,
+        limit=2,
+        eval_batch_size=2,
+        max_gen_toks=4,
     )
 
 

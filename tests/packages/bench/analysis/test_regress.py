@@ -15,6 +15,7 @@ from bench import store
 from bench.analysis import history, regress
 from bench.analysis.timing import step_times
 from bench.cli import main
+from bench.report.compare import render_table
 
 SUITE = [("none", 0.10, 0.0), ("fo-adamw", 0.40, 100.0), ("mezo", 0.30, 50.0)]
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import REPO
+from helpers.specs import make_spec
 
 from bench import store
 from bench.measure.environment import environment
@@ -23,15 +24,7 @@ from bench.train.recipe import run_trial
 
 
 def _spec(method, config, steps=6):
-    return TrialSpec(
-        method=method,
-        task="math-mini",
-        model="tiny",
-        seed=0,
-        method_config=config,
-        train=TrainConfig(steps=steps, batch_size=4, max_length=96, train_examples=32, log_every=2),
-        eval=EvalConfig(limit=4, batch_size=4, max_gen_toks=8),
-    )
+    return make_spec(method, config, steps=steps)
 
 
 @pytest.fixture

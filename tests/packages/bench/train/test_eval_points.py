@@ -6,25 +6,17 @@ import json
 import time
 
 import pytest
+from helpers.specs import make_spec
 
 from bench.config import ConfigError
-from bench.spec import DevConfig, EvalConfig, TrainConfig, TrialSpec
+from bench.spec import DevConfig
 from bench.suite import expand
 from bench.train.hooks import TrainClock
 from bench.train.recipe import TrialRecipe, run_trial
 
 
 def _spec(method="fo-adamw", config=None, steps=8, dev=None):
-    return TrialSpec(
-        method=method,
-        task="math-mini",
-        model="tiny",
-        seed=0,
-        method_config=config or {"lr": 1e-3},
-        train=TrainConfig(steps=steps, batch_size=4, max_length=96, train_examples=32, log_every=4),
-        eval=EvalConfig(limit=4, batch_size=4, max_gen_toks=8),
-        dev=dev or DevConfig(),
-    )
+    return make_spec(method, config or {"lr": 1e-3}, steps=steps, log_every=4, dev=dev)
 
 
 def test_clock_excludes_paused_blocks_and_pauses_before_start():

@@ -4,27 +4,17 @@ import math
 from importlib.metadata import EntryPoint
 
 import pytest
+from helpers.specs import make_spec
 
 from baselines.fo_adamw import FOAdamW
 from bench import registry
 from bench.method import StepStats
-from bench.spec import EvalConfig, TrainConfig, TrialSpec
 from bench.store import REQUIRED_FIELDS
 from bench.train.recipe import run_trial
 
 
 def _spec(method, config=None, steps=20, train_examples=32):
-    return TrialSpec(
-        method=method,
-        task="math-mini",
-        model="tiny",
-        seed=0,
-        method_config=config or {},
-        train=TrainConfig(
-            steps=steps, batch_size=4, max_length=96, train_examples=train_examples, log_every=5
-        ),
-        eval=EvalConfig(limit=4, batch_size=4, max_gen_toks=8),
-    )
+    return make_spec(method, config, steps=steps, train_examples=train_examples, log_every=5)
 
 
 def test_record_follows_the_contract():
@@ -63,7 +53,8 @@ def test_methods_lower_the_training_loss(method, config, steps):
 class _NaNAfterTwoSteps(FOAdamW):
     def step(self, batch, step):
         stats = super().step(batch, step)
-        return StepStats(loss=float("nan") if step >= 2 else stats.loss)
+        loss = float("nan") if step >= 2 else stats.loss
+        return StepStats(loss, stats.forward_passes, stats.backward_passes)
 
 
 def test_divergence_is_recorded_as_failed(monkeypatch):
