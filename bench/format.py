@@ -6,10 +6,6 @@ import math
 import re
 from typing import Any
 
-# Display order of the rows (the paper's: zero-shot, FT, the ZO baseline, PEFT, ours);
-# methods not named here follow alphabetically.
-ROW_ORDER = ("none", "fo-adamw", "mezo", "lora", "hizfo")
-
 # What each memory kind of a record means (bench/measure/memory.py, bench/perf.py).
 MEMORY_NOTE = {
     "weights_plus_added": "weights plus the peak memory training added (GPU: allocated; "
@@ -76,10 +72,13 @@ def tex_escape(text: str) -> str:
 
 
 def method_order(methods: list[str] | set[str]) -> list[str]:
-    """Methods in display order: ROW_ORDER first, then variants and others alphabetically."""
+    """Methods in display order: by the display_order each method declares (the paper's
+    for the built-ins: zero-shot, FT, the ZO baseline, PEFT, ours), then by name, so a
+    method's variants follow it."""
+    from bench.registry import split_variant, traits_of
 
-    def key(m: str) -> tuple[int, str]:
-        base = m.split("[", 1)[0]
-        return (ROW_ORDER.index(base) if base in ROW_ORDER else len(ROW_ORDER), m)
+    def key(m: str) -> tuple[int, str, str]:
+        base = split_variant(m)[0]
+        return (traits_of(base).display_order, base, m)
 
     return sorted(set(methods), key=key)

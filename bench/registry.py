@@ -7,10 +7,11 @@ place that turns a method name into code.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from functools import cache
 from importlib.metadata import EntryPoint, entry_points
 
-from bench.method import REQUIRED_ATTRIBUTES
+from bench.method import REQUIRED_ATTRIBUTES, MethodTraits, method_traits
 
 GROUP = "hizfo_bench.methods"
 
@@ -78,3 +79,24 @@ def load_method(name: str) -> type:
             "config_class must be a dataclass"
         )
     return cls
+
+
+def traits_of(label: str) -> MethodTraits:
+    """What a method (or a variant label) declares for the scheduler and the report
+    (bench.method.MethodTraits); the defaults for a method that is not installed here,
+    so that results of an uninstalled plugin still read."""
+    try:
+        return method_traits(load_method(label))
+    except MethodError:
+        return MethodTraits()
+
+
+def reference_method(labels: Iterable[str]) -> str | None:
+    """The label among `labels` whose method declares itself the reference (fo-adamw's
+    plain row, not a variant of it), or None."""
+    found = sorted(
+        label
+        for label in set(labels)
+        if split_variant(label)[1] is None and traits_of(label).is_reference
+    )
+    return found[0] if found else None

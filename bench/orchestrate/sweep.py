@@ -30,8 +30,8 @@ from typing import Any
 from bench import store
 from bench.orchestrate import session
 from bench.orchestrate.display import SweepDisplay
-from bench.train.progress import clear_progress, progress_dir, read_progress
 from bench.spec import TrialSpec
+from bench.train.progress import clear_progress, progress_dir, read_progress
 
 log = logging.getLogger("hizfo_bench.sweep")
 
@@ -72,18 +72,6 @@ class Sweep:
         }
 
 
-# Step cost of each method in forward passes of its batch (CPU, SmolLM2-135M, batch
-# 8 x 64, docs/performance.md: forward 0.95 s, AdamW step 3.3 s, MeZO 3.1 s, Hi-ZFO 5.1 s,
-# LoRA 2.0 s). Only the order of trials depends on them; an unknown method (a plugin, or
-# addax) counts as an AdamW step.
-METHOD_STEP_COST: dict[str, float] = {
-    "none": 0.0,
-    "fo-adamw": 3.5,
-    "mezo": 3.3,
-    "lora": 2.1,
-    "hizfo": 5.4,
-}
-DEFAULT_STEP_COST = 3.5
 # A generated token costs about this many training tokens of a forward: decoding is one
 # token per sequence per pass, latency-bound, where a training forward has the whole
 # batch x length at once.
@@ -95,17 +83,17 @@ FULL_TEST_DOCS = 500
 def estimated_cost(spec: TrialSpec) -> float:
     """A trial's work in token-forward units, to submit the longest trials first.
 
-    steps x method step cost (METHOD_STEP_COST, in forwards) x batch_size x max_length
+    steps x the method's declared step cost (MethodTraits.step_cost, in forwards) x
+    batch_size x max_length
     for training, + the dev loss points (their forward passes), + test documents x
     generation budget x DECODE_TOKEN_COST for the evaluation (dev scores likewise). A
     heuristic for ordering only: no time is predicted or reported from it.
     """
-    from bench.registry import split_variant
+    from bench.registry import traits_of
 
     train, ev, dev = spec.train, spec.eval, spec.dev
-    method = split_variant(spec.method)[0]
     tokens = train.batch_size * train.max_length
-    step_cost = METHOD_STEP_COST.get(method, DEFAULT_STEP_COST)
+    step_cost = traits_of(spec.method).step_cost
     steps = train.steps if step_cost > 0 else 0
     work = steps * step_cost * tokens
     docs = FULL_TEST_DOCS if ev.limit is None else ev.limit
