@@ -18,7 +18,7 @@ matplotlib.use("Agg")  # no display on servers; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from bench.format import file_slug, fmt_memory, method_order  # noqa: E402
 
@@ -33,12 +33,99 @@ _STYLE = {
     "legend.frameon": False,
 }
 _MARKERS = "osD^vP*X<>"
+# Line styles cycle with a period (4) prime to the markers' (10) and the colours' (10
+# minus one), so two methods share no (colour, line, marker) triple below 20 methods.
+_LINESTYLES = ("-", "--", "-.", ":")
+_MARKER_SIZES = (10.0, 7.0, 4.5)
 _FAILED_COLOR = "#d62728"
 
 
 def method_colors(methods: list[str]) -> dict[str, Any]:
     cmap = plt.get_cmap("tab10")
     return {m: cmap(i % 10) for i, m in enumerate(method_order(set(methods)))}
+
+
+def method_styles(methods: list[str]) -> dict[str, dict[str, Any]]:
+    """Colour, line style and marker per method, fixed across a report's plots.
+
+    Curves of a short run often coincide (several ZO methods barely move the loss in a
+    few steps); distinct dashes and hollow markers of different shapes and sizes keep
+    each one visible where a colour alone would be painted over.
+    """
+    colors = method_colors(methods)
+    return {
+        m: {
+            "color": colors[m],
+            "linestyle": _LINESTYLES[i % len(_LINESTYLES)],
+            "marker": _MARKERS[i % len(_MARKERS)],
+            # Neighbours in the order get different sizes, so coinciding hollow markers
+            # nest inside each other instead of covering each other.
+            "markersize": _MARKER_SIZES[i % len(_MARKER_SIZES)],
+        }
+        for i, m in enumerate(method_order(set(methods)))
+    }
+
+
+def _line_kw(style: dict[str, Any], points: int) -> dict[str, Any]:
+    """Keyword arguments of ``Axes.plot`` for one method's curve of `points` points."""
+    return {
+        "color": style["color"],
+        "linestyle": style["linestyle"],
+        "marker": style["marker"],
+        "markersize": style["markersize"] if points <= 40 else style["markersize"] - 2,
+        "markevery": max(1, points // 12),
+        "markerfacecolor": "none",
+        "markeredgewidth": 1.2,
+        "linewidth": 1.5,
+    }
+
+
+def _legend_right(fig: plt.Figure, handles: list, labels: list[str]) -> None:
+    """One legend for the whole figure, outside the axes on the right, so it covers no
+    curve, target line or point."""
+    if handles:
+        fig.legend(handles, labels, loc="outside right center", fontsize=9)
+
+
+# lm-eval metric names -> axis words; "%" for a share of documents, "x100" for a mean
+# of per-document grades.
+_METRIC_WORDS = {
+    "exact_match": ("exact match", "% of test documents"),
+    "acc": ("accuracy", "% of test documents"),
+    "pass@1": ("pass@1", "% of test problems"),
+    "pass_at_1": ("pass@1", "% of test problems"),
+    "rougeL": ("ROUGE-L F-measure", "x100, mean over test documents"),
+    "rouge_l": ("ROUGE-L F-measure", "x100, mean over test documents"),
+    "f1": ("token F1", "x100, mean over test documents"),
+}
+
+
+def task_metric(task: str, records: list[dict[str, Any]] | None = None) -> str | None:
+    """The lm-eval key of `task`'s score: the task class's ``metric``, else (a task this
+    version does not know) the metric of its records whose value equals the score."""
+    from bench.tasks import available_tasks
+
+    cls = available_tasks().get(task)
+    if cls is not None:
+        return cls.metric
+    for r in records or []:
+        if r.get("task") != task or r.get("score") is None:
+            continue
+        for key, value in (r.get("metrics") or {}).items():
+            if "stderr" not in key and value == r["score"]:
+                return key
+    return None
+
+
+def metric_label(metric: str | None) -> str:
+    """Axis label of a score x100 for an lm-eval metric key ("exact_match,strict-match")."""
+    if not metric:
+        return "score (x100)"
+    base, _, filt = metric.partition(",")
+    words, unit = _METRIC_WORDS.get(base, (base.replace("_", " "), "x100"))
+    if filt and filt not in ("none", "create_test"):
+        words += f", {filt}"
+    return f"{words} ({unit})"
 
 
 def _save(fig: plt.Figure, folder: Path, stem: str) -> list[Path]:
@@ -68,13 +155,15 @@ def _model_suffix(model: str, models: set[str]) -> str:
 
 def run_plots(records: list[dict[str, Any]], frame: pd.DataFrame, folder: Path) -> list[Path]:
     """Every plot of one run's report; returns the files written."""
-    colors = method_colors(list(frame["method"]))
+    styles = method_styles(list(frame["method"]))
+    colors = {m: s["color"] for m, s in styles.items()}
     written = []
     with plt.rc_context(_STYLE):
-        written += loss_curves(records, colors, folder)
-        written += dev_curves(records, colors, folder)
-        written += score_vs_time(frame, colors, folder)
+        written += loss_curves(records, styles, folder)
+        written += dev_curves(records, styles, folder)
+        written += score_vs_time(frame, styles, folder, records)
         written += peak_memory(frame, colors, folder)
+        written += memory_breakdown(records, folder)
         for r in records:
             history = profile_history(r)
             if history:
@@ -82,14 +171,19 @@ def run_plots(records: list[dict[str, Any]], frame: pd.DataFrame, folder: Path) 
     return written
 
 
-def loss_curves(records: list[dict[str, Any]], colors: dict, folder: Path) -> list[Path]:
+def loss_curves(
+    records: list[dict[str, Any]], styles: dict[str, dict[str, Any]], folder: Path
+) -> list[Path]:
     """Per (model, task): training loss against step and against wall-clock seconds."""
     written = []
     models = {r["model"] for r in records}
     for model, task in sorted({(r["model"], r["task"]) for r in records}):
         group = [r for r in records if (r["model"], r["task"]) == (model, task)]
-        fig, (ax_step, ax_time) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-        labelled, no_curve = set(), set()
+        fig, (ax_step, ax_time) = plt.subplots(
+            1, 2, figsize=(12, 4.2), sharey=True, layout="constrained"
+        )
+        legend: dict[str, Any] = {}
+        no_curve = set()
         unit, per = time_unit(
             max((p["seconds"] for r in group for p in r.get("curve") or []), default=0.0)
         )
@@ -101,35 +195,37 @@ def loss_curves(records: list[dict[str, Any]], colors: dict, folder: Path) -> li
                 continue
             failed = r.get("status") != "ok"
             label = r["method"] + (" (failed)" if failed else "")
-            style = {
-                "color": colors[r["method"]],
-                "linestyle": "--" if failed else "-",
-                "linewidth": 1.5,
-                "alpha": 0.85,
-                "label": None if label in labelled else label,
-            }
-            labelled.add(label)
+            kw = _line_kw(styles[r["method"]], len(curve))
+            if failed:
+                kw["alpha"] = 0.5
             steps = [p["step"] for p in curve]
             losses = [p["loss"] for p in curve]
-            ax_step.plot(steps, losses, marker="." if len(curve) < 30 else None, **style)
-            ax_time.plot([p["seconds"] / per for p in curve], losses, **style)
+            (line,) = ax_step.plot(steps, losses, **kw)
+            ax_time.plot([p["seconds"] / per for p in curve], losses, **kw)
+            if failed:  # where it stopped
+                for ax, x in ((ax_step, steps[-1]), (ax_time, curve[-1]["seconds"] / per)):
+                    ax.plot(x, losses[-1], "x", color=_FAILED_COLOR, markersize=9, zorder=4)
+            legend.setdefault(label, line)
+        ax_step.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax_step.set_xlabel("optimisation step")
         ax_step.set_ylabel("training loss (nats / token)")
         ax_time.set_xlabel(f"training wall-clock ({unit})")
         ax_step.set_title("loss vs step")
         ax_time.set_title("loss vs wall-clock")
         no_curve -= {r["method"] for r in group if r.get("curve")}
-        if labelled:
-            ax_time.legend(loc="best", fontsize=9)  # curves fall anywhere
-        note = f"no training curve: {', '.join(sorted(no_curve))}" if no_curve else ""
+        _legend_right(fig, list(legend.values()), list(legend))
         fig.suptitle(f"{task} — {Path(model).name or model}", fontsize=11)
-        if note:
-            fig.text(0.5, -0.02, note, ha="center", fontsize=9, color="0.35")
+        if no_curve:
+            fig.supxlabel(
+                f"no training curve: {', '.join(sorted(no_curve))}", fontsize=9, color="0.35"
+            )
         written += _save(fig, folder, f"loss_{file_slug(task)}{_model_suffix(model, models)}")
     return written
 
 
-def dev_curves(records: list[dict[str, Any]], colors: dict, folder: Path) -> list[Path]:
+def dev_curves(
+    records: list[dict[str, Any]], styles: dict[str, dict[str, Any]], folder: Path
+) -> list[Path]:
     """Per (model, task) with evaluation points: dev loss (and dev score, when measured)
     against train-clock time, one line per trial, with the dev target drawn."""
     written = []
@@ -140,119 +236,104 @@ def dev_curves(records: list[dict[str, Any]], colors: dict, folder: Path) -> lis
         metrics = ["dev_loss"]
         if any(p.get("dev_score") is not None for r in group for p in r["eval_curve"]):
             metrics.append("dev_score")
-        fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), squeeze=False)
+        fig, axes = plt.subplots(
+            1,
+            len(metrics),
+            figsize=(5.5 * len(metrics) + 2, 4.2),
+            squeeze=False,
+            layout="constrained",
+        )
         unit, per = time_unit(max(p["seconds"] for r in group for p in r["eval_curve"]))
         order = method_order({r["method"] for r in group})
+        legend: dict[str, Any] = {}
         for ax, metric in zip(axes[0], metrics, strict=True):
-            labelled = set()
             for r in sorted(group, key=lambda r: (order.index(r["method"]), r["seed"])):
                 pts = [p for p in r["eval_curve"] if p.get(metric) is not None]
-                ax.plot(
+                (line,) = ax.plot(
                     [p["seconds"] / per for p in pts],
                     [p[metric] for p in pts],
-                    marker=".",
-                    color=colors[r["method"]],
-                    alpha=0.85,
-                    label=None if r["method"] in labelled else r["method"],
+                    alpha=0.9,
+                    **_line_kw(styles[r["method"]], len(pts)),
                 )
-                labelled.add(r["method"])
+                legend.setdefault(r["method"], line)
             ttt = next((r["time_to_target"] for r in group if r.get("time_to_target")), None)
             if ttt and ttt.get("metric") == metric and ttt.get("value") is not None:
-                ax.axhline(ttt["value"], color="0.3", linestyle=":", linewidth=1)
-                ax.annotate(
-                    f"target: {ttt['target']}",
-                    (0, ttt["value"]),
-                    fontsize=8,
-                    color="0.3",
-                    xytext=(2, 3),
-                    textcoords="offset points",
-                )
+                target = ax.axhline(ttt["value"], color="0.3", linestyle=":", linewidth=1.2)
+                legend.setdefault(f"target: {ttt['target']}", target)
             ax.set_xlabel(f"train clock ({unit}, evaluation excluded)")
             ax.set_ylabel(metric.replace("_", " "))
-            ax.legend(loc="best", fontsize=9)
+        _legend_right(fig, list(legend.values()), list(legend))
         fig.suptitle(f"{task}: dev curves — {Path(model).name or model}", fontsize=11)
         written += _save(fig, folder, f"dev_{file_slug(task)}{_model_suffix(model, models)}")
     return written
 
 
-def score_vs_time(frame: pd.DataFrame, colors: dict, folder: Path) -> list[Path]:
-    """One point per trial: score against train time; colour = method, marker = task."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    tasks = sorted(set(frame["task"]))
-    markers = {t: _MARKERS[i % len(_MARKERS)] for i, t in enumerate(tasks)}
+def score_vs_time(
+    frame: pd.DataFrame,
+    styles: dict[str, dict[str, Any]],
+    folder: Path,
+    records: list[dict[str, Any]] | None = None,
+) -> list[Path]:
+    """One panel per task (tasks score on different metrics), one point per trial: score
+    against train time, the y axis named by the task's metric; failed trials as red x on
+    the axis. Colour and marker = method."""
+    keys = sorted(set(zip(frame["task"], frame["model"], strict=True)))
+    models = {m for _, m in keys}
+    cols = min(3, len(keys))
+    rows = -(-len(keys) // cols)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(4.6 * cols + 2, 3.8 * rows), squeeze=False, layout="constrained"
+    )
     ok = frame[(frame["status"] == "ok") & frame["score"].notna()]
     longest = frame["train_seconds"].max(skipna=True)
     longest = 0.0 if pd.isna(longest) else float(longest)
     unit, per = time_unit(longest)
-    for method in method_order(set(frame["method"])):
-        for task in tasks:
-            g = ok[(ok["method"] == method) & (ok["task"] == task)]
+    right = max(1.0, longest / per)
+    legend: dict[str, Any] = {}
+    for ax, (task, model) in zip(axes.flat, keys, strict=False):
+        here = ok[(ok["task"] == task) & (ok["model"] == model)]
+        for method in method_order(set(frame["method"])):
+            g = here[here["method"] == method]
             if g.empty:
                 continue
-            ax.scatter(
+            style = styles[method]
+            handle = ax.scatter(
                 g["train_seconds"].fillna(0) / per,
                 100 * g["score"],
                 s=55,
-                color=colors[method],
-                marker=markers[task],
+                color=style["color"],
+                marker=style["marker"],
                 edgecolor="black",
                 linewidth=0.5,
+                alpha=0.9,
                 zorder=3,
             )
-    # Two keys instead of one entry per (method, task): colour = method, marker = task.
-    handles = [
-        Line2D(
-            [],
-            [],
-            linestyle="",
-            marker="o",
-            markersize=7,
-            color=colors[m],
-            markeredgecolor="black",
-            markeredgewidth=0.5,
-            label=m,
-        )
-        for m in method_order(set(ok["method"]))
-    ]
-    if len(tasks) > 1:
-        handles.append(Line2D([], [], linestyle="", label=""))
-        handles += [
-            Line2D(
-                [],
-                [],
-                linestyle="",
-                marker=markers[t],
-                markersize=7,
-                color="0.75",
-                markeredgecolor="black",
-                markeredgewidth=0.5,
-                label=t,
-            )
-            for t in tasks
+            legend.setdefault(method, handle)
+        failed = frame[
+            (frame["status"] != "ok") & (frame["task"] == task) & (frame["model"] == model)
         ]
-    failed = frame[frame["status"] != "ok"]
-    if len(failed):
-        # Failed trials have no score; draw them on the x axis so they are not invisible.
-        handles.append(
-            ax.scatter(
+        if len(failed):
+            # Failed trials have no score; draw them on the x axis so they are not invisible.
+            legend["failed"] = ax.scatter(
                 failed["train_seconds"].fillna(0) / per,
                 np.zeros(len(failed)),
                 marker="x",
                 s=60,
                 color=_FAILED_COLOR,
-                label=f"failed ({len(failed)})",
                 zorder=4,
+                clip_on=False,
             )
-        )
-    ax.set_xlabel(f"train time per trial ({unit})")
-    ax.set_ylabel("score (% of test documents)")
-    ax.set_title("score vs train time (one point per trial)")
-    # Fixed limits so a run of zero-shot or failed trials still gets readable axes.
-    top = float(100 * ok["score"].max()) if len(ok) else 0.0
-    ax.set_ylim(-3, max(10.0, top * 1.08 + 2))
-    right = max(1.0, longest / per)
-    ax.set_xlim(-0.02 * right, 1.05 * right)
-    ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9)
+        ax.set_xlabel(f"train time per trial ({unit})")
+        ax.set_ylabel(metric_label(task_metric(task, records)))
+        ax.set_title(task if len(models) == 1 else f"{task} — {Path(model).name or model}")
+        # Fixed limits so a run of zero-shot or failed trials still gets readable axes.
+        top = float(100 * here["score"].max()) if len(here) else 0.0
+        ax.set_ylim(-3, max(10.0, top * 1.08 + 2))
+        ax.set_xlim(-0.02 * right, 1.05 * right)
+    for ax in list(axes.flat)[len(keys) :]:
+        ax.set_visible(False)
+    _legend_right(fig, list(legend.values()), list(legend))
+    fig.suptitle("test score vs train time (one point per trial)", fontsize=11)
     return _save(fig, folder, "score_vs_time")
 
 
@@ -329,6 +410,93 @@ def peak_memory(frame: pd.DataFrame, colors: dict, folder: Path) -> list[Path]:
     if handles:
         ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9)
     return _save(fig, folder, "peak_memory")
+
+
+# The parts of memory.breakdown, bottom to top of a stacked bar (bench/measure/memory.py).
+BREAKDOWN_PARTS = (
+    ("weights_bytes", "weights", "#4c72b0"),
+    ("gradients_bytes", "gradients", "#dd8452"),
+    ("optimizer_state_bytes", "optimizer state", "#55a868"),
+    ("activations_and_other_bytes", "activations and other", "#c8c8c8"),
+)
+
+
+def breakdown_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per successful trial with a memory breakdown: method, task, model, seed and
+    each part's bytes (bench/measure/memory.py; trials without one are left out)."""
+    rows = []
+    for r in records:
+        parts = (r.get("memory") or {}).get("breakdown") or {}
+        if r.get("status") != "ok" or not all(
+            isinstance(parts.get(key), int | float) for key, _, _ in BREAKDOWN_PARTS
+        ):
+            continue
+        row = {k: r[k] for k in ("method", "task", "model", "seed")}
+        row.update({key: float(parts[key]) for key, _, _ in BREAKDOWN_PARTS})
+        rows.append(row)
+    columns = ["method", "task", "model", "seed", *(key for key, _, _ in BREAKDOWN_PARTS)]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def memory_breakdown(records: list[dict[str, Any]], folder: Path) -> list[Path]:
+    """Per (model, task): one stacked bar per method, weights, gradients, optimizer state
+    and activations (the residual of the measured peak), means over the seeds. The bar's
+    height is the peak the tables report (weights plus what training added)."""
+    frame = breakdown_frame(records)
+    written = []
+    models = set(frame["model"])
+    for (model, task), g in sorted(frame.groupby(["model", "task"]), key=lambda kv: kv[0]):
+        means = g.groupby("method")[[key for key, _, _ in BREAKDOWN_PARTS]].mean()
+        methods = method_order(set(means.index))
+        means = means.loc[methods]
+        biggest = float(means.sum(axis=1).max())
+        unit, scale = ("GiB", 2**30) if biggest > 2 * 2**30 else ("MiB", 2**20)
+        fig, ax = plt.subplots(
+            figsize=(max(5.5, 0.75 * len(methods) + 3), 4.5), layout="constrained"
+        )
+        x = np.arange(len(methods))
+        bottom = np.zeros(len(methods))
+        for key, label, color in BREAKDOWN_PARTS:
+            values = means[key].to_numpy() / scale
+            ax.bar(
+                x,
+                values,
+                0.7,
+                bottom=bottom,
+                color=color,
+                edgecolor="black",
+                linewidth=0.5,
+                label=label,
+            )
+            bottom += values
+        for xi, total in zip(x, means.sum(axis=1), strict=True):
+            ax.annotate(
+                fmt_memory(total),
+                (xi, total / scale),
+                xytext=(0, 2),
+                textcoords="offset points",
+                ha="center",
+                fontsize=8,
+            )
+        seeds = g.groupby("method")["seed"].nunique()
+        ax.set_xticks(x)
+        ax.set_xticklabels(
+            methods,
+            rotation=30 if len(methods) > 4 else 0,
+            ha="right" if len(methods) > 4 else "center",
+        )
+        ax.set_ylabel(f"memory at the peak ({unit}; estimates from tensor sizes)")
+        ax.set_ylim(0, max(bottom.max(), 1e-9) * 1.12)
+        n = f"{seeds.min()}" if seeds.min() == seeds.max() else f"{seeds.min()}-{seeds.max()}"
+        ax.set_title(
+            f"memory breakdown — {task}, {Path(model).name or model} "
+            f"(mean over {n} seed{'s' if seeds.max() > 1 else ''})",
+            fontsize=11,
+        )
+        handles, labels = ax.get_legend_handles_labels()
+        _legend_right(fig, handles[::-1], labels[::-1])  # top of the stack first
+        written += _save(fig, folder, f"memory_{file_slug(task)}{_model_suffix(model, models)}")
+    return written
 
 
 # ---- Hi-ZFO's profiling history --------------------------------------------------------
@@ -413,7 +581,10 @@ def importance_heatmap(
     which share of each layer's tensors was updated first-order."""
     layers, steps, importance, fo = layer_matrices(history)
     height = max(3.5, 0.22 * len(layers) + 1.5)
-    fig, (ax_imp, ax_fo) = plt.subplots(1, 2, figsize=(10, height), sharey=True)
+    # Constrained layout keeps the suptitle above the two-line panel titles.
+    fig, (ax_imp, ax_fo) = plt.subplots(
+        1, 2, figsize=(10, height + 0.6), sharey=True, layout="constrained"
+    )
     extent_kw = {"aspect": "auto", "interpolation": "nearest", "origin": "lower"}
     im = ax_imp.imshow(importance, cmap="viridis", vmin=0, vmax=1, **extent_kw)
     fo_im = ax_fo.imshow(fo, cmap="Greys", vmin=0, vmax=1, **extent_kw)
@@ -434,11 +605,16 @@ def importance_heatmap(
     fig.colorbar(im, ax=ax_imp, fraction=0.046, pad=0.02, label="relative importance")
     fig.colorbar(fo_im, ax=ax_fo, fraction=0.046, pad=0.02, label="FO tensors / tensors")
     fig.suptitle(
-        f"Hi-ZFO profiles — {record['task']}, {Path(record['model']).name or record['model']}, "
+        f"{record['method']} profiles — {record['task']}, {Path(record['model']).name or record['model']}, "
         f"seed {record['seed']}",
         fontsize=11,
     )
-    stem = f"hizfo_importance_{file_slug(record['task'])}_{file_slug(Path(record['model']).name or record['model'])}_s{record['seed']}"
+    # Named by method: hizfo and an ablation such as hizfo[zo-off] must not share a file.
+    model = file_slug(Path(record["model"]).name or record["model"])
+    stem = (
+        f"{file_slug(record['method'])}_importance_{file_slug(record['task'])}_{model}"
+        f"_s{record['seed']}"
+    )
     return _save(fig, folder, stem)
 
 
