@@ -1,23 +1,31 @@
-"""The Hi-ZFO paper's three claims, tested on a run, each with a verdict and its evidence.
+"""The Hi-ZFO paper's three claims, tested on a run by pre-registered, symmetric rules.
 
-1. accuracy: Hi-ZFO scores higher than first-order fine-tuning (the reference method) on
-   every task family run. Per task, the paired bootstrap over test documents of the
-   score difference (same documents, same seeds; bench/analysis/stats.py).
-2. time: Hi-ZFO needs less training time. Per task, the speed-up in time-to-target
-   (reference time / Hi-ZFO time on the train clock, paired by seed) when the run has
-   dev targets; otherwise the ratio of train-clock time for the same steps.
-3. stochasticity: the ZO part is "beneficial stochasticity" that escapes sharp minima.
-   Per task, Hi-ZFO against its ``zo-off`` ablation (the same FO set, ZO tensors frozen):
-   does turning ZO on lower the sharpness of the solution (random-direction sharpness,
-   paired by seed, t-interval) and raise the score (paired bootstrap)?
+The rules are written down in docs/claims.md before any data; `hizfo-bench calibrate`
+(bench/analysis/calibrate.py) runs this same code on simulated runs with known truth and
+measures how often each verdict is wrong. In short:
 
-Verdicts, per task and then for the claim:
-- supported: the interval lies entirely on the claimed side;
-- contradicted: it lies entirely on the other side;
-- inconclusive: it contains no effect; the verdict says how many documents (or seeds)
-  would detect the observed difference at 95% with 80% power, from the observed spread.
-A claim is supported when every task supports it, contradicted when any task contradicts
-it, and inconclusive otherwise. "not measured" when the run lacks what a claim needs.
+1. accuracy: Hi-ZFO's test score minus the reference's (fo-adamw), per task, by the
+   two-level interval over seeds and documents (stats.seed_interval: the seed is the
+   unit, t with S - 1 degrees of freedom).
+2. time: the time-to-target speed-up (reference time / Hi-ZFO time, train clock + setup,
+   geometric mean over seeds, censored times as bounds: bench/analysis/targets.py); a run
+   without targets compares train-clock time for the same steps.
+3. stochasticity: Hi-ZFO against its ``zo-off`` twin. First the ZO dose: did the ZO part
+   change the dev loss beyond seed noise at any evaluation point? If not, the claim is
+   "not testable at this configuration". Otherwise two parts, each with its own verdict:
+   flatness (random-direction sharpness, seed-paired t-interval) and score (as claim 1);
+   combined symmetrically.
+
+Every interval is two-sided 95%, so under no effect each of "supported" and
+"contradicted" has at most a 2.5% chance per task. A task is:
+- supported / contradicted: the interval lies entirely on the claimed / the other side;
+- inconclusive: it contains no effect;
+- no verdict (one seed): with one seed nothing measures the seed-to-seed variance, so no
+  interval can stand for the claim's (the numbers are shown, the verdict is withheld).
+Across tasks the claim is supported (contradicted) only when every task is, "mixed" when
+some tasks support it and others contradict it, inconclusive otherwise. Each verdict
+comes with the prospective power for the claim's declared smallest effect of interest
+(EFFECTS) from the run's variance components.
 """
 
 from __future__ import annotations
@@ -30,19 +38,32 @@ from pathlib import Path
 from typing import Any
 
 from bench.analysis.stats import (
+    Components,
     Interval,
+    components,
+    geometric_interval,
     mean_interval,
     paired_bootstrap,
-    sample_size_to_decide,
+    seed_interval,
+    seeds_for_power,
 )
-from bench.analysis.targets import speedups
+from bench.analysis.targets import paired_times
 
-SUPPORTED, CONTRADICTED, INCONCLUSIVE, NOT_MEASURED = (
-    "supported",
-    "contradicted",
-    "inconclusive",
-    "not measured",
-)
+SUPPORTED, CONTRADICTED, INCONCLUSIVE, MIXED = "supported", "contradicted", "inconclusive", "mixed"
+NOT_MEASURED = "not measured"
+ONE_SEED = "no verdict (one seed)"
+NOT_TESTABLE = "not testable at this configuration"
+
+# The smallest effect of interest per claim, declared before data (docs/claims.md):
+# score differences in score units (0..1), time as log of the speed-up, sharpness as a
+# fraction of the ablation's mean sharpness.
+EFFECTS = {
+    "accuracy": 0.02,
+    "time": math.log(1.1),
+    "score": 0.02,
+    "sharpness": 0.10,
+}
+POWER = 0.8
 
 Outcomes = Mapping[str, Mapping[int, float]]  # trial_id -> doc_id -> per-document score
 
@@ -64,15 +85,17 @@ def doc_outcomes(run_dir: Path) -> dict[str, dict[int, float]]:
 
 @dataclass
 class Comparison:
-    """`method` minus `reference` on one task and model, with its interval."""
+    """`method` minus `reference` on one task and model, with its interval and unit."""
 
     method: str
     reference: str
     task: str
     model: str
-    interval: Interval | None  # of the difference (score units, 0..1, or as stated)
-    unit: str  # "documents" or "seeds": what the interval resamples
-    sd: float | None = None  # spread of the per-unit differences
+    interval: Interval | None  # of the difference (score units 0..1, or as stated)
+    unit: str  # what the interval is over, with counts, e.g. "3 seeds x 30 documents"
+    seeds: int = 0
+    documents: int = 1
+    comps: Components | None = None  # variance components (None with one seed)
     note: str = ""
 
     @property
@@ -82,11 +105,6 @@ class Comparison:
         if iv is None or iv.lo is None or iv.hi is None:
             return 0
         return 1 if iv.lo > 0 else -1 if iv.hi < 0 else 0
-
-    def needed(self) -> int | None:
-        if self.interval is None or self.sd is None:
-            return None
-        return sample_size_to_decide(self.interval.mean, self.sd)
 
 
 def _ok(records: Sequence[Mapping[str, Any]], method: str, task: str, model: str) -> dict:
@@ -100,13 +118,6 @@ def _ok(records: Sequence[Mapping[str, Any]], method: str, task: str, model: str
     }
 
 
-def _sd(xs: Sequence[float]) -> float | None:
-    if len(xs) < 2:
-        return None
-    m = sum(xs) / len(xs)
-    return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
-
-
 def score_difference(
     records: Sequence[Mapping[str, Any]],
     outcomes: Outcomes,
@@ -115,25 +126,45 @@ def score_difference(
     task: str,
     model: str,
 ) -> Comparison:
-    """Paired bootstrap over test documents: per document, the mean over the seeds both ran
-    of (method - reference); documents resampled."""
+    """Test score of `method` minus `reference`, paired by seed and document.
+
+    Two or more seeds: stats.seed_interval over the seeds x documents differences. One
+    seed: a paired bootstrap over documents, labelled as not including seed variance
+    (verdicts treat it as no verdict)."""
+    import numpy as np
+
     mine, ref = _ok(records, method, task, model), _ok(records, reference, task, model)
     seeds = sorted(set(mine) & set(ref))
     pairs = [(outcomes.get(mine[s]["trial_id"]), outcomes.get(ref[s]["trial_id"])) for s in seeds]
     pairs = [(a, b) for a, b in pairs if a and b]
     if not pairs:
-        return Comparison(method, reference, task, model, None, "documents", note="no samples")
+        return Comparison(method, reference, task, model, None, "-", note="no paired samples")
     docs = sorted(set.intersection(*[set(a) & set(b) for a, b in pairs]))
-    diffs = [sum(a[d] - b[d] for a, b in pairs) / len(pairs) for d in docs]
+    if not docs:
+        return Comparison(method, reference, task, model, None, "-", note="no shared documents")
+    d = np.array([[a[k] - b[k] for k in docs] for a, b in pairs])
+    n_seed, n_doc = d.shape
+    if n_seed == 1:
+        return Comparison(
+            method,
+            reference,
+            task,
+            model,
+            paired_bootstrap(d[0].tolist()),
+            f"{n_doc} documents of 1 seed (bootstrap; cannot include seed variance)",
+            1,
+            n_doc,
+        )
     return Comparison(
         method,
         reference,
         task,
         model,
-        paired_bootstrap(diffs),
-        "documents",
-        sd=_sd(diffs),
-        note=f"{len(docs)} documents x {len(pairs)} seeds",
+        seed_interval(d),
+        f"{n_seed} seeds x {n_doc} documents (t over seeds, {n_seed - 1} df)",
+        n_seed,
+        n_doc,
+        components(d),
     )
 
 
@@ -144,24 +175,28 @@ def seed_difference(
     task: str,
     model: str,
     value: Any,
-    unit_note: str = "",
+    what: str = "",
 ) -> Comparison:
     """t-interval over seeds of value(method record) - value(reference record)."""
+    import numpy as np
+
     mine, ref = _ok(records, method, task, model), _ok(records, reference, task, model)
     diffs = []
     for s in sorted(set(mine) & set(ref)):
         a, b = value(mine[s]), value(ref[s])
         if a is not None and b is not None:
             diffs.append(a - b)
+    n = len(diffs)
     return Comparison(
         method,
         reference,
         task,
         model,
         mean_interval(diffs),
-        "seeds",
-        sd=_sd(diffs),
-        note=f"{len(diffs)} seeds{unit_note}",
+        f"{n} seed{'s' if n != 1 else ''} (t, {max(n - 1, 0)} df){what}",
+        n,
+        1,
+        components(np.array(diffs)[:, None]) if n >= 2 else None,
     )
 
 
@@ -182,6 +217,9 @@ class TaskVerdict:
     verdict: str
     evidence: list[str]
     comparisons: list[Comparison] = field(default_factory=list)
+    power: str = ""  # prospective power for the declared effect
+    parts: dict[str, str] = field(default_factory=dict)  # claim 3: flatness, score
+    dose: list[str] = field(default_factory=list)  # claim 3: the ZO dose, stated first
 
 
 @dataclass
@@ -194,15 +232,40 @@ class ClaimVerdict:
     note: str = ""
 
 
-def combine(verdicts: Sequence[str]) -> str:
-    """A claim over several tasks: supported if all are, contradicted if any is."""
-    measured = [v for v in verdicts if v != NOT_MEASURED]
-    if not measured:
+def decide(c: Comparison, sign: int = 1) -> str:
+    """A comparison's verdict: `sign` +1 when the claim is "method - reference > 0"."""
+    if c.interval is None:
         return NOT_MEASURED
-    if CONTRADICTED in measured:
-        return CONTRADICTED
-    if len(measured) == len(verdicts) and all(v == SUPPORTED for v in measured):
-        return SUPPORTED
+    if c.seeds < 2:
+        return ONE_SEED
+    return {1: SUPPORTED, -1: CONTRADICTED, 0: INCONCLUSIVE}[sign * c.direction]
+
+
+def combine(verdicts: Sequence[str]) -> str:
+    """A claim over several tasks: supported / contradicted only when every task is,
+    mixed when some are supported and some contradicted, inconclusive otherwise."""
+    measured = [v for v in verdicts if v not in (NOT_MEASURED, NOT_TESTABLE)]
+    if not measured:
+        return NOT_TESTABLE if NOT_TESTABLE in verdicts else NOT_MEASURED
+    if SUPPORTED in measured and CONTRADICTED in measured:
+        return MIXED
+    if len(measured) == len(verdicts):
+        for v in (SUPPORTED, CONTRADICTED, ONE_SEED):
+            if all(m == v for m in measured):
+                return v
+    return INCONCLUSIVE
+
+
+def combine_parts(flatness: str, score: str) -> str:
+    """Claim 3's two parts: supported when both are, contradicted when both are, mixed
+    when one is supported and the other contradicted, inconclusive otherwise (symmetric:
+    a false verdict needs both parts wrong the same way)."""
+    if flatness == score and flatness in (SUPPORTED, CONTRADICTED, ONE_SEED, NOT_MEASURED):
+        return flatness
+    if {flatness, score} == {SUPPORTED, CONTRADICTED}:
+        return MIXED
+    if NOT_MEASURED in (flatness, score):
+        return NOT_MEASURED
     return INCONCLUSIVE
 
 
@@ -218,11 +281,22 @@ def _fmt(
     return text
 
 
-def _undecided(c: Comparison) -> str:
-    n = c.needed()
+def power_note(c: Comparison, effect: float, what: str) -> str:
+    """How many seeds give 80% power for `effect` (prospective, from the run's variance
+    components); says so when the run cannot tell."""
+    if c.comps is None:
+        return (
+            f"power for {what}: the run cannot say (one seed measures no seed variance); "
+            "run 3 or more seeds"
+        )
+    docs = c.documents
+    n = seeds_for_power(effect, c.comps, docs, POWER)
+    where = f" at {docs} documents" if docs > 1 else ""
     if n is None:
-        return "no difference observed, so no sample size can be estimated"
-    return f"about {n} {c.unit} would detect the observed difference (95%, power 0.8)"
+        more = seeds_for_power(effect, c.comps, 4 * docs, POWER) if docs > 1 else None
+        tail = f"; at {4 * docs} documents: {more} seeds" if more else ""
+        return f"power for {what}: not within 200 seeds{where}{tail}"
+    return f"{POWER:.0%} power for {what} needs {n} seeds{where} (this run: {c.seeds})"
 
 
 def _cells(records: Sequence[Mapping[str, Any]], method: str, reference: str) -> list[tuple]:
@@ -232,84 +306,107 @@ def _cells(records: Sequence[Mapping[str, Any]], method: str, reference: str) ->
 
 
 def claim_accuracy(
-    records: Sequence[Mapping[str, Any]], outcomes: Outcomes, method: str, reference: str
+    records: Sequence[Mapping[str, Any]],
+    outcomes: Outcomes,
+    method: str,
+    reference: str,
+    effects: Mapping[str, float] = EFFECTS,
 ) -> ClaimVerdict:
     tasks = []
+    effect = effects["accuracy"]
     for task, model in _cells(records, method, reference):
         c = score_difference(records, outcomes, method, reference, task, model)
         if c.interval is None:
-            tasks.append(TaskVerdict(task, model, NOT_MEASURED, [f"no paired samples ({c.note})"]))
+            tasks.append(TaskVerdict(task, model, NOT_MEASURED, [c.note]))
             continue
-        verdict = {1: SUPPORTED, -1: CONTRADICTED, 0: INCONCLUSIVE}[c.direction]
-        evidence = [f"score difference x100: {_fmt(c.interval, 100)} ({c.note})"]
-        if verdict == INCONCLUSIVE:
-            evidence.append(_undecided(c))
-        tasks.append(TaskVerdict(task, model, verdict, evidence, [c]))
+        verdict = decide(c)
+        evidence = [f"score difference x100: {_fmt(c.interval, 100)} over {c.unit}"]
+        tasks.append(
+            TaskVerdict(
+                task,
+                model,
+                verdict,
+                evidence,
+                [c],
+                power_note(c, effect, f"a difference of {100 * effect:g} points"),
+            )
+        )
     return ClaimVerdict(
         "accuracy",
         f"{method} scores higher than first-order fine-tuning ({reference}).",
-        f"test score of {method} minus {reference}, paired bootstrap over test documents "
-        "(same documents, same seeds), 95% interval.",
+        f"test score of {method} minus {reference}, paired by seed and document; 95% "
+        "interval over seeds (t with S - 1 df, seed and document variance).",
         combine([t.verdict for t in tasks]) if tasks else NOT_MEASURED,
         tasks,
     )
 
 
-def claim_time(records: Sequence[Mapping[str, Any]], method: str, reference: str) -> ClaimVerdict:
+def _log_train_seconds(r: Mapping[str, Any]) -> float | None:
+    return math.log(r["train_seconds"]) if r.get("train_seconds") else None
+
+
+def claim_time(
+    records: Sequence[Mapping[str, Any]],
+    method: str,
+    reference: str,
+    effects: Mapping[str, float] = EFFECTS,
+) -> ClaimVerdict:
+    import numpy as np
+
     tasks = []
-    rows = {(r.method, r.task, r.model): r for r in speedups(records, reference)}
+    effect = effects["time"]
+    what = f"a {math.exp(effect) - 1:.0%} speed-up"
     for task, model in _cells(records, method, reference):
-        row, ref = rows.get((method, task, model)), rows.get((reference, task, model))
-        if row is not None and ref is not None:
-            if not row.reached:
-                # Never reaching what the reference reached on every one of several seeds
-                # is evidence against the claim; on one seed it is an anecdote.
-                sure = ref.reached == ref.trials >= 2 and row.trials >= 2
-                verdict = CONTRADICTED if sure else INCONCLUSIVE if ref.reached else NOT_MEASURED
-                evidence = [
-                    f"{method} never reached the target ({row.target}); "
-                    f"{reference} reached it on {ref.reached}/{ref.trials} seeds"
-                ]
-                tasks.append(TaskVerdict(task, model, verdict, evidence))
-                continue
-            iv = row.speedup
-            lo_ok = iv is not None and iv.lo is not None
-            verdict = (
-                SUPPORTED
-                if lo_ok and iv.lo > 1
-                else CONTRADICTED
-                if lo_ok and iv.hi < 1
-                else INCONCLUSIVE
+        mine, ref = _ok(records, method, task, model), _ok(records, reference, task, model)
+        m_ttt = {s: r["time_to_target"] for s, r in mine.items() if r.get("time_to_target")}
+        r_ttt = {s: r["time_to_target"] for s, r in ref.items() if r.get("time_to_target")}
+        if m_ttt and r_ttt:
+            pairs = paired_times(m_ttt, r_ttt)
+            n = len(pairs.logs)
+            any_ttt = next(iter(r_ttt.values()))
+            budget = any_ttt.get("budget")
+            target = any_ttt.get("target", "?")
+            c = Comparison(
+                method,
+                reference,
+                task,
+                model,
+                mean_interval(pairs.logs),
+                f"{n} seed{'s' if n != 1 else ''} (t over log ratios, {max(n - 1, 0)} df)",
+                n,
+                1,
+                components(np.array(pairs.logs)[:, None]) if n >= 2 else None,
             )
-            evidence = [
-                f"speed-up to the target ({row.target}): "
-                + (f"{iv.mean:.2f}x" if iv else "n/a")
-                + (f" [{iv.lo:.2f}, {iv.hi:.2f}]" if lo_ok else " (one seed: no interval)")
-                + f", {row.reached}/{row.trials} seeds reached it"
-            ]
-            if verdict == INCONCLUSIVE and iv is not None:
-                # The per-seed spread, recovered from the interval's half-width.
-                sd = (iv.half_width or 0) * math.sqrt(iv.n) / 1.96 if lo_ok else None
-                n = sample_size_to_decide(iv.mean - 1, sd) if sd else None
+            if c.interval is None:
+                verdict = NOT_MEASURED
+                evidence = [f"neither method reached the target ({target}) on any paired seed"]
+            else:
+                verdict = decide(c)
+                g = geometric_interval(pairs.logs)
+                evidence = [
+                    f"speed-up to the target ({target}"
+                    + (f", budget {budget:.0f} s" if budget else "")
+                    + f"): {g.mean:.2f}x"
+                    + (f" [{g.lo:.2f}, {g.hi:.2f}]" if g.lo is not None else "")
+                    + f", geometric mean over {c.unit}; {pairs.describe()}"
+                ]
+            if not any_ttt.get("fixed_in_advance", False):
                 evidence.append(
-                    f"about {n} seeds would decide it" if n else "more seeds are needed"
+                    f"the target is {reference}'s final dev value in this same run, not fixed "
+                    "in advance (give the target seeds for a target-setting stage)"
                 )
-            tasks.append(TaskVerdict(task, model, verdict, evidence))
+            tasks.append(
+                TaskVerdict(task, model, verdict, evidence, [c], power_note(c, effect, what))
+            )
             continue
-        # No targets: train-clock time for the same number of steps.
+        # No targets: train-clock time for the same number of steps (log ratio).
         c = seed_difference(
-            records,
-            method,
-            reference,
-            task,
-            model,
-            lambda r: math.log(r["train_seconds"]) if r.get("train_seconds") else None,
-            " (log train seconds, same steps)",
+            records, method, reference, task, model, _log_train_seconds, ", log train seconds"
         )
         if c.interval is None:
             tasks.append(TaskVerdict(task, model, NOT_MEASURED, ["no paired train times"]))
             continue
-        verdict = {1: CONTRADICTED, -1: SUPPORTED, 0: INCONCLUSIVE}[c.direction]
+        verdict = decide(c, sign=-1)
         ratio = Interval(
             math.exp(c.interval.mean),
             None if c.interval.lo is None else math.exp(c.interval.lo),
@@ -320,64 +417,151 @@ def claim_time(records: Sequence[Mapping[str, Any]], method: str, reference: str
             f"no dev target: train time ratio {method}/{reference} for the same steps "
             f"{ratio.mean:.2f}x"
             + (f" [{ratio.lo:.2f}, {ratio.hi:.2f}]" if ratio.lo is not None else "")
-            + f" ({c.note})"
+            + f" over {c.unit}"
         ]
-        if verdict == INCONCLUSIVE:
-            evidence.append(_undecided(c))
-        tasks.append(TaskVerdict(task, model, verdict, evidence, [c]))
+        tasks.append(TaskVerdict(task, model, verdict, evidence, [c], power_note(c, effect, what)))
     return ClaimVerdict(
         "time",
         f"{method} needs less training time than {reference}.",
-        "train-clock seconds to the dev target (speed-up = reference / method, paired by "
-        "seed, 95% t-interval); without targets, the train-time ratio for equal steps.",
+        "time to the dev target on the train clock plus setup (AlgoPerf: target fixed in "
+        "advance, one budget for every method, censored times as bounds); speed-up = "
+        "reference / method, geometric mean over seeds with a t-interval of the log ratios; "
+        "without targets, the train-time ratio for equal steps.",
         combine([t.verdict for t in tasks]) if tasks else NOT_MEASURED,
         tasks,
     )
 
 
+def zo_dose(
+    records: Sequence[Mapping[str, Any]], method: str, ablation: str, task: str, model: str
+) -> tuple[bool | None, list[str]]:
+    """Did the ZO part change the dev loss beyond seed noise? Per evaluation point (after
+    step 0), `method` minus `ablation` dev loss paired by seed, t-interval over seeds.
+    Returns (True: some point's interval excludes 0 / False: none does / None: the run
+    cannot tell) and the lines that say so."""
+    mine, abl = _ok(records, method, task, model), _ok(records, ablation, task, model)
+    seeds = sorted(s for s in set(mine) & set(abl) if mine[s].get("eval_curve"))
+    lines = []
+    gains = []
+    for s in seeds:
+        extra = mine[s].get("step_extra") or {}
+        zo, fo = extra.get("zo_gain"), extra.get("fo_gain")
+        if zo and fo:
+            zo_sum = sum(x for x in zo if isinstance(x, int | float))
+            fo_sum = sum(x for x in fo if isinstance(x, int | float))
+            if fo_sum:
+                gains.append(zo_sum / fo_sum)
+    if gains:
+        lines.append(
+            f"first-order gain of the ZO update / the FO update's, summed over steps: "
+            f"{', '.join(f'{g:.2g}' for g in gains)} (per seed)"
+        )
+    if not seeds:
+        return None, [*lines, f"no evaluation points on both {method} and {ablation}"]
+    by_step: dict[int, list[float]] = {}
+    for s in seeds:
+        a = {p["step"]: p.get("dev_loss") for p in mine[s]["eval_curve"]}
+        b = {p["step"]: p.get("dev_loss") for p in abl[s]["eval_curve"]}
+        for step in sorted(set(a) & set(b)):
+            if step > 0 and a[step] is not None and b[step] is not None:
+                by_step.setdefault(step, []).append(a[step] - b[step])
+    points = []
+    changed = False
+    # Bonferroni over the points: "beyond seed noise" at one point or more is a 95% claim
+    # for the whole curve, not for each point.
+    level = 1 - 0.05 / max(1, len(by_step))
+    for step, diffs in sorted(by_step.items()):
+        iv = mean_interval(diffs, level)
+        if iv is None:
+            continue
+        moved = iv.lo is not None and (iv.lo > 0 or iv.hi < 0)
+        changed |= moved
+        points.append(f"step {step}: {_fmt(iv, digits=4)}" + (" *" if moved else ""))
+    lines.append(
+        f"dev loss of {method} minus {ablation} per evaluation point, paired by seed "
+        f"({len(seeds)} seeds, t-intervals at {100 * level:.2f}% each, i.e. 95% over the "
+        f"{len(by_step)} points; * = excludes 0): " + "; ".join(points)
+    )
+    if len(seeds) < 2:
+        return None, [*lines, "one seed: the run cannot tell the ZO part's effect from noise"]
+    return changed, lines
+
+
 def claim_stochasticity(
-    records: Sequence[Mapping[str, Any]], outcomes: Outcomes, method: str, ablation: str
+    records: Sequence[Mapping[str, Any]],
+    outcomes: Outcomes,
+    method: str,
+    ablation: str,
+    effects: Mapping[str, float] = EFFECTS,
 ) -> ClaimVerdict:
     tasks = []
     for task, model in _cells(records, method, ablation):
-        sharp = seed_difference(records, method, ablation, task, model, random_direction_sharpness)
+        changed, dose = zo_dose(records, method, ablation, task, model)
+        if changed is False:
+            dose.append(
+                "the ZO part did not change the dev loss beyond seed noise at any evaluation "
+                "point: the claim cannot be tested at this configuration"
+            )
+            tasks.append(TaskVerdict(task, model, NOT_TESTABLE, [], dose=dose))
+            continue
+        if changed is True:
+            dose.append("the ZO part changed the dev loss beyond seed noise")
+        sharp = seed_difference(
+            records, method, ablation, task, model, random_direction_sharpness, ", sharpness"
+        )
         eig = seed_difference(records, method, ablation, task, model, top_eigenvalue)
         score = score_difference(records, outcomes, method, ablation, task, model)
-        if sharp.interval is None or score.interval is None:
-            missing = "sharpness" if sharp.interval is None else "paired samples"
-            tasks.append(TaskVerdict(task, model, NOT_MEASURED, [f"no {missing}"]))
-            continue
-        if sharp.direction < 0 and score.direction > 0:
-            verdict = SUPPORTED
-        elif sharp.direction > 0 or score.direction < 0:
-            verdict = CONTRADICTED
-        else:
-            verdict = INCONCLUSIVE
+        flat_v = decide(sharp, sign=-1)
+        score_v = decide(score)
+        verdict = combine_parts(flat_v, score_v)
         evidence = [
-            f"random-direction sharpness, {method} minus {ablation}: "
-            f"{_fmt(sharp.interval, digits=2, kind='e')} ({sharp.note}; negative = flatter "
+            f"flatness: {flat_v}: random-direction sharpness, {method} minus {ablation}: "
+            f"{_fmt(sharp.interval, digits=2, kind='e')} over {sharp.unit} (negative = flatter "
             "with ZO on)",
             f"top Hessian eigenvalue, {method} minus {ablation}: {_fmt(eig.interval, digits=3)}"
-            f" ({eig.note})",
-            f"score difference x100, {method} minus {ablation}: {_fmt(score.interval, 100)} "
-            f"({score.note})",
+            f" over {eig.unit}",
+            f"score: {score_v}: score difference x100, {method} minus {ablation}: "
+            f"{_fmt(score.interval, 100)} over {score.unit}",
         ]
-        if verdict == INCONCLUSIVE:
-            for c in (sharp, score):
-                if c.direction == 0:
-                    what = "sharpness" if c is sharp else "score"
-                    evidence.append(f"{what}: {_undecided(c)}")
-        tasks.append(TaskVerdict(task, model, verdict, evidence, [sharp, eig, score]))
+        abl_sharp = [
+            random_direction_sharpness(r) for r in _ok(records, ablation, task, model).values()
+        ]
+        abl_sharp = [x for x in abl_sharp if x is not None]
+        notes = [power_note(score, effects["score"], f"{100 * effects['score']:g} points")]
+        if abl_sharp:
+            eff = effects["sharpness"] * abs(sum(abl_sharp) / len(abl_sharp))
+            notes.append(
+                power_note(sharp, eff, f"{effects['sharpness']:.0%} of {ablation}'s sharpness")
+            )
+        tasks.append(
+            TaskVerdict(
+                task,
+                model,
+                verdict,
+                evidence,
+                [sharp, eig, score],
+                "; ".join(notes),
+                {"flatness": flat_v, "score": score_v},
+                dose,
+            )
+        )
     return ClaimVerdict(
         "stochasticity",
         f"{method}'s ZO part is beneficial stochasticity: against the same FO set with ZO "
         f"off ({ablation}) it reaches flatter solutions and scores higher.",
-        "sharpness of the trained solution (filter-normalised random directions; top Hessian "
-        "eigenvalue), paired by seed, 95% t-interval; test score by paired bootstrap.",
+        "first the ZO dose (dev loss with ZO on minus off, per evaluation point, paired by "
+        "seed); then two parts: flatness (random-direction sharpness, seed-paired 95% "
+        "t-interval) and score (as claim 1), combined: supported / contradicted only when "
+        "both parts are.",
         combine([t.verdict for t in tasks]) if tasks else NOT_MEASURED,
         tasks,
         note="" if tasks else f"the run has no {ablation} rows beside {method}",
     )
+
+
+def final_records(records: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The final trials (no tuning or target-setting trials)."""
+    return [r for r in records if (r.get("config") or {}).get("phase", "final") == "final"]
 
 
 def evaluate_claims(
@@ -387,12 +571,13 @@ def evaluate_claims(
     method: str = "hizfo",
     reference: str = "fo-adamw",
     ablation: str | None = None,
+    effects: Mapping[str, float] = EFFECTS,
 ) -> list[ClaimVerdict]:
     """All three claims on the final trials of a run."""
     ablation = ablation or f"{method}[zo-off]"
-    finals = [r for r in records if (r.get("config") or {}).get("phase", "final") != "tune"]
+    finals = final_records(records)
     return [
-        claim_accuracy(finals, outcomes, method, reference),
-        claim_time(finals, method, reference),
-        claim_stochasticity(finals, outcomes, method, ablation),
+        claim_accuracy(finals, outcomes, method, reference, effects),
+        claim_time(finals, method, reference, effects),
+        claim_stochasticity(finals, outcomes, method, ablation, effects),
     ]

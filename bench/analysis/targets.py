@@ -1,31 +1,50 @@
-"""Time-to-target: when a trial first reached a dev target, and speed-ups against a reference.
+"""Time-to-target as AlgoPerf scores it: fixed targets, one budget, censored times.
 
 A suite names one target per task (``targets:`` in the suite)::
 
     targets:
-      math-mini: {metric: dev_loss, value: 0.9}          # a fixed dev value
-      docstring-summary: {metric: dev_score, method: fo-adamw}   # the final dev value of
-                                                                  # a method (seed mean)
+      math-mini: {metric: dev_loss, value: 0.9, budget: 120}   # fixed in advance
+      docstring-summary: {metric: dev_loss, method: fo-adamw, seeds: [100, 101, 102]}
 
-``dev_loss`` is reached at or below the target, ``dev_score`` at or above it. A trial
-reached its target at its first evaluation point past it; time-to-target is that point's
-train-clock seconds (evaluation excluded), with its steps and passes. A trial that never
-got there has ``reached: False`` and no time: tables show "not reached", never a number.
+- ``value``: a number fixed in advance (e.g. committed from a target-setting run).
+- ``method`` + ``seeds``: a target-setting stage. Before the final trials, ``method``
+  trains on ``seeds`` (disjoint from the suite's seeds; phase ``target``, never scored
+  on test); the target is the median start value minus ``fraction`` (default 0.9) of the
+  median improvement to the best dev value, i.e. a value the reference reaches reliably,
+  per task and model. The run writes them to ``targets.json`` (commit them as ``value``
+  to fix them for later runs).
+- ``method`` alone (legacy): the seed mean of that method's final dev values in the same
+  run; reports flag such targets as not fixed in advance.
 
-Speed-up of a method against the reference method = reference time / method time, per
-seed where both reached the target, with a 95% t-interval over those seeds.
+``budget`` (train-clock seconds, the same for every method) bounds the time that counts;
+without it a target-setting stage sets ``budget_factor`` (default 2) x the reference's
+median time to the target. ``dev_loss`` is reached at or below the target, ``dev_score``
+at or above. The clock is the train clock at the evaluation point plus the method's setup
+(``setup_seconds``: Hi-ZFO's first importance profiling is work it needs to train). A
+trial that did not reach the target within the budget is censored at the time it was
+last seen without it (min(budget, its last evaluation point)): "not reached", never a
+number in tables.
+
+Speed-up of a method against the reference = reference time / method time per seed, as a
+geometric mean with a t-interval over the seeds' log ratios. A censored time enters as
+its censoring time, which bounds the ratio on the side it is evidence for: a method that
+never reaches a target the reference reached gets at most reference time / censoring
+time (evidence against "less time"); seeds where neither reached it are left out.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+import math
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from bench.analysis.stats import Interval, mean_interval
+from bench.analysis.stats import Interval, geometric_interval, mean_interval
 
 METRICS = {"dev_loss": "lower", "dev_score": "higher"}
-_TARGET_KEYS = {"metric", "value", "method"}
+_TARGET_KEYS = {"metric", "value", "method", "seeds", "fraction", "budget", "budget_factor"}
+CLOCK = "train clock + setup"
 
 
 class TargetError(ValueError):
@@ -34,21 +53,36 @@ class TargetError(ValueError):
 
 @dataclass(frozen=True)
 class Target:
-    """One task's target: a fixed value, or the final dev value of `method`."""
+    """One task's target: a fixed value, or set by `method` (on `seeds`: a target stage)."""
 
     task: str
     metric: str
     value: float | None = None
     method: str | None = None
+    seeds: tuple[int, ...] = ()
+    fraction: float = 0.9
+    budget: float | None = None
+    budget_factor: float = 2.0
+
+    @property
+    def staged(self) -> bool:
+        """Set by a target-setting stage before the final trials (fixed in advance)."""
+        return self.method is not None and bool(self.seeds)
 
     def reached(self, value: float | None, target: float) -> bool:
         if value is None:
             return False
         return value <= target if METRICS[self.metric] == "lower" else value >= target
 
-    def describe(self) -> str:
-        what = f"{self.value:g}" if self.value is not None else f"final {self.method}"
-        return f"{self.metric} {'<=' if METRICS[self.metric] == 'lower' else '>='} {what}"
+    def describe(self, value: float | None = None) -> str:
+        op = "<=" if METRICS[self.metric] == "lower" else ">="
+        if value is not None:
+            what = f"{value:.4g}"
+        elif self.value is not None:
+            what = f"{self.value:g}"
+        else:
+            what = f"final {self.method}"
+        return f"{self.metric} {op} {what}"
 
 
 def parse_targets(
@@ -79,10 +113,119 @@ def parse_targets(
                 f"{where}: target method {method!r} is not in the suite "
                 f"(methods: {', '.join(sorted(methods))})"
             )
-        if value is not None and not isinstance(value, int | float):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
             raise TargetError(f"{where}: value must be a number, got {value!r}")
-        out[task] = Target(task, metric, None if value is None else float(value), method)
+        seeds = spec.get("seeds") or []
+        if not isinstance(seeds, list) or not all(
+            isinstance(x, int) and not isinstance(x, bool) for x in seeds
+        ):
+            raise TargetError(f"{where}: seeds must be a list of integers, got {seeds!r}")
+        if seeds and method is None:
+            raise TargetError(f"{where}: seeds set targets from a method: give 'method'")
+        numbers = {}
+        for key, lo, hi in (("fraction", 0.0, 1.0), ("budget", 0.0, math.inf)):
+            x = spec.get(key)
+            if x is not None and (
+                isinstance(x, bool) or not isinstance(x, int | float) or not lo < x <= hi
+            ):
+                raise TargetError(f"{where}: {key} must be a number in ({lo:g}, {hi:g}], got {x!r}")
+            numbers[key] = x
+        factor = spec.get("budget_factor", 2.0)
+        if isinstance(factor, bool) or not isinstance(factor, int | float) or factor < 1:
+            raise TargetError(f"{where}: budget_factor must be a number >= 1, got {factor!r}")
+        out[task] = Target(
+            task,
+            metric,
+            None if value is None else float(value),
+            method,
+            tuple(seeds),
+            0.9 if numbers["fraction"] is None else float(numbers["fraction"]),
+            None if numbers["budget"] is None else float(numbers["budget"]),
+            float(factor),
+        )
     return out
+
+
+# ---- the target-setting stage ----------------------------------------------------------
+
+
+def target_specs(specs: Sequence[Any], targets: Mapping[str, Target]) -> list[Any]:
+    """The target-setting trials: for each staged target, its method on each of the
+    target's seeds, per model (phase ``target``, evaluation points on dev)."""
+    out, seen = [], set()
+    for spec in specs:
+        t = targets.get(spec.task)
+        key = (spec.task, spec.model)
+        if t is None or not t.staged or spec.method != t.method or key in seen:
+            continue
+        seen.add(key)
+        dev = spec.dev if spec.dev.eval_every else replace(spec.dev, eval_every=spec.train.steps)
+        out += [replace(spec, seed=s, dev=dev, phase="target") for s in t.seeds]
+    return out
+
+
+def _clock(record: Mapping[str, Any], point: Mapping[str, Any]) -> float:
+    return float(point["seconds"]) + float(record.get("setup_seconds") or 0.0)
+
+
+def set_targets(
+    records: Sequence[Mapping[str, Any]], targets: Mapping[str, Target]
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Targets from the target-setting trials: task -> model -> {value, budget, ...}.
+
+    value = median start - fraction x (median start - median best dev value); budget =
+    the target's fixed budget, or budget_factor x the median time (train clock + setup)
+    the target-setting trials took to reach it (a trial that never did counts as
+    infinitely slow)."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for r in records:
+        t = targets.get(r.get("task"))
+        if (
+            t is not None
+            and t.staged
+            and r.get("method") == t.method
+            and r.get("status") == "ok"
+            and r.get("eval_curve")
+        ):
+            groups.setdefault((r["task"], r["model"]), []).append(r)
+    for (task, model), group in sorted(groups.items()):
+        t = targets[task]
+        sign = 1.0 if METRICS[t.metric] == "lower" else -1.0
+        starts, bests = [], []
+        for r in group:
+            values = [p.get(t.metric) for p in r["eval_curve"] if p.get(t.metric) is not None]
+            if values:
+                starts.append(values[0])
+                bests.append(min(values, key=lambda v: sign * v))
+        if not starts:
+            continue
+        start, best = statistics.median(starts), statistics.median(bests)
+        value = start - t.fraction * (start - best)
+        times = []
+        for r in group:
+            ttt = time_to_target(r, t, value)
+            times.append(ttt["seconds"] if ttt["reached"] else math.inf)
+        median_time = statistics.median(times)
+        budget = t.budget
+        if budget is None and math.isfinite(median_time):
+            budget = t.budget_factor * median_time
+        out.setdefault(task, {})[model] = {
+            "metric": t.metric,
+            "value": value,
+            "budget": budget,
+            "method": t.method,
+            "seeds": sorted(r["seed"] for r in group),
+            "rule": f"median start - {t.fraction:g} x median improvement to the best",
+            "start": start,
+            "best": best,
+            "reference_seconds": None if not math.isfinite(median_time) else median_time,
+            "clock": CLOCK,
+        }
+    return out
+
+
+# ---- time to target ----------------------------------------------------------------------
 
 
 def final_value(record: Mapping[str, Any], metric: str) -> float | None:
@@ -91,11 +234,19 @@ def final_value(record: Mapping[str, Any], metric: str) -> float | None:
     return points[-1].get(metric) if points else None
 
 
-def target_value(target: Target, records: list[Mapping[str, Any]], model: str) -> float | None:
-    """The number a trial of `model` must reach: the fixed value, or the seed-mean final dev
-    value of the target method's successful trials on that task and model."""
+def target_value(
+    target: Target,
+    records: Sequence[Mapping[str, Any]],
+    model: str,
+    resolved: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
+) -> tuple[float | None, float | None]:
+    """(value, budget) a trial of `model` is held to: the stage's, the fixed value, or
+    (legacy) the seed-mean final dev value of the target method's final trials."""
+    if target.staged:
+        got = ((resolved or {}).get(target.task) or {}).get(model)
+        return (got["value"], got["budget"]) if got else (None, None)
     if target.value is not None:
-        return target.value
+        return target.value, target.budget
     finals = [
         final_value(r, target.metric)
         for r in records
@@ -103,40 +254,58 @@ def target_value(target: Target, records: list[Mapping[str, Any]], model: str) -
         and r.get("task") == target.task
         and r.get("model") == model
         and r.get("status") == "ok"
+        and (r.get("config") or {}).get("phase", "final") == "final"
     ]
     finals = [v for v in finals if v is not None]
-    return sum(finals) / len(finals) if finals else None
+    return (sum(finals) / len(finals) if finals else None), target.budget
 
 
-def time_to_target(record: Mapping[str, Any], target: Target, value: float | None) -> dict:
-    """When `record` first reached `value` (see the module docstring)."""
+def time_to_target(
+    record: Mapping[str, Any], target: Target, value: float | None, budget: float | None = None
+) -> dict:
+    """When `record` first reached `value` within `budget` (see the module docstring)."""
     out: dict[str, Any] = {
-        "target": target.describe(),
+        "target": target.describe(value),
         "metric": target.metric,
         "value": value,
         "reference": target.method,
+        "fixed_in_advance": target.method is None or target.staged,
+        "budget": budget,
+        "clock": CLOCK,
         "reached": False,
         "seconds": None,
+        "censored_at": None,
         "steps": None,
         "forward": None,
         "backward": None,
     }
     if value is None:
         return out
-    for point in record.get("eval_curve") or []:
+    points = record.get("eval_curve") or []
+    for point in points:
+        clock = _clock(record, point)
+        if budget is not None and clock > budget:
+            break
         if target.reached(point.get(target.metric), value):
             out.update(
                 reached=True,
-                seconds=point["seconds"],
+                seconds=clock,
                 steps=point["step"],
                 forward=point.get("forward"),
                 backward=point.get("backward"),
             )
-            break
+            return out
+    last = _clock(record, points[-1]) if points else None
+    if last is not None:
+        out["censored_at"] = last if budget is None else min(budget, last)
     return out
 
 
-def annotate(records: list[dict[str, Any]], targets: Mapping[str, Target]) -> list[dict]:
+def annotate(
+    records: list[dict[str, Any]],
+    targets: Mapping[str, Target],
+    resolved: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
+) -> list[dict]:
     """Set ``time_to_target`` on every successful record whose task has a target; returns
     the records that changed."""
     changed = []
@@ -144,11 +313,65 @@ def annotate(records: list[dict[str, Any]], targets: Mapping[str, Target]) -> li
         target = targets.get(r.get("task"))
         if target is None or r.get("status") != "ok" or not r.get("eval_curve"):
             continue
-        ttt = time_to_target(r, target, target_value(target, records, r["model"]))
+        value, budget = target_value(target, records, r["model"], resolved)
+        ttt = time_to_target(r, target, value, budget)
         if r.get("time_to_target") != ttt:
             r["time_to_target"] = ttt
             changed.append(r)
     return changed
+
+
+# ---- speed-ups -------------------------------------------------------------------------
+
+
+def _time(ttt: Mapping[str, Any]) -> float | None:
+    """Seconds to the target, or the censoring time when not reached."""
+    return ttt.get("seconds") if ttt.get("reached") else ttt.get("censored_at")
+
+
+@dataclass
+class PairedTimes:
+    """Per-seed log(reference time / method time), censored times at their censoring
+    time (a bound on the side the censoring is evidence for)."""
+
+    logs: list[float]
+    both: int = 0  # seeds where both reached the target
+    method_censored: int = 0  # the method did not, the reference did
+    reference_censored: int = 0  # the reference did not, the method did
+    neither: int = 0  # left out: no evidence about speed
+
+    def describe(self) -> str:
+        parts = [f"{len(self.logs)} seeds: {self.both} both reached"]
+        if self.method_censored:
+            parts.append(f"{self.method_censored} only the reference (method censored)")
+        if self.reference_censored:
+            parts.append(f"{self.reference_censored} only the method (reference censored)")
+        if self.neither:
+            parts.append(f"{self.neither} neither (left out)")
+        return ", ".join(parts)
+
+
+def paired_times(
+    method_ttt: Mapping[int, Mapping[str, Any]], reference_ttt: Mapping[int, Mapping[str, Any]]
+) -> PairedTimes:
+    """Pair two methods' time_to_target dicts by seed (seed -> time_to_target)."""
+    out = PairedTimes([])
+    for seed in sorted(set(method_ttt) & set(reference_ttt)):
+        m, r = method_ttt[seed], reference_ttt[seed]
+        tm, tr = _time(m), _time(r)
+        if not m.get("reached") and not r.get("reached"):
+            out.neither += 1
+            continue
+        if not tm or not tr or tm <= 0 or tr <= 0:
+            continue
+        out.logs.append(math.log(tr / tm))
+        if m.get("reached") and r.get("reached"):
+            out.both += 1
+        elif r.get("reached"):
+            out.method_censored += 1
+        else:
+            out.reference_censored += 1
+    return out
 
 
 @dataclass
@@ -161,17 +384,19 @@ class SpeedupRow:
     target: str
     reached: int
     trials: int
-    seconds: Interval | None
+    seconds: Interval | None  # over the seeds that reached it
     steps: Interval | None
-    speedup: Interval | None
+    speedup: Interval | None  # geometric mean over seeds, censoring as above
+    budget: float | None = None
+    pairs: PairedTimes | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def speedups(records: list[Mapping[str, Any]], reference: str) -> list[SpeedupRow]:
+def speedups(records: Sequence[Mapping[str, Any]], reference: str) -> list[SpeedupRow]:
     """One row per (method, task, model) with a time_to_target; speed-up = reference time /
-    method time, paired by seed, over the seeds where both reached the target."""
+    method time, paired by seed (geometric mean, t-interval over the log ratios)."""
     groups: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
     for r in records:
         if r.get("status") == "ok" and r.get("time_to_target"):
@@ -179,16 +404,8 @@ def speedups(records: list[Mapping[str, Any]], reference: str) -> list[SpeedupRo
     rows = []
     for (method, task, model), group in sorted(groups.items()):
         hit = [r for r in group if r["time_to_target"]["reached"]]
-        ref = {
-            r["seed"]: r["time_to_target"]
-            for r in groups.get((reference, task, model), [])
-            if r["time_to_target"]["reached"]
-        }
-        ratios = [
-            ref[r["seed"]]["seconds"] / r["time_to_target"]["seconds"]
-            for r in hit
-            if r["seed"] in ref and r["time_to_target"]["seconds"] > 0
-        ]
+        ref = {r["seed"]: r["time_to_target"] for r in groups.get((reference, task, model), [])}
+        pairs = paired_times({r["seed"]: r["time_to_target"] for r in group}, ref)
         rows.append(
             SpeedupRow(
                 method=method,
@@ -199,7 +416,9 @@ def speedups(records: list[Mapping[str, Any]], reference: str) -> list[SpeedupRo
                 trials=len(group),
                 seconds=mean_interval([r["time_to_target"]["seconds"] for r in hit]),
                 steps=mean_interval([r["time_to_target"]["steps"] for r in hit]),
-                speedup=mean_interval(ratios),
+                speedup=geometric_interval(pairs.logs),
+                budget=group[0]["time_to_target"].get("budget"),
+                pairs=pairs,
             )
         )
     return rows

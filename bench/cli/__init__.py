@@ -18,7 +18,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from bench.cli.errors import DEFAULT_RUNS, UsageError  # noqa: E402 (after the environment)
 
-SUBCOMMANDS = ("run", "show", "report", "compare", "history", "catalog", "perf")
+SUBCOMMANDS = ("run", "show", "report", "compare", "history", "catalog", "perf", "calibrate")
 
 __all__ = ["DEFAULT_RUNS", "SUBCOMMANDS", "UsageError", "build_parser", "main"]
 

@@ -1,6 +1,11 @@
-"""A suite's whole run: tuning on dev (when asked), the final trials, then time-to-target.
+"""A suite's whole run: tuning on dev (when asked), target setting (when a target names
+seeds), the final trials, then time-to-target.
 
-The sweep (sweep.py) runs a list of trial specs; this runs the phases around it.
+The sweep (sweep.py) runs a list of trial specs; this runs the phases around it. The
+target-setting stage trains the target's method on the target's own seeds (phase
+``target``, never scored on test, never in the tables) and fixes each task's target and
+budget before any final trial runs (bench/analysis/targets.py); ``targets.json`` in the
+run directory holds them, to be committed with a suite as fixed ``value``s.
 """
 
 from __future__ import annotations
@@ -11,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from bench import store
-from bench.analysis.selection import choose
-from bench.analysis.targets import annotate
+from bench.analysis.targets import annotate, set_targets, target_specs
 from bench.orchestrate.sweep import run_sweep
-from bench.orchestrate.tuning import TuningPlan, final_specs, tuning_specs
+from bench.orchestrate.tuning import TuningPlan, final_specs, run_tuning
 
 
 def run_plan(
@@ -25,37 +29,34 @@ def run_plan(
     targets: Mapping[str, Any] | None = None,
     **sweep_kwargs: Any,
 ) -> list[Any]:
-    """Tune (when asked), run the final trials, then set every final trial's time-to-target.
+    """Tune (when asked), set targets (when a target names seeds), run the final trials,
+    then set every final trial's time-to-target.
 
     Returns the Sweep of each phase. Writes ``tuning.json`` (every point tried and the
-    choice) into the run directory.
+    choice) and ``targets.json`` (the targets and budgets the stage fixed) into the run
+    directory.
     """
     run_dir = Path(run_dir)
     sweeps = []
     final = list(specs)
     if tuning is not None and tuning.spaces:
-        tune = tuning_specs(specs, tuning)
-        sweeps.append(run_sweep(tune, run_dir, **sweep_kwargs))
-        tune_ids = {s.trial_id for s in tune}
-        records = [r for r in store.read_trials(run_dir) if r["trial_id"] in tune_ids]
-        choices = choose(records, tuning.metric)
-        (run_dir / "tuning.json").write_text(
-            json.dumps(
-                {
-                    "budget": tuning.trials,
-                    "seeds": tuning.seeds,
-                    "metric": tuning.metric,
-                    "spaces": tuning.spaces,
-                    "choices": [c.to_dict() for c in choices],
-                },
-                indent=1,
-            )
+        choices, tune_sweeps = run_tuning(
+            specs, tuning, run_dir, lambda batch: run_sweep(batch, run_dir, **sweep_kwargs)
         )
+        sweeps += tune_sweeps
         final = final_specs(specs, choices)
+    resolved = None
+    stage = target_specs(final, targets) if targets else []
+    if stage:
+        sweeps.append(run_sweep(stage, run_dir, **sweep_kwargs))
+        stage_ids = {s.trial_id for s in stage}
+        records = [r for r in store.read_trials(run_dir) if r["trial_id"] in stage_ids]
+        resolved = set_targets(records, targets)
+        (run_dir / "targets.json").write_text(json.dumps(resolved, indent=1))
     sweeps.append(run_sweep(final, run_dir, **sweep_kwargs))
     if targets:
         final_ids = {s.trial_id for s in final}
         records = [r for r in store.read_trials(run_dir) if r["trial_id"] in final_ids]
-        for record in annotate(records, targets):
+        for record in annotate(records, targets, resolved):
             store.write_trial(run_dir, record)
     return sweeps

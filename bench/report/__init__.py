@@ -11,8 +11,9 @@ from pathlib import Path
 
 from bench import store
 from bench.analysis.claims import doc_outcomes, evaluate_claims, score_difference
+from bench.analysis.stats import split_settings
+from bench.format import fmt_memory, fmt_relative, fmt_seconds, method_order, tex_escape
 from bench.report.claims import claims_plot, render_claims
-from bench.report.format import fmt_memory, fmt_relative, fmt_seconds, method_order, tex_escape
 from bench.report.history import find_runs, write_history
 from bench.report.plots import run_plots
 from bench.report.tables import (
@@ -29,7 +30,8 @@ from bench.report.tables import (
     summary_table,
     task_family,
 )
-from bench.report.targets import time_to_target_table, tuning_table
+from bench.report.targets import time_to_target_table
+from bench.report.tuning import tuning_table
 
 FRAME_COLUMNS = store.FRAME_COLUMNS
 trial_frame = store.records_frame
@@ -69,7 +71,8 @@ def write_report(run_dir: Path, out_dir: Path | None = None) -> list[Path]:
     records = store.read_trials(run_dir)
     if not records:
         raise ValueError(f"{run_dir} holds no trial files")
-    records = [r for r in records if (r.get("config") or {}).get("phase", "final") != "tune"]
+    records = [r for r in records if (r.get("config") or {}).get("phase", "final") == "final"]
+    records, setting_warnings = split_settings(records)  # never average two settings
     out_dir = Path(out_dir) if out_dir else run_dir / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
     frame = store.records_frame(records, run=run_dir.name)
@@ -85,7 +88,7 @@ def write_report(run_dir: Path, out_dir: Path | None = None) -> list[Path]:
         BASELINE,
     )
     texts = [
-        ("table.md", render_markdown(tables)),
+        ("table.md", render_markdown(tables, setting_warnings)),
         ("table.tex", render_latex(tables)),
         ("table.csv", render_csv(tables)),
         ("time_to_target.md", time_to_target_table(records, reference)),
@@ -94,7 +97,7 @@ def write_report(run_dir: Path, out_dir: Path | None = None) -> list[Path]:
     claims = None
     if "hizfo" in {r["method"] for r in records}:
         claims = evaluate_claims(records, outcomes, method="hizfo", reference=BASELINE)
-        texts.append(("claims.md", render_claims(claims, records)))
+        texts.append(("claims.md", render_claims(claims, records, setting_warnings)))
     written = []
     for name, text in texts:
         if text is None:

@@ -1,9 +1,12 @@
 """Reports from trial files: the paper's main table (Markdown, LaTeX, CSV) and the plots.
 
 The main table has one block per model: rows are methods, columns are tasks grouped by
-family, each cell the score's mean ± std over seeds (best per column in bold); beside
-them the mean train time per trial, the time relative to fo-adamw and the peak memory.
-Failed trials are counted in the cell they belong to and listed under the table.
+family, each cell the score's mean ± the half-width of its 95% t-interval over the seeds
+that finished (best per column in bold; the caption says how many seeds); beside them the
+mean train time per trial, the time relative to fo-adamw and the peak memory. Failed
+trials are counted in the cell they belong to and listed under the table. Only final
+trials appear (tuning and target-setting trials are left out); trials of one method that
+ran with different settings arrive here as different rows (stats.split_settings).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from bench.analysis.stats import mean_interval
-from bench.report.format import (
+from bench.format import (
     MEMORY_NOTE,
     fmt_memory,
     fmt_mib,
@@ -36,10 +39,12 @@ def summary_table(frame: pd.DataFrame) -> str:
     """Markdown table, one row per (method, task): score, train seconds, peak memory, and,
     when the run has targets, the train-clock seconds to the dev target.
 
-    Failed trials appear as "failed" (never silently dropped); seeds are averaged.
+    Failed trials appear as "failed" (never silently dropped); seeds are averaged, and
+    "seeds" counts the ones that finished. Two trials of one seed in a row (the same
+    method run with different settings) are flagged, not averaged silently.
     """
-    if "phase" in frame:  # tuning trials are summarised in tuning.md, not here
-        frame = frame[frame["phase"] != "tune"]
+    if "phase" in frame:  # tuning and target-setting trials are not final results
+        frame = frame[frame["phase"].fillna("final") == "final"]
     if frame.empty:
         return "(no trials)"
     with_target = "target_reached" in frame and frame["target_reached"].notna().any()
@@ -57,6 +62,8 @@ def summary_table(frame: pd.DataFrame) -> str:
         ok = g[g["status"] == "ok"]
         n_failed = len(g) - len(ok)
         status = "ok" if n_failed == 0 else f"{n_failed} failed"
+        if g["seed"].duplicated().any():
+            status += "; several settings per seed (see report)"
         if ok.empty:
             score = train = mem = "-"
         else:
@@ -65,7 +72,7 @@ def summary_table(frame: pd.DataFrame) -> str:
                 score += f" ± {ok['score'].std():.3f}"
             train = f"{ok['train_seconds'].mean():.1f}"
             mem = fmt_mib(ok["peak_memory_bytes"].mean(), sep=",")
-        cells = [method, task, model, str(len(g)), score, train, mem]
+        cells = [method, task, model, str(len(ok)), score, train, mem]
         if with_target:
             cells.append(_to_target_cell(ok))
         lines.append("| " + " | ".join([*cells, status]) + " |")
@@ -139,6 +146,8 @@ def _mean(values: pd.Series) -> float | None:
 
 def main_tables(frame: pd.DataFrame) -> list[MainTable]:
     """One MainTable per model: the numbers behind table.md / .tex / .csv."""
+    if "phase" in frame:  # tuning and target-setting trials are not final results
+        frame = frame[frame["phase"].fillna("final") == "final"]
     tables = []
     for model, mframe in frame.groupby("model", sort=True):
         tasks = sorted(set(mframe["task"]))
@@ -206,19 +215,35 @@ def main_tables(frame: pd.DataFrame) -> list[MainTable]:
     return tables
 
 
+def _seed_counts(table: MainTable) -> str:
+    counts = sorted({c.n_ok for r in table.rows for c in r.cells.values() if c.n_ok})
+    if not counts:
+        return "no finished seeds"
+    n = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    return f"n = {n} finished seed{'s' if counts[-1] != 1 else ''} per cell"
+
+
 def _caption(table: MainTable) -> str:
     kinds = "; ".join(MEMORY_NOTE.get(k, k) for k in table.memory_kinds) or "not measured"
+    counts = _seed_counts(table)
+    one = all(c.n_ok <= 1 for r in table.rows for c in r.cells.values())
+    spread = (
+        "one seed: no interval, and no test against "
+        f"{BASELINE} (one trained model per method cannot measure seed variance)"
+        if one
+        else f"mean ± half-width of the 95% t-interval over seeds ({counts}); "
+        f"{NOT_SIGNIFICANT} = the difference from {BASELINE}, paired by seed and document "
+        "(t over seeds, seed and document variance), has a 95% interval containing 0"
+    )
     return (
-        f"{table.model}: score ×100, mean ± half-width of the 95% t-interval over seeds "
-        f"(best per task in bold; {NOT_SIGNIFICANT} = the paired bootstrap difference from "
-        f"{BASELINE} over test documents is not significant: its 95% interval contains 0). "
+        f"{table.model}: score ×100, {spread} (best per task in bold). "
         f"Train time: mean per trial; relative to {BASELINE} over the tasks both ran. "
         f"Memory: {kinds}."
     )
 
 
-def render_markdown(tables: list[MainTable]) -> str:
-    out = []
+def render_markdown(tables: list[MainTable], warnings: list[str] | None = None) -> str:
+    out = [f"Warning: {w}" for w in warnings or []]
     for table in tables:
         head = ["method"] + [f"{fam} / {task}" for fam, task in table.columns]
         if table.has_average:
@@ -384,10 +409,16 @@ def _to_target_cell(ok: pd.DataFrame) -> str:
 def mark_significance(
     tables: list[MainTable], comparisons: dict[tuple[str, str, str], Any]
 ) -> None:
-    """Set each cell's ``significant`` from (method, task, model) -> Comparison."""
+    """Set each cell's ``significant`` from (method, task, model) -> Comparison (from
+    bench/analysis/claims.score_difference); cells with one paired seed stay untested."""
     for table in tables:
         for row in table.rows:
             for task, cell in row.cells.items():
                 c = comparisons.get((row.method, task, table.model))
-                if c is not None and c.interval is not None and c.interval.lo is not None:
+                if (
+                    c is not None
+                    and c.interval is not None
+                    and c.interval.lo is not None
+                    and getattr(c, "seeds", 2) >= 2  # one seed: no test (see _caption)
+                ):
                     cell.significant = c.direction != 0
