@@ -5,28 +5,76 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench.cli.errors import UsageError
 
+if TYPE_CHECKING:
+    from bench.perf import PerfSettings
 
-def _cmd_perf(args: argparse.Namespace) -> int:
-    from bench import perf
+
+def _settings(args: argparse.Namespace) -> PerfSettings:
+    from bench import model_configs
+    from bench.perf import PerfSettings
 
     if args.repeats < 1 or args.warmup < 0:
         raise UsageError("--repeats must be >= 1 and --warmup >= 0")
-    settings = perf.PerfSettings(
+    if args.max_repeats is not None and args.max_repeats < args.repeats:
+        raise UsageError("--max-repeats must be >= --repeats")
+    if args.scale is not None and not 0 < args.scale <= 1:
+        raise UsageError("--scale must be in (0, 1]")
+    if args.scale is not None and args.model_config is None:
+        raise UsageError("--scale needs --model-config")
+    if args.model_config is not None:
+        try:
+            model_configs.resolve(args.model_config)
+        except model_configs.ModelConfigError as e:
+            raise UsageError(str(e)) from None
+    return PerfSettings(
         model=args.model,
+        model_config=args.model_config,
+        scale=args.scale,
         batch_size=args.batch_size,
         seq_len=args.seq_len,
         dtype=args.dtype,
         device=args.device,
         repeats=args.repeats,
+        max_repeats=args.max_repeats if args.max_repeats is not None else 4 * args.repeats,
         warmup=args.warmup,
         methods=tuple(m for m in args.methods.split(",") if m),
         naive=not args.no_naive,
-        large=args.large,
         threads=args.threads,
     )
+
+
+def _rng_probe(settings: PerfSettings) -> int:
+    import torch
+
+    from bench.perf.rng import render_probe, rng_vs_matmul
+    from bench.perf.workload import load_model
+
+    device = torch.device(settings.device or "cpu")
+    model = load_model(settings, device)
+    config = model.config
+    numel = sum(p.numel() for p in model.parameters())
+    hidden = config.hidden_size
+    intermediate = getattr(config, "intermediate_size", None) or config.ffn_dim
+    tokens = settings.batch_size * settings.seq_len
+    del model
+    threads = (settings.threads,) if settings.threads else (1, 2)
+    rows = rng_vs_matmul(
+        numel, tokens, hidden, intermediate, threads=threads, repeats=settings.repeats
+    )
+    print(render_probe(rows, numel, f"({tokens} x {hidden}) @ ({hidden} x {intermediate})"))
+    return 0
+
+
+def _cmd_perf(args: argparse.Namespace) -> int:
+    from bench import perf
+
+    settings = _settings(args)
+    if args.rng_probe:
+        return _rng_probe(settings)
     summary = perf.run_perf(settings, log=lambda s: print(s, file=sys.stderr))
     perf.write_outputs(
         summary,
@@ -44,22 +92,43 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "perf", help="step time and peak memory of each method against forward/inference"
     )
     pf.add_argument("--model", default="smollm2-135m", help="model source (default embedded)")
+    pf.add_argument(
+        "--model-config",
+        help="instead of --model: a random-init model of a paper shape, built on the device "
+        "(llama-1b, llama-7b, opt-1.3b, opt-13b, or a transformers config JSON)",
+    )
+    pf.add_argument(
+        "--scale",
+        type=float,
+        help="shrink --model-config's heads, MLP and layers by this factor "
+        "(default 1 on GPU, 0.05 on CPU)",
+    )
     pf.add_argument("--batch-size", type=int, default=8)
     pf.add_argument("--seq-len", type=int, default=64)
     pf.add_argument("--dtype", default="float32")
     pf.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    pf.add_argument("--repeats", type=int, default=5, help="timed calls per phase (median)")
-    pf.add_argument("--warmup", type=int, default=1, help="untimed calls before them")
+    pf.add_argument(
+        "--repeats", type=int, default=5, help="timed rounds at least (workloads interleaved)"
+    )
+    pf.add_argument(
+        "--max-repeats",
+        type=int,
+        help="rounds at most, added until each ratio's 95%% interval is within +-5%% "
+        "(default 4 x --repeats)",
+    )
+    pf.add_argument("--warmup", type=int, default=1, help="untimed rounds before them")
     pf.add_argument("--methods", default="mezo,fo-adamw,hizfo,lora", help="comma-separated")
     pf.add_argument("--no-naive", action="store_true", help="skip the naive MeZO reference")
-    pf.add_argument(
-        "--large",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="on GPU, also random-init 1B-class Llama shapes (default on)",
-    )
     pf.add_argument("--threads", type=int, help="torch intra-op threads")
+    pf.add_argument(
+        "--rng-probe",
+        action="store_true",
+        help="only measure the z fill against a matmul of the model's shape, at 1 and 2 "
+        "threads (or --threads), and the MeZO ratio they predict",
+    )
     pf.add_argument("--json", help="write the summary (perf.json) here")
     pf.add_argument("--out", help="write a run directory: trials/<id>.json and perf.json")
-    pf.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    pf.add_argument(
+        "--strict", action="store_true", help="exit 1 when a target is missed (not undecided)"
+    )
     pf.set_defaults(func=_cmd_perf)

@@ -5,12 +5,13 @@ benchmark's output, not in tests."""
 from __future__ import annotations
 
 import json
-import statistics
+import math
 
 import pytest
 import torch
 
 from bench import perf, store
+from bench.perf import ratios as perf_ratios
 from hizfo.zo import SPSA, SPSAConfig
 
 MEZO_ROWS = {"mezo", "mezo[keep_z]", "mezo[rademacher]", "mezo[keep_z+rademacher]"}
@@ -22,8 +23,9 @@ def test_perf_command_writes_ratios_and_contract_trials(tmp_path, capsys) -> Non
     from bench.cli import main
 
     run_dir, json_path = tmp_path / "run", tmp_path / "perf.json"
-    argv = ["perf", "--model", "tiny", "--repeats", "2", "--warmup", "0", "--threads", "1"]
-    argv += ["--methods", "mezo,fo-adamw,hizfo", "--out", str(run_dir), "--json", str(json_path)]
+    argv = ["perf", "--model", "tiny", "--repeats", "2", "--max-repeats", "2", "--warmup", "0"]
+    argv += ["--threads", "1", "--methods", "mezo,fo-adamw,hizfo"]
+    argv += ["--out", str(run_dir), "--json", str(json_path)]
     assert main(argv) == 0  # without --strict a missed target is not an error
     assert torch.get_num_threads() == 1  # --threads is undone afterwards
     printed = capsys.readouterr().out
@@ -47,31 +49,37 @@ def test_perf_command_writes_ratios_and_contract_trials(tmp_path, capsys) -> Non
     assert set(ratios) == expected
     assert all(v is not None and v > 0 for v in ratios.values()), ratios
 
-    # Targets: each MeZO row against 1.3 on CPU and 1.1 peak; each Hi-ZFO row against
-    # 0.75 x AdamW and 1.1 x its own floor; verdicts agree with the values.
+    # Targets, all ratios to a floor: each MeZO row against 1.3 on CPU and 1.1 peak; each
+    # Hi-ZFO row against 1.1 x its own floor (no target against AdamW's step). A verdict
+    # agrees with the value, or there is none and the line says why.
     targets = {t["ratio"]: t for t in summary["targets"]}
     assert set(targets) == {
         *(f"{r}_step_over_two_forwards" for r in MEZO_ROWS),
         *(f"{r}_peak_over_inference_peak" for r in MEZO_ROWS),
-        *(f"{r}_step_over_fo_step" for r in HIZFO_ROWS),
         *(f"{r}_step_over_own_floor" for r in HIZFO_ROWS),
     }
     assert targets["mezo[keep_z]_step_over_two_forwards"]["limit"] == 1.3
     assert targets["hizfo[one_sided]_step_over_own_floor"]["limit"] == 1.1
     for t in targets.values():
-        assert t["met"] == (t["value"] <= t["limit"])
-        verdict = "met" if t["met"] else "MISSED"
-        assert any(t["ratio"] in line and verdict in line for line in printed.splitlines())
+        if t["met"] is None:
+            assert t["verdict"].startswith("interval too wide"), t
+            assert t["high"] / t["value"] - 1 > 0.05
+        else:
+            assert t["met"] == (t["value"] <= t["limit"])
+        assert t["threads"] == 1
+        assert any(t["ratio"] in line and t["verdict"] in line for line in printed.splitlines())
 
     # The machine fingerprint is in the output and in perf.json.
     env = summary["environment"]
     assert env["machine_key"] and env["machine"]["cpu_count"] >= 1
     assert printed.splitlines()[0].startswith(f"machine {env['machine_key']}:")
 
-    # Ratios paired with floors are medians of per-repeat ratios, from the samples.
+    # Ratios paired with floors are geometric means of per-round ratios, from the samples,
+    # with a t-interval on the log ratios.
     hizfo = summary["models"][0]["methods"]["hizfo"]
     floors = hizfo["floors"]
     assert set(floors) == {"forward", "partial_backward"}
+    assert len(hizfo["seconds"]) == len(floors["forward"]["seconds"]) == 2  # 2 rounds each
     own = [
         s / (b + (hizfo["passes_per_step"]["forward"] - 1) * f)
         for s, b, f in zip(
@@ -81,7 +89,10 @@ def test_perf_command_writes_ratios_and_contract_trials(tmp_path, capsys) -> Non
             strict=True,
         )
     ]
-    assert ratios["hizfo_step_over_own_floor"] == pytest.approx(statistics.median(own))
+    assert ratios["hizfo_step_over_own_floor"] == pytest.approx(math.sqrt(own[0] * own[1]))
+    interval = summary["intervals"]["hizfo_step_over_own_floor"]
+    assert interval["low"] < ratios["hizfo_step_over_own_floor"] < interval["high"]
+    assert interval["n"] == 2 and interval["threads"] == 1
     assert 0 < hizfo["step_extras"]["backward_depth"] < 1  # rho 0.5: a partial backward
 
     records = load_records(run_dir)  # what `hizfo-bench compare` reads
@@ -107,15 +118,63 @@ def test_perf_command_writes_ratios_and_contract_trials(tmp_path, capsys) -> Non
 def test_strict_exits_1_on_a_missed_target(monkeypatch) -> None:
     from bench.cli import main
 
-    # A limit no step can meet, and one every step meets: strict fails on the first only.
-    impossible = perf.MethodRatio("mezo", "mezo", "step_over_two_forwards", (("any", 1e-9),))
-    easy = perf.MethodRatio("mezo", "mezo", "step_over_two_forwards", (("any", 1e9),))
+    # A limit no peak can meet, and one every peak meets: strict fails on the first only.
+    # (A memory ratio has no rounds, so it gets a verdict after one step.)
+    impossible = perf.MethodRatio("mezo", "mezo", "peak_over_inference_peak", (("any", 1e-9),))
+    easy = perf.MethodRatio("mezo", "mezo", "peak_over_inference_peak", (("any", 1e9),))
     argv = ["perf", "--model", "tiny", "--repeats", "1", "--warmup", "0", "--threads", "1"]
     argv += ["--methods", "mezo", "--no-naive", "--strict"]
-    monkeypatch.setattr(perf, "METHOD_RATIOS", (impossible,))
+    monkeypatch.setattr(perf_ratios, "METHOD_RATIOS", (impossible,))
     assert main(argv) == 1
-    monkeypatch.setattr(perf, "METHOD_RATIOS", (easy,))
+    monkeypatch.setattr(perf_ratios, "METHOD_RATIOS", (easy,))
     assert main(argv) == 0
+
+
+def test_a_target_only_on_a_ratio_to_a_floor() -> None:
+    with pytest.raises(ValueError, match="not a ratio to a floor"):
+        perf.MethodRatio("hizfo", "hizfo", "step_over_fo_step", (("any", 0.75),))
+    kinds = {r.kind for r in perf.METHOD_RATIOS if r.targets}
+    assert kinds <= set(perf_ratios.FLOOR_KINDS)
+
+
+def test_a_wide_interval_gets_no_verdict() -> None:
+    from bench.perf.timing import ratio_interval
+
+    # Ratios 1.0 and 1.2: geometric mean sqrt(1.2); log half-width t(0.975, 1) x sd / sqrt(2)
+    # = 12.706 x ln(1.2) / 2 = 1.158, so the interval is value x exp(-+1.158): +218%.
+    wide = ratio_interval([1.0, 1.2], [1.0, 1.0])
+    assert wide["value"] == pytest.approx(math.sqrt(1.2))
+    assert wide["half_width"] == pytest.approx(math.exp(12.706 * math.log(1.2) / 2) - 1, rel=1e-4)
+    assert perf_ratios.verdict(wide["value"], wide, 2.0) == (None, "interval too wide (+-218%)")
+    # Twenty rounds alternating 1.00 / 1.02: narrow, so a verdict either way.
+    steps = [1.0, 1.02] * 10
+    tight = ratio_interval(steps, [1.0] * 20)
+    assert tight["half_width"] < 0.05 and tight["low"] < tight["value"] < tight["high"]
+    assert perf_ratios.verdict(tight["value"], tight, 1.0) == (False, "MISSED")
+    assert perf_ratios.verdict(tight["value"], tight, 1.1) == (True, "met")
+    assert perf_ratios.verdict(None, {}, 1.1) == (None, "not measured")
+
+
+def test_workloads_are_timed_in_rounds_until_the_interval_is_narrow() -> None:
+    from bench.perf.timing import interleaved, pairs_narrow
+
+    calls: list[str] = []
+    workloads = {"a": lambda i: calls.append(f"a{i}"), "b": lambda i: calls.append(f"b{i}")}
+    cpu = torch.device("cpu")
+    seconds = interleaved(workloads, cpu, warmup=1, repeats=3, max_repeats=3)
+    assert calls == ["a0", "b0", "a1", "b1", "a2", "b2", "a3", "b3"]  # A B A B ...
+    assert [len(v) for v in seconds.values()] == [3, 3]
+    # A test that never passes runs max_repeats rounds; one that always passes, repeats.
+    never = interleaved(
+        workloads, cpu, warmup=0, repeats=2, max_repeats=6, converged=lambda s: False
+    )
+    assert len(never["a"]) == 6
+    always = interleaved(
+        workloads, cpu, warmup=0, repeats=2, max_repeats=6, converged=lambda s: True
+    )
+    assert len(always["a"]) == 2
+    assert not pairs_narrow([("a", "b", 1.0)])({"a": [1.0, 2.0], "b": [1.0, 1.0]})
+    assert pairs_narrow([("a", "b", 2.0)])({"a": [2.0, 2.0], "b": [1.0, 1.0]})
 
 
 def test_ratio_keys_come_from_the_labels() -> None:
@@ -126,8 +185,8 @@ def test_ratio_keys_come_from_the_labels() -> None:
     assert default.key("mezo[keep_z]") == "mezo[keep_z]_step_over_mezo_step"
     # A method nobody defined ratios for gets rows but no ratios; a failed row gets None.
     refs = {
-        "forward": {"median_seconds": 1.0, "peak_bytes": 100},
-        "forward_backward": {"median_seconds": 3.0, "peak_bytes": 300},
+        "forward": {"median_seconds": 1.0, "peak_bytes": 100, "seconds": [1.0]},
+        "forward_backward": {"median_seconds": 3.0, "peak_bytes": 300, "seconds": [3.0]},
     }
     methods = {
         "mezo": {
@@ -142,12 +201,12 @@ def test_ratio_keys_come_from_the_labels() -> None:
         "mezo[x]": {"status": "failed", "method": "mezo"},
         "other": {"status": "ok", "method": "other", "median_seconds": 1.0, "seconds": [1.0]},
     }
-    ratios, definitions = perf.compute_ratios(refs, methods)
+    ratios, intervals, definitions = perf.compute_ratios(refs, methods)
     assert ratios["mezo_step_over_two_forwards"] == pytest.approx(1.0)  # paired: 2.6 / 2.6
     assert ratios["mezo[x]_step_over_two_forwards"] is None
     assert ratios["mezo_peak_over_inference_peak"] == pytest.approx(0.9)
     assert not any(k.startswith("other") for k in ratios)
-    rows = perf.check_targets(ratios, definitions, torch.device("cpu"))
+    rows = perf.check_targets(ratios, intervals, definitions, torch.device("cpu"))
     by_key = {r["ratio"]: r for r in rows if r["ratio"].startswith("mezo[x]")}
     assert by_key["mezo[x]_step_over_two_forwards"]["met"] is None  # not measured
 

@@ -7,7 +7,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from baselines.mezo import MeZO, MeZOConfig
 from bench.method import TrainContext
-from bench.perf import PerfSettings, method_variants
+from bench.perf import PerfSettings
+from bench.perf.methods import method_variants
 
 
 def _model() -> LlamaForCausalLM:

@@ -1,0 +1,256 @@
+"""Ratios of the perf rows, their 95% intervals, and the targets (each a ratio to a floor).
+
+A ZO step cannot beat the two forward passes it evaluates and ZO memory cannot beat
+inference memory; Hi-ZFO's step cannot beat its own passes (a forward + backward down to
+its deepest FO tensor, plus one no-grad forward for every other forward). Targets are
+only set on such ratios to a floor, timed beside the step (interleaved, timing.py):
+"Hi-ZFO step / AdamW step" is printed but has no target, since a two-sided Hi-ZFO step
+cannot be cheaper than about (2 + 2 rho) / 3 of an AdamW step (docs/performance.md).
+
+Ratio definitions name the registered method whose rows they apply to; the reference
+row of "step_over_fo_step" is whichever default row's class declares
+``is_reference = True`` (bench.method.MethodTraits), not a name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from bench.perf.timing import narrow, ratio_interval
+
+# Denominators a method row can be paired with, measured on the method's own model and
+# interleaved with its steps (methods.measure_method): "forward" (no-grad forward of the
+# batch) and "partial_backward" (forward + backward with only the tensors the method
+# left requiring grad: for Hi-ZFO, down to the deepest FO tensor).
+FLOOR_PHASES = ("forward", "partial_backward")
+
+
+@dataclass(frozen=True)
+class MethodRatio:
+    """One ratio computed for every perf row of one method.
+
+    Attributes:
+        method: registered method name whose rows (default and variants) get the ratio.
+        prefix: how the method is spelled in the key ("fo" for fo-adamw); a variant's
+            suffix goes after it in brackets.
+        kind: what is divided by what, one of RATIO_KINDS (see ratio_value).
+        targets: (device, limit) pairs: "cpu", "cuda" or "any"; met when value <= limit
+            and the 95% interval is within +-5%. Only kinds paired with a floor (or the
+            inference peak) take targets.
+        variants_only: only rows other than the default (kind "step_over_default").
+    """
+
+    method: str
+    prefix: str
+    kind: str
+    targets: tuple[tuple[str, float], ...] = ()
+    variants_only: bool = False
+
+    def __post_init__(self) -> None:
+        if self.targets and self.kind not in FLOOR_KINDS:
+            raise ValueError(f"{self.kind} is not a ratio to a floor: it takes no target")
+
+    def key(self, label: str) -> str:
+        """The ratio's key for the row labelled `label` ("mezo[keep_z]", "hizfo")."""
+        suffix = label[len(self.method) :]  # "" or "[variant]"
+        kind = f"step_over_{self.prefix}_step" if self.kind == "step_over_default" else self.kind
+        return f"{self.prefix}{suffix}_{kind}"
+
+    @property
+    def floors(self) -> tuple[str, ...]:
+        """The FLOOR_PHASES this ratio needs measured beside the method's steps."""
+        return RATIO_KINDS[self.kind]
+
+
+# kind -> the floor phases it is paired with (numerator / denominator in ratio_value).
+RATIO_KINDS: dict[str, tuple[str, ...]] = {
+    "step_over_two_forwards": ("forward",),  # step / 2 x forward
+    "step_over_forward": ("forward",),  # step / forward
+    "step_over_own_floor": FLOOR_PHASES,  # step / (partial fwd+bwd + other forwards)
+    "peak_over_inference_peak": (),  # peak / the no-grad forward's peak
+    "step_over_naive_mezo_step": (),  # step / the naive MeZO reference (no target)
+    "step_over_fo_step": (),  # step / the reference method's default step (no target)
+    "step_over_default": (),  # a variant's step / the method's default step (no target)
+}
+# Kinds that are ratios to a floor: the only ones a target may be set on.
+FLOOR_KINDS = ("step_over_two_forwards", "step_over_own_floor", "peak_over_inference_peak")
+
+METHOD_RATIOS: tuple[MethodRatio, ...] = (
+    MethodRatio("mezo", "mezo", "step_over_two_forwards", (("cpu", 1.3), ("cuda", 1.1))),
+    MethodRatio("mezo", "mezo", "peak_over_inference_peak", (("cpu", 1.1), ("cuda", 1.05))),
+    MethodRatio("mezo", "mezo", "step_over_naive_mezo_step"),
+    MethodRatio("mezo", "mezo", "step_over_default", variants_only=True),
+    MethodRatio("fo-adamw", "fo", "step_over_forward"),
+    MethodRatio("fo-adamw", "fo", "peak_over_inference_peak"),
+    MethodRatio("hizfo", "hizfo", "step_over_fo_step"),
+    MethodRatio("hizfo", "hizfo", "step_over_own_floor", (("any", 1.1),)),
+    MethodRatio("hizfo", "hizfo", "step_over_default", variants_only=True),
+)
+
+# Ratios of the references alone (references.measure_references' workloads), each
+# (numerator, denominator, factor): paired per round like a method's floors.
+REFERENCE_PAIRS: dict[str, tuple[str, str, float]] = {
+    "naive_mezo_step_over_two_forwards": ("naive_mezo", "forward", 2.0),
+    "forward_backward_over_forward": ("forward_backward", "forward", 1.0),
+}
+REFERENCE_RATIOS = tuple(REFERENCE_PAIRS)
+
+
+def floors_needed(name: str) -> tuple[str, ...]:
+    """The FLOOR_PHASES the ratios of method `name` need (METHOD_RATIOS)."""
+    needed = {f for r in METHOD_RATIOS if r.method == name for f in r.floors}
+    return tuple(f for f in FLOOR_PHASES if f in needed)
+
+
+def paired_samples(kind: str, result: dict[str, Any]) -> tuple[list[float], list[float]] | None:
+    """(step seconds, floor seconds) per round for a kind paired with floors; None when
+    the kind is not paired or its floors were not timed."""
+    floors = result.get("floors") or {}
+    steps = result.get("seconds") or []
+    if kind in ("step_over_two_forwards", "step_over_forward") and "forward" in floors:
+        n = 2 if kind == "step_over_two_forwards" else 1
+        return steps, [n * t for t in floors["forward"]["seconds"]]
+    if kind == "step_over_own_floor" and all(f in floors for f in FLOOR_PHASES):
+        # The passes the step runs: one forward with its (partial) backward when it has
+        # a backward, every other forward at no-grad cost.
+        forwards = result["passes_per_step"]["forward"]
+        has_backward = result["passes_per_step"]["backward"] > 0
+        pb, fw = floors["partial_backward"]["seconds"], floors["forward"]["seconds"]
+        own = [
+            (b + (forwards - 1) * f) if has_backward else forwards * f
+            for b, f in zip(pb, fw, strict=True)
+        ]
+        return steps, own
+    return None
+
+
+def _div(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def _ok(result: dict[str, Any] | None) -> bool:
+    return bool(result) and result.get("status") == "ok"
+
+
+def _unpaired(value: float | None) -> dict[str, Any]:
+    return {"value": value, "low": None, "high": None, "half_width": None, "n": None}
+
+
+def reference_row(methods: dict[str, Any]) -> dict[str, Any] | None:
+    """The default row (label == method) of the method that declares is_reference."""
+    for label, result in methods.items():
+        if result.get("is_reference") and label == result.get("method"):
+            return result
+    return None
+
+
+def ratio_value(
+    ratio: MethodRatio,
+    result: dict[str, Any],
+    default: dict[str, Any] | None,
+    refs: dict[str, Any],
+    methods: dict[str, Any],
+) -> dict[str, Any]:
+    """One ratio of one method row, as {value, low, high, half_width, n}: paired kinds
+    carry the 95% interval over rounds; value None when a part was not measured."""
+    if not _ok(result):
+        return _unpaired(None)
+    kind, step = ratio.kind, result["median_seconds"]
+    paired = paired_samples(kind, result)
+    if paired is not None:
+        return ratio_interval(*paired)
+    if kind in ("step_over_two_forwards", "step_over_forward"):
+        n = 2 if kind == "step_over_two_forwards" else 1
+        return _unpaired(_div(step, n * refs["forward"]["median_seconds"]))
+    if kind == "step_over_own_floor":
+        return _unpaired(None)
+    if kind == "peak_over_inference_peak":
+        return _unpaired(_div(result["peak_bytes"], refs["forward"]["peak_bytes"]))
+    if kind == "step_over_naive_mezo_step":
+        return _unpaired(_div(step, refs.get("naive_mezo", {}).get("median_seconds")))
+    if kind == "step_over_fo_step":
+        fo = reference_row(methods)
+        return _unpaired(_div(step, fo["median_seconds"]) if _ok(fo) else None)
+    if kind == "step_over_default":
+        ok = default is not None and _ok(default)
+        return _unpaired(_div(step, default["median_seconds"]) if ok else None)
+    raise ValueError(f"unknown ratio kind {kind!r}")
+
+
+def compute_ratios(
+    refs: dict[str, Any], methods: dict[str, Any]
+) -> tuple[dict[str, float | None], dict[str, dict[str, Any]], dict[str, MethodRatio]]:
+    """Every ratio of the references and of each method row, keyed by the row's label.
+
+    Returns (ratios, intervals, definitions): the value of each key; its interval dict
+    (ratio_value; low/high None for unpaired ratios) with the thread count it was
+    measured at; and the definition each method ratio key came from (for its targets).
+    """
+    intervals: dict[str, dict[str, Any]] = {}
+    for key, (a, b, factor) in REFERENCE_PAIRS.items():
+        if a in refs and b in refs:
+            found = ratio_interval(refs[a]["seconds"], [factor * t for t in refs[b]["seconds"]])
+            intervals[key] = {**found, "threads": refs[a].get("threads")}
+        else:
+            intervals[key] = {**_unpaired(None), "threads": None}
+    definitions: dict[str, MethodRatio] = {}
+    for ratio in METHOD_RATIOS:
+        for label, result in methods.items():
+            if result.get("method") != ratio.method:
+                continue
+            if ratio.variants_only and label == ratio.method:
+                continue
+            key = ratio.key(label)
+            definitions[key] = ratio
+            found = ratio_value(ratio, result, methods.get(ratio.method), refs, methods)
+            intervals[key] = {**found, "threads": result.get("threads")}
+    ratios = {key: i["value"] for key, i in intervals.items()}
+    return ratios, intervals, definitions
+
+
+def verdict(value: float | None, interval: dict[str, Any], limit: float) -> tuple[Any, str]:
+    """(met, words): met True/False, or None with the reason when there is no verdict
+    (not measured, one round only, or an interval wider than +-5%)."""
+    if value is None:
+        return None, "not measured"
+    if interval.get("n") is None:  # unpaired (memory): the value stands alone
+        return value <= limit, "met" if value <= limit else "MISSED"
+    if interval.get("half_width") is None:
+        return None, "no interval (one round)"
+    if not narrow(interval):
+        return None, f"interval too wide (+-{100 * interval['half_width']:.0f}%)"
+    return value <= limit, "met" if value <= limit else "MISSED"
+
+
+def check_targets(
+    ratios: dict[str, float | None],
+    intervals: dict[str, dict[str, Any]],
+    definitions: dict[str, MethodRatio],
+    device: torch.device,
+) -> list[dict[str, Any]]:
+    """One row per ratio with a target on this device: {ratio, limit, device, value,
+    low, high, met, verdict}; met is None when there is no verdict (verdict says why)."""
+    rows = []
+    for key, ratio in definitions.items():
+        for where, limit in ratio.targets:
+            if where not in ("any", device.type):
+                continue
+            value, interval = ratios.get(key), intervals.get(key, {})
+            met, words = verdict(value, interval, limit)
+            rows.append(
+                {
+                    "ratio": key,
+                    "limit": limit,
+                    "device": where,
+                    "value": value,
+                    "low": interval.get("low"),
+                    "high": interval.get("high"),
+                    "threads": interval.get("threads"),
+                    "met": met,
+                    "verdict": words,
+                }
+            )
+    return rows
