@@ -100,3 +100,119 @@ def reference_method(labels: Iterable[str]) -> str | None:
         if split_variant(label)[1] is None and traits_of(label).is_reference
     )
     return found[0] if found else None
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldDoc:
+    """One config field as `hizfo-bench methods NAME` shows it."""
+
+    name: str
+    type: str
+    default: str
+    doc: str
+
+
+def config_fields(config_class: type) -> list[FieldDoc]:
+    """The fields of a config dataclass with their types, defaults and one-line docs.
+
+    The doc of a field is, first found: ``field(metadata={"doc": ...})``; its entry in
+    the class docstring's ``Attributes:`` section (Google style, as the method configs
+    write it); the comment on its line; the comment lines right above it. The first
+    sentence is kept.
+    """
+    import typing
+
+    hints = typing.get_type_hints(config_class)
+    documented = {**_comment_docs(config_class), **_docstring_docs(config_class.__doc__ or "")}
+    out = []
+    for f in dataclasses.fields(config_class):
+        if not f.init:
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = repr(f.default)
+        elif f.default_factory is not dataclasses.MISSING:
+            default = repr(f.default_factory())
+        else:
+            default = "(required)"
+        doc = f.metadata.get("doc") or documented.get(f.name, "")
+        out.append(FieldDoc(f.name, _type_name(hints.get(f.name, f.type)), default, _first(doc)))
+    return out
+
+
+def _type_name(annotation: object) -> str:
+    if isinstance(annotation, type):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
+
+
+def _first(text: str) -> str:
+    """The first sentence of `text`, on one line."""
+    text = " ".join(text.split())
+    for i, ch in enumerate(text):
+        if ch in ".;" and (i + 1 == len(text) or text[i + 1] == " "):
+            return text[: i + 1] if ch == "." else text[:i]
+    return text
+
+
+def _docstring_docs(doc: str) -> dict[str, str]:
+    """{field: text} from a Google-style ``Attributes:`` section."""
+    import inspect
+    import re
+
+    lines = inspect.cleandoc(doc).splitlines()
+    out: dict[str, str] = {}
+    inside, indent, current = False, None, None
+    for line in lines:
+        if line.strip() in ("Attributes:", "Args:", "Fields:"):
+            inside, indent, current = True, None, None
+            continue
+        if not inside:
+            continue
+        if line and not line[0].isspace():  # the next section
+            inside = False
+            continue
+        width = len(line) - len(line.lstrip())
+        match = re.match(r"\s*([A-Za-z_]\w*)(?:\s*\([^)]*\))?:\s*(.*)$", line)
+        if match and (indent is None or width == indent):
+            indent, current = width, match.group(1)
+            out[current] = match.group(2)
+        elif current and line.strip():
+            out[current] += " " + line.strip()
+    return out
+
+
+def _comment_docs(config_class: type) -> dict[str, str]:
+    """{field: comment} from the class source: the comment on a field's line, else the
+    comment lines right above it."""
+    import ast
+    import inspect
+    import io
+    import textwrap
+    import tokenize
+
+    try:
+        source = textwrap.dedent(inspect.getsource(config_class))
+    except (OSError, TypeError):
+        return {}
+    comments: dict[int, str] = {}
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.COMMENT:
+            comments[tok.start[0]] = tok.string.lstrip("#").strip()
+    lines = source.splitlines()
+    out = {}
+    body = ast.parse(source).body[0]
+    for node in getattr(body, "body", []):
+        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
+            continue
+        end = node.end_lineno or node.lineno
+        trailing = [comments[n] for n in range(node.lineno, end + 1) if n in comments]
+        if trailing:
+            out[node.target.id] = " ".join(trailing)
+            continue
+        above, n = [], node.lineno - 1
+        while n >= 1 and n in comments and lines[n - 1].lstrip().startswith("#"):
+            above.insert(0, comments[n])
+            n -= 1
+        if above:
+            out[node.target.id] = " ".join(above)
+    return out

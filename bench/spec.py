@@ -70,6 +70,9 @@ class TrialSpec:
     phase: str = "final"
     # The searched settings this trial tries (tuning) or was chosen with (final); {} if none.
     tuning_point: dict[str, Any] = field(default_factory=dict)
+    # A task built from the suite (bench/tasks/registry.py): its type and resolved config,
+    # e.g. {"type": "jsonl", "train": "/abs/a.jsonl", ...}; {} for a registered task.
+    task_config: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -88,6 +91,8 @@ class TrialSpec:
             del d["phase"]
         if not self.tuning_point:
             del d["tuning_point"]
+        if not self.task_config:
+            del d["task_config"]
         return d
 
     @classmethod
@@ -104,6 +109,7 @@ class TrialSpec:
             measure=build(SharpnessConfig, d.get("measure"), "measure"),
             phase=str(d.get("phase", "final")),
             tuning_point=dict(d.get("tuning_point") or {}),
+            task_config=dict(d.get("task_config") or {}),
         )
 
     @property

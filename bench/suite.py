@@ -114,12 +114,14 @@ def load_plan(
     hub-backed suite offline); methods, tasks and configs are still validated.
     """
     from bench.overrides import apply_filters, apply_overrides
+    from bench.tasks import resolve_paths
 
     path, raw = read_suite(name_or_path)
     if overrides:
         raw = apply_overrides(raw, overrides, suite_keys=_SUITE_KEYS, entry_keys=_OVERRIDE_KEYS)
     if only:
         raw = apply_filters(raw, only)
+    raw = resolve_paths(raw, path.parent)  # a typed task's files: relative to the suite
     specs = expand(raw, where=path.name, check_sources=check_sources)
     suite = plan_from_raw(raw, specs, where=path.name)
     suite.name = raw.get("name", path.stem)
@@ -143,7 +145,7 @@ def expand(
 ) -> list[TrialSpec]:
     from bench.models import ModelSourceError, check_source
     from bench.registry import MethodError, load_method
-    from bench.tasks import TaskError, get_task
+    from bench.tasks import TaskError, get_task, split_definitions
 
     unknown = sorted(set(raw) - _SUITE_KEYS)
     if unknown:
@@ -155,7 +157,10 @@ def expand(
             raise ConfigError(f"{where}: '{key}' is required and must not be empty")
     models = [str(m) for m in raw["models"]]
     # A task has no method config: `config` under a task would be silently ignored.
-    tasks = _as_mapping(raw["tasks"], f"{where}.tasks", _OVERRIDE_KEYS - {"config", "search"})
+    # A task with `type` (jsonl, ...) is defined in the suite: its definition goes to the
+    # task type, the rest are the usual per-task settings.
+    definitions, raw_tasks = split_definitions(raw["tasks"])
+    tasks = _as_mapping(raw_tasks, f"{where}.tasks", _OVERRIDE_KEYS - {"config", "search"})
     methods = _as_mapping(raw["methods"], f"{where}.methods")
     seeds = raw.get("seeds", [0])
     if not isinstance(seeds, list) or not all(type(s) is int for s in seeds):
@@ -166,11 +171,13 @@ def expand(
         if not isinstance(raw.get(key) or {}, dict):
             raise ConfigError(f"{where}.{key}: expected a mapping, got {raw[key]!r}")
 
+    task_configs: dict[str, dict[str, Any]] = {}
     for task in tasks:
         try:
             # Unknown names always; hub data out of reach, a missing sandbox or a damaged
             # data file unless this is a dry run: all before any trial runs or writes a file.
-            checked = get_task(task)
+            checked = get_task(task, definitions.get(task))
+            task_configs[task] = checked.spec_config()
             if check_sources:
                 checked.check_available()
         except TaskError as e:
@@ -205,7 +212,9 @@ def expand(
                 measc = {**(raw.get("measure") or {}), **(t_over.get("measure") or {})}
                 measc.update(m_over.get("measure") or {})
                 measure_cfg = build(SharpnessConfig, measc, f"{where}.measure ({method} on {task})")
-                _check_dev(dev_cfg, train_cfg, task, f"{where} ({method} on {task})")
+                _check_dev(
+                    dev_cfg, train_cfg, task, f"{where} ({method} on {task})", task_configs[task]
+                )
                 _check_precision(train_cfg, f"{where} ({method} on {task})")
                 for seed in seeds:
                     specs.append(
@@ -219,6 +228,7 @@ def expand(
                             eval=eval_cfg,
                             dev=dev_cfg,
                             measure=measure_cfg,
+                            task_config=task_configs[task],
                         )
                     )
     ids = [s.trial_id for s in specs]
@@ -237,7 +247,9 @@ def _check_precision(train: TrainConfig, where: str) -> None:
         )
 
 
-def _check_dev(dev: DevConfig, train: TrainConfig, task: str, where: str) -> None:
+def _check_dev(
+    dev: DevConfig, train: TrainConfig, task: str, where: str, task_config: dict[str, Any]
+) -> None:
     """Evaluation points that cannot happen are a mistake in the suite: say so up front."""
     if dev.eval_every < 0:
         raise ConfigError(f"{where}: dev.eval_every must be >= 0, got {dev.eval_every}")
@@ -251,7 +263,7 @@ def _check_dev(dev: DevConfig, train: TrainConfig, task: str, where: str) -> Non
     if dev.eval_every and dev.score:
         from bench.tasks import get_task
 
-        if not get_task(task).dev_documents():
+        if not get_task(task, task_config).dev_documents():
             raise ConfigError(
                 f"{where}: task {task} has no dev documents to score; set dev.score: false "
                 "for it (its dev loss is still measured)"

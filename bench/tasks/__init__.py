@@ -1,4 +1,9 @@
-"""The task registry: task name -> task class. One module per task family."""
+"""Tasks: train/dev/test splits and the lm-eval task that scores them.
+
+Tasks are found through the ``hizfo_bench.tasks`` entry-point group (bench/tasks/
+registry.py); the built-in ones register there exactly like outside plugins. One module
+per task family; jsonl.py is the task type a suite builds from the user's own files.
+"""
 
 from __future__ import annotations
 
@@ -10,29 +15,14 @@ from bench.tasks.base import (
     TaskUnavailableError,
     UnknownTaskError,
 )
-from bench.tasks.code import HumanEval, Mbpp
-from bench.tasks.generative import DocstringSummary, Squad
-from bench.tasks.gsm8k import Gsm8k
-from bench.tasks.math_mini import MathMini
-
-_TASKS: dict[str, type[Task]] = {
-    cls.name: cls for cls in (MathMini, Gsm8k, HumanEval, Mbpp, DocstringSummary, Squad)
-}
-
-
-def available_tasks() -> dict[str, type[Task]]:
-    return dict(_TASKS)
-
-
-def get_task(name: str) -> Task:
-    try:
-        return _TASKS[name]()
-    except KeyError:
-        known = ", ".join(sorted(_TASKS))
-        raise UnknownTaskError(
-            f"unknown task {name!r}; known tasks: {known} (`hizfo-bench tasks` lists them)"
-        ) from None
-
+from bench.tasks.registry import (
+    available_tasks,
+    get_task,
+    refresh_tasks,
+    resolve_paths,
+    split_definitions,
+    task_types,
+)
 
 __all__ = [
     "Example",
@@ -43,4 +33,8 @@ __all__ = [
     "UnknownTaskError",
     "available_tasks",
     "get_task",
+    "refresh_tasks",
+    "resolve_paths",
+    "split_definitions",
+    "task_types",
 ]

@@ -83,6 +83,11 @@ class Task(ABC):
     metric: ClassVar[str]  # lm-eval key of the primary score, e.g. "exact_match,strict-match"
     lm_eval_yaml: ClassVar[str]
     description: ClassVar[str] = ""
+    # A task type (built from a suite entry, e.g. `type: jsonl`) sets its config dataclass
+    # and the config keys that hold file paths (made absolute against the suite's folder);
+    # it is then called as cls(name, config). A ready-to-use task leaves both unset.
+    config_class: ClassVar[type | None] = None
+    path_keys: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def train_examples(self) -> list[Example]:
@@ -109,6 +114,11 @@ class Task(ABC):
         before any trial starts. Must be cheap for offline tasks."""
         return None
 
+    def spec_config(self) -> dict[str, Any]:
+        """What a trial spec keeps to rebuild this task in a worker (TrialSpec.task_config):
+        {} for a registered task; a task type's name and resolved config otherwise."""
+        return {}
+
     def sizes(self) -> dict[str, int]:
         """Examples (train, dev) and documents (dev_scored, test) of each split."""
         return {
@@ -117,6 +127,11 @@ class Task(ABC):
             "dev_scored": len(self.dev_documents()),
             "test": len(self.eval_documents()),
         }
+
+    def lm_eval_config(self) -> dict[str, Any]:
+        """The lm-eval task config: this task's YAML template (the evaluator fills in the
+        task name, the data file and max_gen_toks)."""
+        return yaml.load((_HERE / self.lm_eval_yaml).read_text(), Loader=_Loader)
 
     def write_lm_eval_task(self, folder: Path, *, max_gen_toks: int, split: str = "test") -> str:
         """Write this task's YAML and the `split` documents ("test" or "dev") into `folder`;
@@ -131,7 +146,7 @@ class Task(ABC):
         with data.open("w") as f:
             for doc in docs:
                 f.write(json.dumps(doc) + "\n")
-        config = yaml.load((_HERE / self.lm_eval_yaml).read_text(), Loader=_Loader)
+        config = self.lm_eval_config()
         task_name = "hizfo_" + self.name.replace("-", "_")
         config["task"] = task_name
         config.setdefault("dataset_kwargs", {})["data_files"] = {"test": str(data)}

@@ -123,3 +123,54 @@ def process_summary(doc: dict[str, Any], results: list[str]) -> dict[str, float]
         "f1": token_f1(prediction, doc["summary"]),
         "exact_match": float(normalize_answer(prediction) == normalize_answer(doc["summary"])),
     }
+
+
+# ---- jsonl tasks (bench/tasks/jsonl.py): documents {prompt, target[, test]} -------------
+
+
+def _text_scores(prediction: str, target: str) -> dict[str, float]:
+    return {
+        "rougeL": rouge_l(prediction, target),
+        "f1": token_f1(prediction, target),
+        "exact_match": float(normalize_answer(prediction) == normalize_answer(target)),
+    }
+
+
+def process_jsonl_text(doc: dict[str, Any], results: list[str]) -> dict[str, float]:
+    """ROUGE-L, token F1 and exact match (SQuAD normalisation) against the target."""
+    return _text_scores(results[0].strip(), doc["target"])
+
+
+_NUMBER = re.compile(r"-?[0-9][0-9,]*(?:\.[0-9]+)?|-?\.[0-9]+")
+
+
+def final_number(text: str) -> str | None:
+    """The last number in `text`, without thousands commas or a trailing zero fraction
+    ("1,200.0" -> "1200"), or None: lm-eval's gsm8k flexible-extract, compared as numbers."""
+    found = _NUMBER.findall(text)
+    if not found:
+        return None
+    number = found[-1].replace(",", "")
+    if "." in number:
+        number = number.rstrip("0").rstrip(".")
+    return number or "0"
+
+
+def process_jsonl_math(doc: dict[str, Any], results: list[str]) -> dict[str, float]:
+    """Exact match of the last number of the answer against the target's (the whole text,
+    normalised, when the target has no number); ROUGE-L and F1 on the whole text."""
+    prediction = results[0].strip()
+    scores = _text_scores(prediction, doc["target"])
+    want = final_number(doc["target"])
+    if want is not None:
+        scores["exact_match"] = float(final_number(prediction) == want)
+    return scores
+
+
+def jsonl_program(doc: dict[str, Any], completion: str) -> str:
+    """prompt + completion, then the document's test code (HumanEval's layout)."""
+    return f"{doc['prompt']}{completion}\n\n{doc['test']}\n"
+
+
+def process_jsonl_code(doc: dict[str, Any], results: list[str]) -> dict[str, float]:
+    return {"pass@1": passes(jsonl_program(doc, results[0]))}

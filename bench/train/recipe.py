@@ -119,7 +119,7 @@ class TrialRecipe:
         spec, cfg, record = self.spec, self.spec.train, self.record
         t_load = time.perf_counter()
         seed_everything(spec.seed)
-        self.task = get_task(spec.task)
+        self.task = get_task(spec.task, spec.task_config)
         method_cls = load_method(spec.method)
         self.method = method_cls(build(method_cls.config_class, spec.method_config, spec.method))
         self.precision = precision.resolve(cfg.precision, cfg.dtype, self.device.type)

@@ -1,0 +1,178 @@
+"""Tasks found through the ``hizfo_bench.tasks`` entry-point group.
+
+Built-in tasks register there exactly like outside plugins (pyproject.toml), so this is
+the only place that turns a task name into code. An entry point names either
+
+- a **task**: a `Task` subclass with no ``config_class``, used by its name
+  (``tasks: [math-mini]``), or
+- a **task type**: a `Task` subclass with a ``config_class`` dataclass, built from a
+  suite entry that names it (``tasks: {my-task: {type: jsonl, train: a.jsonl, ...}}``).
+  The class is called as ``cls(name, config)``; the entry's keys other than the
+  per-task overrides (eval, measure) are its config.
+
+A typed task travels to the workers as ``TrialSpec.task_config`` (its type plus its
+resolved config), so every process rebuilds the same task from the spec alone.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import re
+from collections.abc import Mapping
+from functools import cache
+from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
+from typing import Any
+
+from bench.tasks.base import Task, TaskError, UnknownTaskError
+
+GROUP = "hizfo_bench.tasks"
+# Per-task settings a suite entry may hold beside a type's own config; train and dev are
+# overrides when they are mappings and a type's files when they are strings.
+OVERRIDE_KEYS = ("train", "eval", "dev", "measure")
+# A typed task's name goes into trial ids and file names.
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+@cache
+def _entry_points() -> dict[str, EntryPoint]:
+    return {ep.name: ep for ep in entry_points(group=GROUP)}
+
+
+def refresh_tasks() -> None:
+    """Forget the cached entry points, so tasks installed since are found."""
+    importlib.invalidate_caches()
+    _entry_points.cache_clear()
+
+
+def _load(name: str) -> type[Task]:
+    eps = _entry_points()
+    ep = eps[name]
+    dist = f" from distribution {ep.dist.name!r}" if ep.dist is not None else ""
+    try:
+        cls = ep.load()
+    except Exception as e:
+        raise TaskError(
+            f"task plugin {name!r} ({ep.value}{dist}) failed to import: {type(e).__name__}: {e}"
+        ) from e
+    if not (isinstance(cls, type) and issubclass(cls, Task)):
+        raise TaskError(f"task plugin {name!r} ({ep.value}{dist}) is not a bench.tasks.Task")
+    return cls
+
+
+def _is_type(cls: type[Task]) -> bool:
+    return getattr(cls, "config_class", None) is not None
+
+
+def available_tasks() -> dict[str, type[Task]]:
+    """Registered ready-to-use tasks (name -> class), in registration-name order."""
+    out = {}
+    for name in sorted(_entry_points()):
+        cls = _load(name)
+        if not _is_type(cls):
+            out[name] = cls
+    return out
+
+
+def task_types() -> dict[str, type[Task]]:
+    """Registered task types (type name -> class): tasks a suite builds from a config."""
+    out = {}
+    for name in sorted(_entry_points()):
+        cls = _load(name)
+        if _is_type(cls):
+            out[name] = cls
+    return out
+
+
+def _unknown(name: str) -> UnknownTaskError:
+    known = ", ".join(available_tasks()) or "(none: is hizfo-bench installed?)"
+    types = ", ".join(task_types())
+    more = f"; or a task of type {types} defined in the suite" if types else ""
+    return UnknownTaskError(
+        f"unknown task {name!r}; known tasks: {known}{more} (`hizfo-bench tasks` lists them)"
+    )
+
+
+def get_task(name: str, config: Mapping[str, Any] | None = None) -> Task:
+    """The task called `name`: a registered task, or (with `config`, which holds ``type``)
+    a task of that registered type built from the config."""
+    if not config:
+        if name not in _entry_points() or _is_type(cls := _load(name)):
+            raise _unknown(name)
+        return cls()
+    config = dict(config)
+    kind = config.pop("type", None)
+    if not isinstance(kind, str) or kind not in _entry_points():
+        types = ", ".join(task_types()) or "(none)"
+        raise TaskError(f"task {name}: unknown type {kind!r}; task types: {types}")
+    cls = _load(kind)
+    if not _is_type(cls):
+        raise TaskError(
+            f"task {name}: {kind!r} is a task, not a task type; name it in `tasks` as it is"
+        )
+    if not _NAME.match(name):
+        raise TaskError(
+            f"task name {name!r}: use letters, digits, '.', '_' and '-' (it names trial files)"
+        )
+    if name in _entry_points():
+        raise TaskError(f"task name {name!r} is a registered task: give yours another name")
+    task = cls(name, config)
+    task.task_type = kind  # type: ignore[attr-defined]  # the name its spec_config records
+    return task
+
+
+def split_entry(entry: Mapping[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """A suite's task entry -> (the typed task's definition or None, its per-task overrides).
+
+    An entry without ``type`` is all overrides. With ``type``, train and dev are files
+    when they are strings; every key but the overrides belongs to the definition.
+    """
+    if "type" not in entry:
+        return None, dict(entry)
+    definition, overrides = {}, {}
+    for key, value in entry.items():
+        if key in OVERRIDE_KEYS and (value is None or isinstance(value, Mapping)):
+            overrides[key] = value
+        else:
+            definition[key] = value
+    return definition, overrides
+
+
+def split_definitions(tasks: Any) -> tuple[dict[str, dict[str, Any]], Any]:
+    """A suite's ``tasks`` -> (typed task definitions by name, the tasks with only their
+    overrides left). A list, or entries without ``type``, pass through unchanged."""
+    if not isinstance(tasks, Mapping):
+        return {}, tasks
+    definitions, rest = {}, {}
+    for name, entry in tasks.items():
+        if isinstance(entry, Mapping):
+            definition, overrides = split_entry(entry)
+            if definition is not None:
+                definitions[str(name)] = definition
+            rest[name] = overrides
+        else:
+            rest[name] = entry
+    return definitions, rest
+
+
+def resolve_paths(raw: Mapping[str, Any], base: Path) -> dict[str, Any]:
+    """The suite mapping with its typed tasks' relative file paths made absolute against
+    `base` (the suite file's folder); each type names its path keys (``path_keys``)."""
+    definitions, _ = split_definitions(raw.get("tasks"))
+    if not definitions:
+        return dict(raw)
+    out = copy.deepcopy(dict(raw))
+    for name, definition in definitions.items():
+        kind = definition.get("type")
+        if not isinstance(kind, str) or kind not in _entry_points():
+            continue  # get_task says what is wrong, with the valid types
+        keys = getattr(_load(kind), "path_keys", ())
+        entry = out["tasks"][name]
+        for key in keys:
+            value = entry.get(key)
+            if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+                entry[key] = str((base / value).resolve())
+            elif isinstance(value, str):
+                entry[key] = str(Path(value).expanduser())
+    return out
