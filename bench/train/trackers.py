@@ -7,7 +7,11 @@ worker hands them over with ``log_result`` (bench/orchestrate/session.py). One t
 run per trial, grouped by sweep:
 
 - ``tensorboard``: event files in ``<run>/tb/<trial_id>/``; ``tensorboard --logdir <run>/tb``
-  shows every trial of the sweep side by side. Needs the ``tensorboard`` package.
+  shows every trial of the sweep side by side. Each trial's folder is also an HParams
+  session: its hyperparameters (``hparams_of``: method, task, model, seed, phase, the
+  method config and the train settings) are written when it starts, so the HParams
+  view tabulates a sweep (a tuning run's points) against its scalars (``test/score``,
+  ``final/loss``, ``eval/dev_loss``). Needs the ``tensorboard`` package.
 - ``wandb``: one W&B run per trial, ``group`` = the run directory's name, ``name`` = the
   trial id, files under ``<run>/wandb``. Offline (``mode="offline"``, ``wandb sync``
   later) when WANDB_MODE is unset and api.wandb.ai cannot be reached. Needs ``wandb``.
@@ -74,6 +78,35 @@ def _final_training(state: LoopState) -> dict[str, float]:
     return _numbers(figures)
 
 
+def _flat(values: dict[str, Any], prefix: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def hparams_of(spec: dict[str, Any]) -> dict[str, bool | int | float | str]:
+    """A trial's hyperparameters for TensorBoard's HParams view, from its spec (a
+    ``TrialSpec.to_dict()``): the identity (method, task, model, seed, phase), every
+    ``method_config`` field as ``method_config.<key>`` and the train settings as
+    ``train.<key>``. Unset values (None) are left out, lists and other values become
+    strings (the view takes numbers, strings and booleans)."""
+    values: dict[str, Any] = {
+        k: spec.get(k) for k in ("method", "task", "model", "seed", "phase") if k in spec
+    }
+    values.update(_flat(spec.get("method_config") or {}, "method_config."))
+    values.update(_flat(spec.get("train") or {}, "train."))
+    out: dict[str, bool | int | float | str] = {}
+    for key, value in values.items():
+        if value is None or (isinstance(value, float) and not math.isfinite(value)):
+            continue
+        out[key] = value if isinstance(value, bool | int | float | str) else str(value)
+    return out
+
+
 def _result_figures(record: dict[str, Any]) -> dict[str, float]:
     """The test figures of a finished trial record, as tracker scalars."""
     figures = {"test/score": record.get("score"), "test/eval_seconds": record.get("eval_seconds")}
@@ -84,13 +117,30 @@ def _result_figures(record: dict[str, Any]) -> dict[str, float]:
 
 
 class TensorBoardTracker(Hook):
-    """Scalars into ``<run>/tb/<trial_id>/`` with torch's SummaryWriter."""
+    """Scalars into ``<run>/tb/<trial_id>/`` with torch's SummaryWriter, and the trial's
+    hyperparameters as an HParams session there (when `hparams` is given).
 
-    def __init__(self, log_dir: Path) -> None:
+    The session carries no experiment summary of its own: TensorBoard then builds the
+    experiment from every session under the log dir (the union of their hyperparameters,
+    their scalar tags as metrics), so methods with different config fields share a view.
+    """
+
+    def __init__(
+        self,
+        log_dir: Path,
+        hparams: dict[str, bool | int | float | str] | None = None,
+        trial_id: str | None = None,
+    ) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
         self.log_dir = Path(log_dir)
         self.writer = SummaryWriter(log_dir=str(self.log_dir))
+        if hparams:
+            from tensorboard.plugins.hparams import summary_v2
+
+            session = summary_v2.hparams_pb(hparams, trial_id=trial_id or self.log_dir.name)
+            self.writer.file_writer.add_summary(session)
+            self.writer.flush()
 
     def on_log(self, state: LoopState, point: dict[str, Any]) -> None:
         self.writer.add_scalar("train/loss", float(point["loss"]), int(point["step"]))
@@ -164,7 +214,7 @@ def tracker_hooks(
         return []
     run_dir = Path(run_dir)
     if tracker == "tensorboard":
-        return [TensorBoardTracker(run_dir / "tb" / trial_id)]
+        return [TensorBoardTracker(run_dir / "tb" / trial_id, hparams_of(config), trial_id)]
     return [WandbTracker(run_dir, trial_id, config)]
 
 

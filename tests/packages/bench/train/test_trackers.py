@@ -47,6 +47,90 @@ def test_tensorboard_events_hold_the_logged_losses_and_results(tmp_path):
     assert scalars["test/score"][0][1] == pytest.approx(record["score"])
     strict = "test/exact_match,strict-match"
     assert scalars[strict][0][1] == pytest.approx(record["metrics"]["exact_match,strict-match"])
+    hparams = _session_hparams(tmp_path / "tb" / spec.trial_id)
+    assert hparams["method"] == "fo-adamw" and hparams["seed"] == 0
+    assert hparams["method_config.lr"] == pytest.approx(1e-3)
+    assert hparams["train.steps"] == 6 and hparams["phase"] == "final"
+
+
+def _session_hparams(folder):
+    """The HParams session a trial's event files hold: {name: value}."""
+    from tensorboard.plugins.hparams import metadata
+
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    (content,) = events.PluginTagToContent(metadata.PLUGIN_NAME).values()
+    info = metadata.parse_session_start_info_plugin_data(content)
+    return {name: getattr(value, value.WhichOneof("kind")) for name, value in info.hparams.items()}
+
+
+def test_hparams_view_compares_a_sweep(tmp_path):
+    """Two trials of a sweep as TensorBoard's HParams plugin sees them: the union of
+    their hyperparameters, the one that differs marked so, their scalars as metrics."""
+    from tensorboard import context
+    from tensorboard.backend.event_processing import data_provider
+    from tensorboard.backend.event_processing import plugin_event_multiplexer as pem
+    from tensorboard.plugins import base_plugin
+    from tensorboard.plugins.hparams import backend_context
+
+    state = LoopState(
+        record=TrialRecord("t", "m", "task", "model", 0), total_steps=2, clock=TrainClock()
+    )
+    state.step = 2
+    for name, lr in (("a", 1e-3), ("b", 1e-4)):
+        spec = {
+            "method": "mezo",
+            "task": "math-mini",
+            "model": "tiny",
+            "seed": 0,
+            "method_config": {"lr": lr, "eps": 1e-3, "schedule": None, "betas": [0.9, 0.99]},
+            "train": {"steps": 2},
+        }
+        (hook,) = trackers.tracker_hooks("tensorboard", tmp_path, name, spec)
+        hook.on_eval_point(state, {"step": 2, "dev_loss": 2.0 + lr})
+        hook.on_end(state)
+    assert _session_hparams(tmp_path / "tb" / "a")["method_config.betas"] == "[0.9, 0.99]"
+
+    logdir = str(tmp_path / "tb")
+    mux = pem.EventMultiplexer()
+    mux.AddRunsFromDirectory(logdir)
+    mux.Reload()
+    provider = data_provider.MultiplexerDataProvider(mux, logdir)
+    tb = base_plugin.TBContext(logdir=logdir, data_provider=provider, multiplexer=mux)
+    backend = backend_context.Context(tb)
+    ctx = context.RequestContext()
+    experiment = backend.experiment_from_metadata(
+        ctx,
+        "",
+        True,
+        backend.hparams_metadata(ctx, ""),
+        backend.hparams_from_data_provider(ctx, "", 0),
+    )
+    infos = {h.name: h for h in experiment.hparam_infos}
+    assert {"method", "seed", "method_config.lr", "method_config.eps", "train.steps"} <= set(infos)
+    assert "method_config.schedule" not in infos  # None: left out
+    assert infos["method_config.lr"].differs and not infos["method_config.eps"].differs
+    metrics = {m.name.tag for m in experiment.metric_infos}
+    assert {"eval/dev_loss", "final/steps"} <= metrics
+
+
+def test_hparams_of_flattens_the_spec():
+    spec = {
+        "method": "hizfo",
+        "seed": 1,
+        "phase": "tune",
+        "method_config": {"fo_lr": 1e-3, "zo_enabled": False, "inner": {"k": 2}},
+        "train": {"steps": 4, "precision": None},
+    }
+    assert trackers.hparams_of(spec) == {
+        "method": "hizfo",
+        "seed": 1,
+        "phase": "tune",
+        "method_config.fo_lr": 1e-3,
+        "method_config.zo_enabled": False,
+        "method_config.inner.k": 2,
+        "train.steps": 4,
+    }
 
 
 def test_tensorboard_eval_points_log_their_numeric_fields(tmp_path):
