@@ -1,55 +1,159 @@
-"""Dataclass configs built from plain dicts (YAML), with clear errors for bad keys."""
+"""Dataclass configs built from plain dicts (YAML), with one-line errors for bad settings.
+
+One validation path for every config (train, eval, dev, measure, method configs, tuning
+points): `build` checks the keys, then validates the values with a pydantic model derived
+from the dataclass (`adapter`), then constructs the dataclass itself, so its own
+``__post_init__`` checks run last. Rules every field gets without declaring anything:
+
+- types as annotated, strictly: ``true`` is not a number, ``"3"`` is not an int; a float
+  field takes an int, and a string that reads as a number (YAML 1.1 reads ``1e-5`` as a
+  string);
+- every number is finite (no NaN, no infinity) and >= 0;
+
+and what a field declares in its dataclass metadata (``field(default=..., metadata=...)``):
+``ge``, ``gt``, ``le``, ``lt`` (bounds), ``choices`` (a fixed list of allowed values) and
+``allow_negative: True`` (the one opt-out of the >= 0 rule). A field annotated with
+pydantic constraints (``Annotated[float, Field(gt=0)]``) keeps them too. Errors come back
+as one ``ConfigError`` line: where, the key, the value and what is allowed.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 import types
 import typing
-from typing import Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 T = TypeVar("T")
+
+# Field metadata keys `build` understands (docs/methods.md, "Config checks").
+BOUND_KEYS = ("ge", "gt", "le", "lt")
 
 
 class ConfigError(ValueError):
     """A config value or key that is wrong; the message names where and what is allowed."""
 
 
-def _coerce(value: Any, annotation: Any, where: str) -> Any:
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, where)
-            except ConfigError:
-                continue
-        raise ConfigError(f"{where}: {value!r} is not a valid {annotation}")
-    if origin is tuple and isinstance(value, list | tuple):
-        return tuple(_coerce(v, a, where) for v, a in zip(value, args, strict=False))
-    if origin is list and isinstance(value, list | tuple):
-        return [_coerce(v, args[0], where) for v in value] if args else list(value)
-    if annotation is float and isinstance(value, int | float | str) and not isinstance(value, bool):
-        try:
-            return float(value)  # YAML reads 1e-5 as a string
-        except ValueError:
-            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
-    if annotation is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if annotation is bool and isinstance(value, bool):
-        return value
-    if annotation is str and isinstance(value, str):
-        return value
-    if annotation in (int, bool, str, float):
-        raise ConfigError(f"{where}: expected {annotation.__name__}, got {value!r}")
+def _not_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("expected a number, not a boolean")
     return value
 
 
+def _field_type(annotation: Any, meta: typing.Mapping[str, Any], top: bool = True) -> Any:
+    """The pydantic type of one field: strict scalars, finite numbers >= 0, the field's
+    declared bounds and choices; containers and unions are walked."""
+    import pydantic
+    from pydantic.functional_validators import BeforeValidator
+
+    if top and meta.get("choices") is not None:
+        choices = tuple(meta["choices"])
+        lit = Literal[choices]  # type: ignore[valid-type]
+        origin_args = typing.get_args(annotation)
+        return lit | None if type(None) in origin_args else lit
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is Annotated:
+        return Annotated[(_field_type(args[0], meta, top), *annotation.__metadata__)]
+    if origin in (typing.Union, types.UnionType):
+        return typing.Union[tuple(_field_type(a, meta, top) for a in args)]  # noqa: UP007
+    if origin in (tuple, list) and args:
+        inner = tuple(_field_type(a, meta, top=False) if a is not Ellipsis else a for a in args)
+        return origin[inner]
+    bounds = {k: meta[k] for k in BOUND_KEYS if top and k in meta}
+    if not bounds and not meta.get("allow_negative"):
+        bounds = {"ge": 0}
+    if annotation is bool:
+        return Annotated[bool, pydantic.Strict()]
+    if annotation is int:
+        return Annotated[int, pydantic.Strict(), pydantic.Field(**bounds)]
+    if annotation is float:
+        return Annotated[
+            float, BeforeValidator(_not_bool), pydantic.Field(allow_inf_nan=False, **bounds)
+        ]
+    if annotation is str:
+        return Annotated[str, pydantic.Strict()]
+    return annotation
+
+
+@functools.cache
+def adapter(cls: type) -> Any:
+    """A pydantic model of dataclass `cls`'s fields with the rules above (cached per class).
+
+    Its ``model_json_schema()`` is the JSON Schema of the config (docs/suite.schema.json).
+    """
+    import pydantic
+
+    hints = typing.get_type_hints(cls, include_extras=True)
+    fields: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if not f.init:
+            continue
+        if f.default is not dataclasses.MISSING:
+            default: Any = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = pydantic.Field(default_factory=f.default_factory)
+        else:
+            default = ...
+        fields[f.name] = (_field_type(hints[f.name], f.metadata), default)
+    return pydantic.create_model(
+        cls.__name__,
+        __config__=pydantic.ConfigDict(extra="forbid", arbitrary_types_allowed=True),
+        __doc__=cls.__doc__,
+        **fields,
+    )
+
+
+def _allowed(error: dict[str, Any]) -> str:
+    """What a pydantic error says is allowed, in a few words."""
+    kind, ctx = error["type"], error.get("ctx") or {}
+    value = error.get("input")
+    if isinstance(value, float) and not math.isfinite(value):
+        return "must be a finite number"
+    for key, word in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+        if key in ctx and kind.startswith(("greater", "less")):
+            return f"must be {word} {ctx[key]}"
+    if kind == "finite_number":
+        return "must be a finite number"
+    if kind == "literal_error":
+        return f"must be one of {ctx.get('expected', '').replace(' or ', ', ')}".replace("'", "")
+    if kind.startswith("int"):
+        return "must be an integer"
+    if kind.startswith(("float", "value_error")) and "boolean" in error["msg"]:
+        return "must be a number"
+    if kind.startswith("float"):
+        return "must be a number"
+    if kind.startswith("bool"):
+        return "must be true or false"
+    if kind.startswith("string"):
+        return "must be a string"
+    if kind.startswith(("list", "tuple")):
+        return "must be a list"
+    return error["msg"][0].lower() + error["msg"][1:]
+
+
+def _one_line(e: Any, where: str, data: dict[str, Any]) -> str:
+    """The first error of a pydantic ValidationError as one line: key, value, allowed."""
+    errors = e.errors(include_url=False)
+    # A union reports one error per member; the field's own problem is the informative one.
+    error = next((x for x in errors if x["type"] not in ("none_required",)), errors[0])
+    loc = [str(p) for p in error["loc"] if not str(p).startswith(("function-", "lax-"))]
+    # Union members show up in the location (int, float, ...): keep the field and indices.
+    key = loc[0] if loc else ""
+    path = ".".join([key, *[p for p in loc[1:] if p.isdigit()]]) if key else ""
+    value = data.get(key, error.get("input")) if key and path == key else error.get("input")
+    return f"{where}.{path}: {value!r} is not allowed: {_allowed(error)}"
+
+
 def build(cls: type[T], data: dict[str, Any] | None, where: str) -> T:
-    """Instantiate dataclass `cls` from `data`; unknown keys and bad types are errors."""
+    """Instantiate dataclass `cls` from `data`: unknown keys, wrong types, non-finite or
+    out-of-range numbers and disallowed choices are ConfigErrors (one line each)."""
+    import pydantic
+
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
     data = dict(data or {})
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
     unknown = sorted(set(data) - set(fields))
@@ -57,8 +161,11 @@ def build(cls: type[T], data: dict[str, Any] | None, where: str) -> T:
         raise ConfigError(
             f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(fields))}"
         )
-    hints = typing.get_type_hints(cls)
-    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+    try:
+        checked = adapter(cls).model_validate(data)
+    except pydantic.ValidationError as e:
+        raise ConfigError(_one_line(e, where, data)) from None
+    kwargs = {k: getattr(checked, k) for k in data}
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:

@@ -17,6 +17,12 @@ from bench.config import build
 from bench.measure.sharpness import SharpnessConfig
 
 PRECISIONS = ("fp32", "bf16-mixed", "bf16")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _at_least(n: int) -> dict[str, int]:
+    """Field metadata: a bound bench.config.build checks before anything runs."""
+    return {"ge": n}
 
 
 @dataclass
@@ -24,23 +30,27 @@ class TrainConfig:
     """How a trial trains. Every method sees the same data for the same seed."""
 
     steps: int = 40  # optimisation steps (a method with trains=False runs none)
-    batch_size: int = 8  # examples per step
-    max_length: int = 160  # tokens per example (prompt + target), cut from the right
-    train_examples: int | None = None  # use the first N of the task's training set; None = all
-    dtype: str = "float32"  # model weights: float32 | bfloat16 | float16
+    batch_size: int = field(default=8, metadata=_at_least(1))  # examples per step
+    # tokens per example (prompt + target), cut from the right
+    max_length: int = field(default=160, metadata=_at_least(1))
+    # use the first N of the task's training set; None = all
+    train_examples: int | None = field(default=None, metadata=_at_least(1))
+    dtype: str = field(default="float32", metadata={"choices": DTYPES})  # model weights
     # fp32 | bf16-mixed (fp32 master weights, bf16 autocast compute) | bf16 (pure, for
     # memory studies only); None: bf16-mixed on GPUs and when dtype is bfloat16, else fp32.
-    precision: str | None = None
-    log_every: int = 10  # steps between loss points in the curve and the log
+    precision: str | None = field(default=None, metadata={"choices": PRECISIONS})
+    # steps between loss points in the curve and the log
+    log_every: int = field(default=10, metadata=_at_least(1))
 
 
 @dataclass
 class EvalConfig:
     """How a trial is scored by lm-eval."""
 
-    limit: int | None = 100  # test documents scored; None = all
-    batch_size: int = 16  # HFLM batch size
-    max_gen_toks: int = 128  # generation budget per document
+    limit: int | None = field(default=100, metadata=_at_least(1))  # test docs; None = all
+    batch_size: int = field(default=16, metadata=_at_least(1))  # HFLM batch size
+    # generation budget per document
+    max_gen_toks: int = field(default=128, metadata=_at_least(1))
 
 
 @dataclass
@@ -48,11 +58,13 @@ class DevConfig:
     """Evaluation points on the dev split during training (bench/train/evalpoints.py)."""
 
     eval_every: int = 0  # steps between evaluation points; 0 = none (only the test at the end)
-    batches: int = 4  # fixed dev batches the dev loss is averaged over
-    batch_size: int | None = None  # examples per dev batch; None = train.batch_size
+    batches: int = field(default=4, metadata=_at_least(1))  # dev batches averaged over
+    # examples per dev batch; None = train.batch_size
+    batch_size: int | None = field(default=None, metadata=_at_least(1))
     score: bool = False  # also the dev score (generation on dev documents) at each point
-    limit: int = 20  # dev documents scored for the dev score
-    max_gen_toks: int | None = None  # generation budget for the dev score; None = eval's
+    limit: int = field(default=20, metadata=_at_least(1))  # dev documents scored
+    # generation budget for the dev score; None = eval's
+    max_gen_toks: int | None = field(default=None, metadata=_at_least(1))
 
 
 @dataclass

@@ -27,7 +27,7 @@ import yaml
 
 from bench.config import ConfigError, build
 from bench.measure.sharpness import SharpnessConfig
-from bench.spec import PRECISIONS, DevConfig, EvalConfig, TrainConfig, TrialSpec
+from bench.spec import DevConfig, EvalConfig, TrainConfig, TrialSpec
 
 SUITES_DIR = Path(__file__).parent / "suites"
 DEFAULT_SUITE = "mini"
@@ -48,17 +48,39 @@ _SUITE_KEYS = {
 _OVERRIDE_KEYS = {"config", "train", "eval", "dev", "measure", "search"}
 
 
+def bundled_suites() -> list[str]:
+    """The names of the suites shipped in bench/suites/."""
+    return sorted(p.stem for p in SUITES_DIR.glob("*.yaml"))
+
+
 def resolve_suite_path(name_or_path: str) -> Path:
+    """A suite argument's file: a path to a file is that file; otherwise a bundled name
+    wins (a folder named like a bundled suite, such as a run directory ``--out smoke``,
+    does not shadow it); a folder or a missing path is a ConfigError saying which."""
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise ConfigError(f"suite file {name_or_path!r} does not exist")
+    if path.is_file():
         return path
     bundled = SUITES_DIR / f"{name_or_path}.yaml"
-    if not bundled.is_file():
-        known = ", ".join(sorted(p.stem for p in SUITES_DIR.glob("*.yaml")))
-        raise ConfigError(f"unknown suite {name_or_path!r}; bundled suites: {known}, or a path")
-    return bundled
+    if bundled.is_file():
+        return bundled
+    known = ", ".join(bundled_suites())
+    if path.is_dir():
+        raise ConfigError(
+            f"suite {name_or_path!r} is a directory, not a suite file; "
+            f"give a YAML file or a bundled suite: {known}"
+        )
+    if path.suffix in (".yaml", ".yml") or len(path.parts) > 1:
+        raise ConfigError(f"suite file {name_or_path!r} does not exist")
+    raise ConfigError(f"unknown suite {name_or_path!r}; bundled suites: {known}, or a path")
+
+
+def yaml_error_line(path: Path | str, e: yaml.YAMLError) -> str:
+    """A YAML error as one line: ``file:line:column: problem`` (1-based, like compilers)."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    context = getattr(e, "context", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else f"{path}"
+    return f"{where}: invalid YAML: {problem}" + (f" ({context})" if context else "")
 
 
 def _as_mapping(
@@ -92,7 +114,9 @@ def read_suite(name_or_path: str) -> tuple[Path, dict[str, Any]]:
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"suite {str(path)!r} is not valid YAML: {e}") from None
+        raise ConfigError(yaml_error_line(path, e)) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"suite {str(path)!r} cannot be read: {e}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"suite {str(path)!r}: expected a mapping at the top level")
     return path, raw
@@ -215,7 +239,6 @@ def expand(
                 _check_dev(
                     dev_cfg, train_cfg, task, f"{where} ({method} on {task})", task_configs[task]
                 )
-                _check_precision(train_cfg, f"{where} ({method} on {task})")
                 for seed in seeds:
                     specs.append(
                         TrialSpec(
@@ -239,27 +262,15 @@ def expand(
     return specs
 
 
-def _check_precision(train: TrainConfig, where: str) -> None:
-    if train.precision is not None and train.precision not in PRECISIONS:
-        raise ConfigError(
-            f"{where}: train.precision must be one of {', '.join(PRECISIONS)}, "
-            f"not {train.precision!r}"
-        )
-
-
 def _check_dev(
     dev: DevConfig, train: TrainConfig, task: str, where: str, task_config: dict[str, Any]
 ) -> None:
     """Evaluation points that cannot happen are a mistake in the suite: say so up front."""
-    if dev.eval_every < 0:
-        raise ConfigError(f"{where}: dev.eval_every must be >= 0, got {dev.eval_every}")
     if dev.eval_every > train.steps:
         raise ConfigError(
             f"{where}: dev.eval_every {dev.eval_every} is larger than train.steps "
             f"{train.steps}: no evaluation point would happen"
         )
-    if dev.eval_every and dev.batches < 1:
-        raise ConfigError(f"{where}: dev.batches must be >= 1")
     if dev.eval_every and dev.score:
         from bench.tasks import get_task
 
@@ -318,3 +329,87 @@ def plan_from_raw(raw: dict[str, Any], specs: list[TrialSpec], where: str = "sui
             reference = t.method
             break
     return Suite(raw.get("name", where), specs, tuning, targets, reference)
+
+
+def _schema_of(cls: type, defs: dict[str, Any]) -> dict[str, Any]:
+    """`cls`'s JSON Schema as a reference into `defs` (its nested definitions merged in)."""
+    from bench.config import adapter
+
+    schema = adapter(cls).model_json_schema(ref_template="#/$defs/{model}")
+    defs.update(schema.pop("$defs", {}))
+    defs[cls.__name__] = schema
+    return {"$ref": f"#/$defs/{cls.__name__}"}
+
+
+def suite_schema(methods: list[str] | None = None) -> dict[str, Any]:
+    """The JSON Schema of a suite file (editors complete and check suites with it).
+
+    `methods` are the method names whose config is spelled out (default: every
+    registered one); any other method name takes any config mapping (a plugin). The
+    bounds and choices are the ones `build` checks; cross-field rules (dev.eval_every
+    <= train.steps, known tasks and models) are checked only by hizfo-bench itself.
+    docs/suite.schema.json holds the built-in methods' version (``run --schema``).
+    """
+    from bench.registry import available_methods, load_method
+
+    defs: dict[str, Any] = {}
+    sections = {
+        "train": _schema_of(TrainConfig, defs),
+        "eval": _schema_of(EvalConfig, defs),
+        "dev": _schema_of(DevConfig, defs),
+        "measure": _schema_of(SharpnessConfig, defs),
+    }
+    names = sorted(available_methods()) if methods is None else sorted(methods)
+    entry = {k: v for k, v in sections.items()}
+    search = {"type": "object", "description": "config key -> list or {log_uniform: [lo, hi]}"}
+
+    def method_entry(config: dict[str, Any]) -> dict[str, Any]:
+        props = {"config": config, **entry, "search": search}
+        return {"type": ["object", "null"], "properties": props, "additionalProperties": False}
+
+    per_method = {
+        name: method_entry(_schema_of(load_method(name).config_class, defs)) for name in names
+    }
+    task_entry = {"type": ["object", "null"], "properties": entry}
+    string_list = {"type": "array", "items": {"type": "string"}}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "hizfo-bench suite",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["models", "tasks", "methods"],
+        "properties": {
+            "name": {"type": "string"},
+            "description": {"type": "string"},
+            "models": {**string_list, "minItems": 1},
+            "tasks": {
+                "anyOf": [
+                    {**string_list, "minItems": 1},
+                    {"type": "object", "additionalProperties": task_entry, "minProperties": 1},
+                ]
+            },
+            "methods": {
+                "anyOf": [
+                    {**string_list, "minItems": 1},
+                    {
+                        "type": "object",
+                        "properties": per_method,
+                        "additionalProperties": method_entry({"type": "object"}),
+                        "minProperties": 1,
+                    },
+                ]
+            },
+            "seeds": {"type": "array", "items": {"type": "integer"}, "uniqueItems": True},
+            **sections,
+            "targets": {"type": "object"},
+            "tuning": {"type": "object"},
+        },
+        "$defs": dict(sorted(defs.items())),
+    }
+
+
+def builtin_methods() -> list[str]:
+    """The methods hizfo-bench itself registers (baselines/), not installed plugins."""
+    from bench.registry import available_methods
+
+    return [n for n, target in available_methods().items() if target.startswith("baselines.")]

@@ -10,6 +10,35 @@ from pathlib import Path
 from bench.cli.errors import DEFAULT_RUNS, UsageError
 
 
+def check_flags(args: argparse.Namespace) -> None:
+    """`run`'s flags against their ranges and this machine, before anything starts: a bad
+    one is a UsageError (one line, exit 2) and no run directory is made."""
+    import os
+
+    for flag, value, least in (
+        ("--num-cpus", args.num_cpus, 1),
+        ("--cpus-per-trial", args.cpus_per_trial, 1),
+        ("--max-retries", args.max_retries, 0),
+    ):
+        if value is not None and value < least:
+            raise UsageError(f"{flag} {value}: must be >= {least}")
+    local = not (args.address or os.environ.get("RAY_ADDRESS"))
+    if local and args.cpus_per_trial is not None:
+        # A local cluster has --num-cpus CPUs, or the machine's; more per trial would
+        # leave every trial queued forever. (An existing cluster is checked on connecting.)
+        have = args.num_cpus or os.cpu_count() or 1
+        source = "--num-cpus" if args.num_cpus else "this machine"
+        if args.cpus_per_trial > have:
+            raise UsageError(
+                f"--cpus-per-trial {args.cpus_per_trial}: {source} has {have} CPUs; "
+                f"at most {have} per trial"
+            )
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UsageError(
+            f"--out {args.out}: is a file; give a run directory (an existing one resumes)"
+        )
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from bench import store
     from bench.orchestrate.plan import run_plan
@@ -20,6 +49,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from bench.suite import load_plan
     from bench.train.trackers import TrackerError, check_tracker
 
+    if args.schema:  # the suite files' JSON Schema (docs/suite.schema.json), nothing run
+        import json
+
+        from bench.suite import builtin_methods, suite_schema
+
+        methods = builtin_methods() if args.schema == "builtin" else None
+        print(json.dumps(suite_schema(methods), indent=1))
+        return 0
+    check_flags(args)
     try:  # a tracker whose package is missing fails here, before anything runs
         check_tracker(args.tracker)
     except TrackerError as e:
@@ -98,6 +136,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="times a trial whose worker died is run again before it is recorded failed",
     )
     run.add_argument("--dry-run", action="store_true", help="list the trials, run nothing")
+    run.add_argument(
+        "--schema",
+        nargs="?",
+        const="installed",
+        choices=("installed", "builtin"),
+        help="print the JSON Schema of suite files (method configs of the installed methods, "
+        "or of the built-in ones: docs/suite.schema.json) and exit",
+    )
     run.add_argument(
         "--set",
         action="append",

@@ -39,7 +39,7 @@ def test_trial_id_is_derived_from_the_spec():
         ({"tasks": ["no-such-task"]}, "unknown task 'no-such-task'"),
         ({"methods": ["no-such-method"]}, "unknown method 'no-such-method'"),
         ({"methods": {"fo-adamw": {"config": {"learning_rate": 1}}}}, "learning_rate"),
-        ({"methods": {"fo-adamw": {"config": {"lr": "fast"}}}}, "expected a number"),
+        ({"methods": {"fo-adamw": {"config": {"lr": "fast"}}}}, "must be a number"),
         ({"methods": {"fo-adamw": {"steps": 3}}}, "unknown key(s) steps"),
         ({"train": {"stepz": 3}}, "unknown key(s) stepz"),
         ({"seeds": "0"}, "list of integers"),
