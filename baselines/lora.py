@@ -13,6 +13,7 @@ to be merged or unloaded after training.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -20,6 +21,36 @@ import torch
 
 from baselines.fo_adamw import FOAdamW, FOAdamWConfig
 from bench.method import TrainContext
+
+log = logging.getLogger("hizfo_bench.lora")
+
+# Names of one role in different model families: the attention output projection is
+# o_proj in Llama-style models and out_proj in OPT.
+ALIASES: dict[str, tuple[str, ...]] = {"o_proj": ("out_proj",), "out_proj": ("o_proj",)}
+
+
+def resolve_target_modules(model: torch.nn.Module, names: list[str]) -> list[str]:
+    """The module names to adapt in `model`: each of `names` that the model has, an alias
+    (ALIASES) for one it lacks (with a warning), and a ValueError naming a module that
+    matches neither, with the names of the model's linear layers."""
+    linear = {
+        n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)
+    }
+    present = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    out: list[str] = []
+    for name in names:
+        if name in present:
+            out.append(name)
+            continue
+        alias = next((a for a in ALIASES.get(name, ()) if a in present), None)
+        if alias is None:
+            raise ValueError(
+                f"lora target_modules: the model has no module {name!r}; its linear layers: "
+                f"{', '.join(sorted(linear))}"
+            )
+        log.warning("lora: the model has no %s; adapting %s (the same role) instead", name, alias)
+        out.append(alias)
+    return list(dict.fromkeys(out))
 
 
 @dataclass
@@ -41,7 +72,11 @@ class LoRAConfig(FOAdamWConfig):
             the training loss a deterministic function of the weights).
         target_modules: names of the linear layers that get adapters. The attention
             projections by default (q/k/v/o, Llama naming); MeZO adapts q and v only
-            (OPT), which is ["q_proj", "v_proj"] here.
+            (OPT), which is ["q_proj", "v_proj"] here. Every name must match a module
+            of the model, or setup fails naming it and the model's linear layers; the
+            one documented fallback is the output projection: a model without
+            ``o_proj`` but with ``out_proj`` (OPT) adapts ``out_proj`` for it, with a
+            warning, and the summary's ``target_modules`` says what was adapted.
         bias: peft's bias setting: "none" (default), "all" or "lora_only".
     """
 
@@ -79,11 +114,12 @@ class LoRA(FOAdamW):
         from peft import LoraConfig, get_peft_model
 
         c = self.config
+        self.target_modules = resolve_target_modules(model, list(c.target_modules))
         peft_config = LoraConfig(
             r=c.rank,
             lora_alpha=c.alpha,
             lora_dropout=c.dropout,
-            target_modules=list(c.target_modules),
+            target_modules=self.target_modules,
             bias=c.bias,
             task_type="CAUSAL_LM",
         )
@@ -115,6 +151,6 @@ class LoRA(FOAdamW):
             "trainable_fraction": trainable / total,
             "rank": self.config.rank,
             "alpha": self.config.alpha,
-            "target_modules": list(self.config.target_modules),
+            "target_modules": self.target_modules,  # what was adapted (aliases resolved)
             "adapted_modules": len(adapted),
         }

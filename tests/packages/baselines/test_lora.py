@@ -110,3 +110,27 @@ def test_lora_lowers_the_training_loss():
     assert last < first - 0.05, record["curve"]
     assert record["passes"] == {"forward": 30, "backward": 30}
     assert record["method_summary"]["trainable_parameters"] < record["model_info"]["parameters"]
+
+
+def test_a_named_module_the_model_lacks_is_an_error_naming_its_linear_layers(tiny_fresh):
+    model, _ = tiny_fresh
+    with pytest.raises(ValueError, match=r"no module 'qkv'; its linear layers: .*q_proj"):
+        _setup(model, LoRAConfig(target_modules=["q_proj", "qkv"]))
+
+
+def test_opt_adapts_its_four_attention_projections_with_the_default(caplog):
+    # OPT names the attention output projection out_proj, not o_proj: the default's
+    # documented fallback adapts it (before, only q, k and v were adapted, silently).
+    from transformers import OPTConfig, OPTForCausalLM
+
+    config = OPTConfig(
+        vocab_size=64, hidden_size=16, num_hidden_layers=1, ffn_dim=32,
+        num_attention_heads=2, max_position_embeddings=32, word_embed_proj_dim=16,
+    )  # fmt: skip
+    model = OPTForCausalLM(config)
+    with caplog.at_level("WARNING", logger="hizfo_bench.lora"):
+        method = _setup(model, LoRAConfig())
+    summary = method.summary()
+    assert summary["target_modules"] == ["q_proj", "k_proj", "v_proj", "out_proj"]
+    assert summary["adapted_modules"] == 4  # one layer, four projections
+    assert "no o_proj; adapting out_proj" in caplog.text
