@@ -93,6 +93,15 @@ class TrialRecord:
         eval_samples: test documents scored.
         traceback: the failure's traceback, when it failed inside the worker.
         worker: where and how the trial ran (pid, node, resources, start-up costs).
+        attempts: how many times the sweep ran the trial (a worker that dies is retried):
+            {count, lost_seconds (time the attempts before the final one ran), each:
+            [{attempt, start, end (Unix seconds), seconds, worker {pid, host} or None,
+            outcome ("ok", "failed" or "worker died: <error>")}]}; total_seconds is the
+            final attempt's. None for trials not run by a sweep (perf, tests).
+        checkpoint: the trial's checkpoints (bench/train/checkpoint.py): {path (the
+            final checkpoint's folder relative to the run, or None), save_every,
+            saved_steps, resumed_from_step (None unless it continued from a checkpoint),
+            resumed_from, write_seconds}; None when it neither saved nor resumed.
         extra: fields this version does not know, kept for the round trip.
     """
 
@@ -133,6 +142,8 @@ class TrialRecord:
     eval_samples: int | None = None
     traceback: str | None = None
     worker: dict[str, Any] | None = None
+    attempts: dict[str, Any] | None = None
+    checkpoint: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     # Optional fields left out of the file while they hold None (keeps old files identical).
@@ -146,6 +157,8 @@ class TrialRecord:
         "sharpness",
         "step_extra",
         "warnings",
+        "attempts",
+        "checkpoint",
     )
 
     @property

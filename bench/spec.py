@@ -18,6 +18,7 @@ from bench.measure.sharpness import SharpnessConfig
 
 PRECISIONS = ("fp32", "bf16-mixed", "bf16")
 DTYPES = ("float32", "bfloat16", "float16")
+SAVE_CHOICES = ("none", "final")
 
 
 def _at_least(n: int) -> dict[str, int]:
@@ -41,6 +42,12 @@ class TrainConfig:
     precision: str | None = field(default=None, metadata={"choices": PRECISIONS})
     # steps between loss points in the curve and the log
     log_every: int = field(default=10, metadata=_at_least(1))
+    # Checkpoints (bench/train/checkpoint.py), in <run>/checkpoints/<trial_id>/: "final"
+    # writes the trained model (save_pretrained + tokenizer) and the method's state when
+    # training ends; save_every N > 0 writes a resumable checkpoint every N steps, from
+    # which a retried or resumed trial continues. Neither changes the trial id.
+    save: str = field(default="none", metadata={"choices": SAVE_CHOICES})
+    save_every: int = 0
 
 
 @dataclass
@@ -97,6 +104,8 @@ class TrialSpec:
             del d["dev"]
         if self.train.precision is None:
             del d["train"]["precision"]
+        # Saving changes no result (tested bit for bit), so it never changes the id.
+        del d["train"]["save"], d["train"]["save_every"]
         if self.measure == SharpnessConfig():
             del d["measure"]
         if self.phase == "final":

@@ -50,9 +50,11 @@ class TrainClock:
         self._paused_cpu = 0.0
         self.paused_seconds = 0.0  # the total time spent paused (evaluation, say)
 
-    def start(self) -> None:
-        self._started = time.perf_counter()
-        self._cpu_started = time.process_time()
+    def start(self, seconds: float = 0.0, cpu_seconds: float = 0.0) -> None:
+        """Start the clock; a resumed trial starts it at the `seconds` and `cpu_seconds`
+        its checkpoint had run."""
+        self._started = time.perf_counter() - seconds
+        self._cpu_started = time.process_time() - cpu_seconds
 
     @property
     def seconds(self) -> float:

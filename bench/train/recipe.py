@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from bench import models
 from bench.config import build
-from bench.data import batch_stream, collate, truncation_counts
+from bench.data import collate, truncation_counts
 from bench.evaluate import evaluate, write_samples
 from bench.measure.environment import environment
 from bench.measure.memory import (
@@ -48,6 +48,13 @@ from bench.registry import load_method
 from bench.spec import TrialSpec
 from bench.tasks import get_task
 from bench.train import precision
+from bench.train.checkpoint import (
+    CountedStream,
+    TrialCheckpoints,
+    resumable,
+    rng_states,
+    set_rng_states,
+)
 from bench.train.evalpoints import DevEvaluator, MetricsFile, preserved_rng
 from bench.train.hooks import (
     ConsoleLog,
@@ -63,6 +70,8 @@ from bench.train.progress import ProgressFile
 from bench.train.trackers import tracker_hooks
 
 log = logging.getLogger("hizfo_bench.train")
+
+PROFILE_SEED_OFFSET = 10_007  # the profiling batch stream's seed is the trial's + this
 
 
 def seed_everything(seed: int) -> None:
@@ -89,6 +98,16 @@ def new_record(spec: TrialSpec, device: torch.device) -> TrialRecord:
     )
 
 
+def trial_checkpoints(spec: TrialSpec, run_dir: Path | None) -> TrialCheckpoints | None:
+    """The trial's checkpoints (bench/train/checkpoint.py), kept in a run folder only.
+    A tuning trial writes no final model: only its dev figures are ever used."""
+    if run_dir is None:
+        return None
+    cfg = spec.train
+    final = cfg.save == "final" and spec.phase != "tune"
+    return TrialCheckpoints(run_dir, spec.trial_id, save_every=cfg.save_every, final=final)
+
+
 def failed_record(spec: TrialSpec, error: str) -> dict[str, Any]:
     """The record of a trial whose worker never returned (it died, or Ray failed)."""
     record = new_record(spec, torch.device("cpu"))
@@ -112,6 +131,8 @@ class TrialRecipe:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.record = new_record(spec, device)
         self.extra_hooks: list[Hook] = list(hooks or [])  # the caller's: trackers, tests
+        self.checkpoints = trial_checkpoints(spec, self.run_dir)
+        self.resumed: dict[str, Any] | None = None  # the loop state a checkpoint restored
 
     # ---- setup: data, method, model, profiling -------------------------------------
 
@@ -148,13 +169,13 @@ class TrialRecipe:
             )
         self.steps = cfg.steps if method_cls.trains else 0
 
-        profile_stream = batch_stream(self.examples, cfg.batch_size, seed=spec.seed + 10_007)
+        self.profile_stream = self._stream(PROFILE_SEED_OFFSET)
         ctx = TrainContext(
             total_steps=self.steps,
             seed=spec.seed,
             device=self.device,
             loss_fn=self.loss_fn,
-            sample_batches=lambda n: [self._collate(next(profile_stream)) for _ in range(n)],
+            sample_batches=lambda n: [self._collate(next(self.profile_stream)) for _ in range(n)],
         )
         record.load_seconds = time.perf_counter() - t_load
         self.weights_at_load = tensor_bytes([*self.model.parameters(), *self.model.buffers()])
@@ -168,6 +189,26 @@ class TrialRecipe:
         t_setup = time.perf_counter()
         self.model = self.method.setup(self.model, ctx)
         record.setup_seconds = time.perf_counter() - t_setup
+        self.resumed = self._resume()
+
+    def _stream(self, seed_offset: int = 0, skip: int = 0) -> CountedStream:
+        """A seeded batch stream of the training examples, `skip` batches in."""
+        cfg = self.spec.train
+        return CountedStream(self.examples, cfg.batch_size, self.spec.seed + seed_offset, skip)
+
+    def _resume(self) -> dict[str, Any] | None:
+        """Load the trial's latest checkpoint, if a run before this one left one (a retry,
+        a resumed sweep), into the model and the method, and return its loop state."""
+        folder = self.checkpoints.latest() if self.checkpoints and self.steps else None
+        if folder is None:
+            return None
+        if not resumable(self.method):
+            log.warning("%s: %s cannot resume; training from step 0", self.spec.trial_id, folder)
+            return None
+        loop = self.checkpoints.load(folder, self.model, self.method)
+        self.profile_stream = self._stream(PROFILE_SEED_OFFSET, skip=loop["streams"]["profile"])
+        log.info("%s resumes from step %d (%s)", self.spec.trial_id, loop["step"], folder)
+        return loop
 
     def _collate(self, batch: list) -> dict[str, torch.Tensor]:
         return collate(batch, self.tokenizer, self.spec.train.max_length, self.device)
@@ -211,7 +252,8 @@ class TrialRecipe:
     def trial_hooks(self, bar: Any = None) -> Hooks:
         """Every hook of this trial's loop, in one list: the built-in observers, the
         run folder's files (metrics stream, progress for the driver) and the caller's."""
-        hooks: list[Hook] = [DivergenceGuard(), ConsoleLog(bar), StepExtraRecorder()]
+        self.extras = StepExtraRecorder()
+        hooks: list[Hook] = [DivergenceGuard(), ConsoleLog(bar), self.extras]
         if self.run_dir is not None:
             trial_id = self.spec.trial_id
             hooks.append(MetricsFile(self.run_dir / "metrics" / f"{trial_id}.jsonl"))
@@ -222,17 +264,27 @@ class TrialRecipe:
 
     def train(self) -> None:
         spec, record, steps = self.spec, self.record, self.steps
-        log_every = spec.train.log_every
-        stream = batch_stream(self.examples, spec.train.batch_size, seed=spec.seed)
+        log_every, ckpt = spec.train.log_every, self.checkpoints
+        stream = self._stream()
         clock = TrainClock()
         state = LoopState(record=record, total_steps=steps, clock=clock)
-        bar = tqdm(range(steps), desc=spec.trial_id[:48], disable=not self.progress, leave=False)
+        start = self.resumed["step"] if self.resumed else 0
+        bar = tqdm(
+            range(start, steps),
+            initial=start,
+            total=steps,
+            desc=spec.trial_id[:48],
+            disable=not self.progress,
+            leave=False,
+        )
         hooks = self.trial_hooks(bar)
         evaluator = self._dev_evaluator()
-        if evaluator:  # step 0: where every method starts
+        window: list[float] = []  # losses since the last curve point
+        if self.resumed:  # where the checkpoint left: data, random states, curves, clock
+            stream = self._restore(state, window)
+        elif evaluator:  # step 0: where every method starts
             hooks.on_eval_point(state, evaluator.measure(state))
-        window: list[float] = []
-        clock.start()
+        clock.start(*(self.resumed["clock"] if self.resumed else (0.0, 0.0)))
         for step in bar:
             batch = self._collate(next(stream))
             state.tokens += int(batch["attention_mask"].sum())
@@ -249,10 +301,15 @@ class TrialRecipe:
                 hooks.on_log(state, point)
             if evaluator and evaluator.due(state):
                 hooks.on_eval_point(state, evaluator.measure(state))
+            if ckpt and ckpt.due(state.step, steps):  # off the train clock
+                loop = self._loop_state(state, stream, window)
+                with clock.paused():
+                    self._checkpoint(loop, final=False)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+        final = self._loop_state(state, stream, window) if self._final_due() else None
         record.train_seconds = clock.seconds
-        record.dev_eval_seconds = clock.paused_seconds if evaluator else None
+        record.dev_eval_seconds = self._dev_eval_seconds(clock) if evaluator else None
         hooks.on_end(state)
         record.passes = dict(state.passes)
         record.steps = steps
@@ -260,6 +317,57 @@ class TrialRecipe:
         record.tokens_per_second = state.tokens / record.train_seconds if steps else None
         self._read_memory()
         record.method_summary = self.method.summary()
+        if final is not None:  # after the memory reading: writing is no part of training
+            self._checkpoint(final, final=True)
+
+    # ---- checkpoints: what the loop saves and restores (bench/train/checkpoint.py) ---
+
+    def _checkpoint(self, loop: dict[str, Any], *, final: bool) -> None:
+        assert self.checkpoints is not None
+        self.checkpoints.write(
+            loop["step"], self.model, self.tokenizer, self.method, loop, final=final
+        )
+
+    def _final_due(self) -> bool:
+        ckpt = self.checkpoints
+        return bool(ckpt and ckpt.final and ckpt.resumed_from != ckpt.folder)
+
+    def _dev_eval_seconds(self, clock: TrainClock) -> float:
+        """Evaluation points' time so far: the clock's pauses less checkpoint writing,
+        plus what the segments before a resume spent."""
+        before = self.resumed["dev_eval_seconds"] if self.resumed else 0.0
+        writing = self.checkpoints.write_seconds if self.checkpoints else 0.0
+        return before + clock.paused_seconds - writing
+
+    def _loop_state(
+        self, state: LoopState, stream: CountedStream, window: list[float]
+    ) -> dict[str, Any]:
+        """Everything the loop needs to continue after `state.step` steps."""
+        record = self.record
+        return {
+            "step": state.step,
+            "tokens": state.tokens,
+            "passes": dict(state.passes),
+            "curve": list(record.curve),
+            "eval_curve": list(record.eval_curve),
+            "window": list(window),
+            "step_extra": {k: list(v) for k, v in self.extras.columns.items()},
+            "clock": (state.clock.seconds, state.clock.cpu_seconds),
+            "dev_eval_seconds": self._dev_eval_seconds(state.clock),
+            "streams": {"train": stream.drawn, "profile": self.profile_stream.drawn},
+            "rng": rng_states(),
+        }
+
+    def _restore(self, state: LoopState, window: list[float]) -> CountedStream:
+        """Put the loop back where `self.resumed` (a loop state) left it; returns the
+        training stream at its position."""
+        loop, record = self.resumed, self.record
+        state.step, state.tokens, state.passes = loop["step"], loop["tokens"], loop["passes"]
+        record.curve, record.eval_curve = list(loop["curve"]), list(loop["eval_curve"])
+        window[:] = loop["window"]
+        self.extras.columns = {k: list(v) for k, v in loop["step_extra"].items()}
+        set_rng_states(loop["rng"])
+        return self._stream(skip=loop["streams"]["train"])
 
     def _read_memory(self) -> None:
         record = self.record
@@ -329,15 +437,18 @@ def run_trial(
     progress: bool = False,
     run_dir: Path | None = None,
     tracker: str = "none",
+    hooks: list[Hook] | None = None,
 ) -> dict[str, Any]:
     """Run one trial and return its result record (bench/record.py); never raises.
 
-    With `run_dir`, the trial's side files go there (progress, samples, tracker runs);
-    `tracker` is none | tensorboard | wandb (bench/train/trackers.py).
+    With `run_dir`, the trial's side files go there (progress, samples, tracker runs,
+    checkpoints), and a checkpoint a previous attempt left there is resumed from;
+    `tracker` is none | tensorboard | wandb (bench/train/trackers.py); `hooks` are extra
+    loop hooks (bench/train/hooks.py).
     """
     t0 = time.perf_counter()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    recipe = TrialRecipe(spec, device, progress=progress, run_dir=run_dir)
+    recipe = TrialRecipe(spec, device, progress=progress, run_dir=run_dir, hooks=hooks)
     record = recipe.record
     try:
         recipe.extra_hooks += tracker_hooks(tracker, run_dir, spec.trial_id, spec.to_dict())
@@ -347,10 +458,14 @@ def run_trial(
         if spec.phase != "tune":  # a tuning trial is judged on dev only, never on test
             recipe.evaluate()
         record.status = "ok"
+        if recipe.checkpoints:  # the final one stays; the intermediate ones are done with
+            recipe.checkpoints.finish()
     except Exception as e:  # a failed trial is a result, not a crash
         record.error = f"{type(e).__name__}: {e}"
         record.traceback = traceback.format_exc(limit=20)
         log.error("trial %s failed: %s", spec.trial_id, record.error)
+    if recipe.checkpoints and recipe.checkpoints.used:
+        record.checkpoint = recipe.checkpoints.summary()
     record.total_seconds = time.perf_counter() - t0
     if record.ok and record.score is not None:
         log.info(
