@@ -9,8 +9,17 @@ The value is read as a YAML scalar (``50`` an int, ``1e-5`` a number, ``null`` N
 (bench/suite.py, bench/config.py): a misspelt leaf key or a value of the wrong type is
 the same error it would be in the YAML. The path itself is checked here, where the
 message can name the ``--set`` that was wrong: the first key must be a suite key, and a
-method or task must be one the suite has (``--set`` changes a suite, it does not add
-trials).
+method or task must be one the suite has, unless the key starts with ``+``, which adds
+the entry::
+
+    +methods.lora.config.rank=8      +methods.none=      +tasks.my-task.type=jsonl
+
+Replacing a whole section keeps what the suite says about the entries that stay:
+``methods=[fo-adamw, lora]`` keeps fo-adamw's config, train and search settings and adds
+lora with its defaults; in a mapping (``methods={mezo: {}, lora: {config: {rank: 8}}}``)
+an entry given as ``{}`` or null keeps its settings and an entry with settings gets
+exactly those. A typed task entry (``type: jsonl``) takes any key of its type
+(``tasks.my-task.metric=f1``); the type checks it.
 
 Filters (``--methods``, ``--tasks``, ``--models``, ``--seeds``) keep only the named
 entries; a name the suite does not have is an error rather than an empty run.
@@ -34,9 +43,10 @@ FILTER_KEYS = ("methods", "tasks", "models", "seeds")
 
 
 def parse_assignment(text: str) -> tuple[list[str], Any]:
-    """``"a.b.c=VALUE"`` -> (["a", "b", "c"], VALUE read as YAML)."""
+    """``"a.b.c=VALUE"`` -> (["a", "b", "c"], VALUE read as YAML); a leading ``+`` (add
+    an entry) is left to the caller."""
     key, sep, value = text.partition("=")
-    path = key.strip().split(".")
+    path = key.strip().removeprefix("+").split(".")
     if not sep or not all(path):
         raise ConfigError(f"--set {text!r}: expected KEY=VALUE with a dotted KEY")
     try:
@@ -81,28 +91,51 @@ def _set(
     text: str,
     suite_keys: Collection[str],
     entry_keys: Collection[str],
+    *,
+    add: bool = False,
 ) -> None:
     top, where = path[0], f"--set {text}"
     if top not in suite_keys:
         raise ConfigError(
             f"{where}: unknown key {top!r}; valid keys: {', '.join(sorted(suite_keys))}"
         )
-    if top in _ENTRY_SECTIONS and len(path) > 1:
+    if top in _ENTRY_SECTIONS and len(path) == 1:
+        raw[top] = _replace_entries(raw, top, value, where)
+        return
+    if top in _ENTRY_SECTIONS:
         entries = _entries(raw, top)
         name = path[1]
-        if name not in entries:
+        if name not in entries and not add:
             raise ConfigError(
-                f"{where}: {top[:-1]} {name!r} is not in the suite ({', '.join(entries)})"
+                f"{where}: {top[:-1]} {name!r} is not in the suite ({', '.join(entries)}); "
+                f"to add it, start the key with +: --set +{text.lstrip('+')}"
             )
-        if len(path) < 3 or path[2] not in entry_keys:
+        entry = dict(entries[name]) if isinstance(entries.get(name), dict) else {}
+        if len(path) == 2:  # +methods.lora= adds lora with its defaults, or with a mapping
+            if value is not None and not isinstance(value, dict):
+                raise ConfigError(f"{where}: expected a mapping of settings, got {value!r}")
+            entries[name] = {**entry, **(value or {})}
+            return
+        typed = top == "tasks" and "type" in entry
+        if path[2] not in entry_keys and not (typed or (top == "tasks" and path[2] == "type")):
             raise ConfigError(
                 f"{where}: expected {top}.{name}.<key>..., key one of {', '.join(sorted(entry_keys))}"
             )
-        entry = dict(entries[name]) if isinstance(entries[name], dict) else {}
         _assign(entry, path[2:], value, where, f"{top}.{name}")
         entries[name] = entry
         return
     _assign(raw, path, value, where, "")
+
+
+def _replace_entries(raw: dict[str, Any], top: str, value: Any, where: str) -> dict[str, Any]:
+    """A new methods/tasks section that keeps the suite's settings of the entries that stay
+    (a list names entries; in a mapping, {} or null keeps an entry's settings)."""
+    old = _entries(dict(raw), top)
+    if isinstance(value, list):
+        value = {str(v): None for v in value}
+    if not isinstance(value, dict) or not value:
+        raise ConfigError(f"{where}: expected a non-empty list or mapping of {top}")
+    return {str(k): v or dict(old.get(str(k)) or {}) for k, v in value.items()}
 
 
 def apply_overrides(
@@ -120,7 +153,8 @@ def apply_overrides(
     out = copy.deepcopy(dict(raw))
     for text in overrides:
         path, value = parse_assignment(text)
-        _set(out, path, value, text, suite_keys, entry_keys)
+        add = text.lstrip().startswith("+")
+        _set(out, path, value, text, suite_keys, entry_keys, add=add)
     return out
 
 

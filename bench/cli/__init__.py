@@ -18,16 +18,83 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from bench.cli.errors import DEFAULT_RUNS, UsageError  # noqa: E402 (after the environment)
 
-SUBCOMMANDS = ("run", "show", "report", "compare", "history", "catalog", "perf", "calibrate")
+SUBCOMMANDS = (
+    "run",
+    "show",
+    "report",
+    "compare",
+    "history",
+    "catalog",
+    "suites",
+    "cp",
+    "perf",
+    "calibrate",
+)
+
+# `hizfo-bench COMMAND --help` ends with these, unless the command's module gives its own.
+EXAMPLES = {
+    "run": """\
+examples:
+  hizfo-bench run --suite smoke                     # every piece on the tiny model, ~2 min
+  hizfo-bench run --suite mini --out results/runs/mini
+  hizfo-bench run --suite mini --print-config       # each trial's resolved spec, run nothing
+  hizfo-bench run --suite mini --methods mezo,hizfo --set train.steps=50
+  hizfo-bench run --suite smoke --set +methods.lora.config.rank=8   # + adds an entry""",
+    "show": "example:\n  hizfo-bench show results/runs/smoke mezo -n 3",
+    "report": """\
+examples:
+  hizfo-bench report results/runs/mini
+  hizfo-bench report results/history      # several runs: metrics over time""",
+    "compare": """\
+example:
+  hizfo-bench compare results/reference/nightly results/runs/nightly --history results/history""",
+    "history": "examples:\n  hizfo-bench history add results/runs/nightly\n  hizfo-bench history list",
+    "perf": "example:\n  hizfo-bench perf --repeats 3 --warmup 1 --methods mezo,fo-adamw,hizfo",
+}
+
+_EPILOG = """\
+first look: hizfo-bench suites; hizfo-bench run --suite smoke (about 2 minutes, tiny model)
+the main job: hizfo-bench run --suite mini; then hizfo-bench report RUN_DIR
+`hizfo-bench COMMAND --help` has each command's options, defaults and examples"""
 
 __all__ = ["DEFAULT_RUNS", "SUBCOMMANDS", "UsageError", "build_parser", "main"]
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Text with line breaks as written (examples keep their lines), other text wrapped,
+    and every option's default shown, except the ones that say nothing (None, False,
+    empty)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            "%(default)" not in text
+            and default is not argparse.SUPPRESS
+            and default not in (None, False, [], ())
+            and (action.option_strings or action.nargs in (argparse.OPTIONAL, "*"))
+        ):
+            text += " (default: %(default)s)"
+        return text
+
+
+class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
 
 
 def build_parser() -> argparse.ArgumentParser:
     import importlib
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="hizfo-bench",
+        epilog=_EPILOG,
         description="Benchmark hybrid zeroth-/first-order LLM fine-tuning (Hi-ZFO) against "
         "FO AdamW, MeZO, LoRA and plugin methods: run suites, report, compare, perf.",
     )
@@ -37,9 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="show the workers' log lines live (Ray log forwarding) and library warnings",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
     for name in SUBCOMMANDS:
         importlib.import_module(f"bench.cli.{name}").add_parser(sub)
+    for name, text in EXAMPLES.items():
+        if name in sub.choices and not sub.choices[name].epilog:
+            sub.choices[name].epilog = text
     return parser
 
 

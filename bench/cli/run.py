@@ -64,11 +64,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     only = {k: parse_filter(k, getattr(args, k)) for k in FILTER_KEYS if getattr(args, k)}
     # A dry run lists trials without touching a hub, so hub model ids pass offline.
-    suite = load_plan(args.suite, check_sources=not args.dry_run, overrides=args.set, only=only)
+    listing = args.dry_run or args.print_config
+    suite = load_plan(args.suite, check_sources=not listing, overrides=args.set, only=only)
     name, specs = suite.name, suite.specs
     run_dir = (
         Path(args.out) if args.out else DEFAULT_RUNS / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
+    if args.print_config:
+        from bench.cli.suites import print_config
+
+        return print_config(suite, run_dir)
     if args.dry_run:
         done = store.finished_ids(run_dir) if run_dir.exists() else set()
         tune = tuning_specs(specs, suite.tuning) if suite.tuning else []
@@ -136,6 +141,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="times a trial whose worker died is run again before it is recorded failed",
     )
     run.add_argument("--dry-run", action="store_true", help="list the trials, run nothing")
+    run.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print each trial's resolved spec (YAML) and the tuning points, run nothing",
+    )
     run.add_argument(
         "--schema",
         nargs="?",

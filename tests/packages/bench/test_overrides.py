@@ -150,3 +150,34 @@ def test_filters_prune_targets_they_leave_without_a_task_or_a_reference():
     assert apply_filters(raw, {"methods": ["mezo"]})["targets"] == {"b": raw["targets"]["b"]}
     assert apply_filters(raw, {"tasks": ["a"], "methods": ["mezo"]})["targets"] is None
     assert apply_filters(raw, {"methods": ["fo-adamw"]})["targets"] == raw["targets"]
+
+
+def test_plus_adds_a_method_and_a_plain_key_says_how(suite_file):
+    _, specs = load_suite(str(suite_file), overrides=["+methods.lora.config.rank=8"])
+    lora = [s for s in specs if s.method == "lora"]
+    assert len(lora) == 2 and all(s.method_config["rank"] == 8 for s in lora)
+    _, specs = load_suite(str(suite_file), overrides=["+methods.fo-adamw="])
+    assert {s.method for s in specs} == {"none", "mezo", "fo-adamw"}
+    with pytest.raises(ConfigError, match=r"to add it, start the key with \+"):
+        load_suite(str(suite_file), overrides=["methods.lora.config.rank=8"])
+    with pytest.raises(ConfigError, match="unknown key"):  # an added entry is checked too
+        load_suite(str(suite_file), overrides=["+methods.lora.config.rnak=8"])
+
+
+def test_replacing_methods_keeps_the_settings_of_those_that_stay(tmp_path):
+    suite = {
+        **SUITE,
+        "methods": {"none": {}, "mezo": {"config": {"lr": 1e-5}, "train": {"steps": 7}}},
+    }
+    path = tmp_path / "keep.yaml"
+    path.write_text(json.dumps(suite))
+    _, specs = load_suite(str(path), overrides=["methods=[mezo, fo-adamw]"])
+    mezo = [s for s in specs if s.method == "mezo"]
+    assert {s.method for s in specs} == {"mezo", "fo-adamw"}
+    assert all(s.method_config["lr"] == pytest.approx(1e-5) and s.train.steps == 7 for s in mezo)
+    # In a mapping, an entry with settings gets exactly those; {} keeps the suite's.
+    _, specs = load_suite(str(path), overrides=["methods={mezo: {config: {lr: 2.0e-5}}, none: {}}"])
+    mezo = [s for s in specs if s.method == "mezo"]
+    assert all(s.method_config["lr"] == pytest.approx(2e-5) and s.train.steps == 3 for s in mezo)
+    with pytest.raises(ConfigError, match="expected a non-empty list or mapping"):
+        load_suite(str(path), overrides=["methods=[]"])

@@ -1,0 +1,42 @@
+"""`hizfo-bench cp SUITE FILE`: copy a bundled suite to a file of one's own to edit."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+from bench.cli.errors import UsageError
+
+
+def _cmd_cp(args: argparse.Namespace) -> int:
+    from bench.suite import resolve_suite_path
+
+    source = resolve_suite_path(args.suite)  # an unknown name lists the bundled suites
+    target = Path(args.file)
+    if target.is_dir():
+        target = target / source.name
+    if target.exists() and not args.force:
+        raise UsageError(f"{target} exists; pass --force to overwrite it")
+    if not target.parent.is_dir():
+        raise UsageError(f"{target.parent} is not a directory")
+    if target.exists() and target.resolve() == source.resolve():
+        raise UsageError(f"{target} is the suite itself")
+    shutil.copyfile(source, target)
+    print(f"wrote {target}; edit it, then: hizfo-bench run --suite {target}")
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """The cp subcommand."""
+    cp = sub.add_parser(
+        "cp",
+        help="copy a bundled suite to a file to edit",
+        epilog="examples:\n  hizfo-bench cp smoke my-smoke.yaml\n"
+        "  hizfo-bench run --suite my-smoke.yaml --print-config",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cp.add_argument("suite", help="a bundled suite (`hizfo-bench suites`) or a suite file")
+    cp.add_argument("file", help="the new file (or a folder: FOLDER/<suite>.yaml)")
+    cp.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+    cp.set_defaults(func=_cmd_cp)
