@@ -476,7 +476,10 @@ def _final_choice(group: _Group, records: list[Mapping[str, Any]]) -> Choice:
     for t in choice.tried:
         p = where.get(config_key(t["settings"]), {})
         t["stage"], t["round"] = p.get("stage"), p.get("round")
-    choice.edges = {k: v for k, v in group.edges.items() if k in choice.chosen}
+    # A stage's flag holds when the final choice has that stage's value (the winner of a
+    # later stage may be an earlier one's point: e.g. zo_lr at its config value, lowest).
+    final = group.full(choice.chosen)
+    choice.edges = {k: v for k, v in group.edges.items() if final.get(k) == v["value"]}
     choice.searched = dict(group.searched)
     choice.notes = list(group.notes)
     return choice

@@ -151,3 +151,15 @@ def test_a_dry_run_description_shows_every_stage_and_its_points():
     assert "stage 1: fo_lr (with zo_lr=1e-06)" in text
     assert "stage 2: zo_lr with fo_lr fixed" in text
     assert text.count("fo_lr=") == 4 and text.count("zo_lr=") == 5  # 4 points + the fixed one
+
+
+def test_a_config_value_that_beats_every_searched_zo_lr_is_flagged(tmp_path):
+    # The ZO part only hurts: stage 2's best is stage 1's winner, with zo_lr at its config
+    # value 1e-7, below every zo_lr searched, so the flag says so (not extended: off).
+    hizfo = {**HIZFO, "config": {"zo_lr": 1.0e-7}}
+    hizfo["search"] = {**HIZFO["search"], "zo_lr": {"log_uniform": [1e-6, 1e-3]}}
+    suite = _suite({"hizfo": hizfo}, strategy="staged")
+    sweep, _ = _fake_sweep(tmp_path, lambda c: (math.log10(c["fo_lr"]) + 3) ** 2 + c["zo_lr"])
+    (choice,), _ = run_tuning(suite.specs, suite.tuning, tmp_path, sweep)
+    assert "zo_lr" not in choice.chosen  # the config value stays
+    assert choice.edges["zo_lr"] == {"side": "low", "value": 1e-7, "extensions": 0}
