@@ -67,7 +67,7 @@ def test_batch_stream_is_seeded():
 
 
 def _trial(task: str, max_length: int) -> dict:
-    from bench.spec import EvalConfig, TrainConfig, TrialSpec
+    from bench.spec import TrainConfig, TrialSpec
     from bench.train.recipe import run_trial
 
     return run_trial(
