@@ -1,11 +1,18 @@
-# The two commands of the README's quick start:
-#   make run    set up .venv, prepare the embedded model, run the default suite, print the table
-#   make test   set up .venv, run ruff (lint + format) and the tests
+# The commands of the README's quick start:
+#   make smoke    a first look: every method and measurement on the tiny model (~2 min)
+#   make run      set up .venv, prepare the embedded model, run the default suite, print the table
+#   make test     set up .venv, run ruff (lint + format) and the tests
+#   make nightly  the nightly regression check (docs/reports.md): the nightly suite, the
+#                 accuracy trial and perf into one run dir, then compare with the reference
 VENV ?= .venv
 SUITE ?= mini
 BIN := $(VENV)/bin
+REFERENCE ?= results/reference/nightly
+HISTORY ?= results/history
+# The nightly run dir; default results/runs/nightly-<time> (a fresh one each time).
+NIGHTLY_OUT ?=
 
-.PHONY: setup run test lint smoke
+.PHONY: setup run test lint smoke nightly
 
 # The plugins' pyproject files too: a changed entry point needs a reinstall.
 $(VENV)/.installed: pyproject.toml scripts/setup.sh scripts/ensure-sandbox.sh $(wildcard plugins/*/pyproject.toml)
@@ -18,6 +25,16 @@ run: setup
 
 smoke: setup
 	$(BIN)/hizfo-bench run --suite smoke
+
+# Exit 1 on a regression (compare's verdict), 2 on bad input; the verdict is in
+# <run>/report/compare.json. File a passing run with `hizfo-bench history add <run>`.
+nightly: setup
+	@set -e; out="$(NIGHTLY_OUT)"; out="$${out:-results/runs/nightly-$$(date +%Y%m%d-%H%M%S)}"; \
+	echo "nightly: $$out"; \
+	$(BIN)/hizfo-bench run --suite nightly --out "$$out"; \
+	$(BIN)/hizfo-bench run --suite $(REFERENCE)/accuracy.yaml --out "$$out"; \
+	$(BIN)/hizfo-bench perf --repeats 3 --warmup 1 --no-naive --methods mezo,fo-adamw,hizfo --out "$$out"; \
+	$(BIN)/hizfo-bench compare $(REFERENCE) "$$out" --history $(HISTORY)
 
 lint: setup
 	$(BIN)/ruff check .
