@@ -15,6 +15,7 @@ from bench.analysis.stats import split_settings
 from bench.format import fmt_memory, fmt_relative, fmt_seconds, method_order, tex_escape
 from bench.report.claims import claims_plot, render_claims
 from bench.report.history import find_runs, write_history
+from bench.report.index import write_index
 from bench.report.plots import run_plots
 from bench.report.tables import (
     BASELINE,
@@ -31,6 +32,7 @@ from bench.report.tables import (
     task_family,
 )
 from bench.report.targets import time_to_target_table
+from bench.report.trials_csv import write_trials_csv
 from bench.report.tuning import tuning_table
 
 FRAME_COLUMNS = store.FRAME_COLUMNS
@@ -108,6 +110,8 @@ def write_report(run_dir: Path, out_dir: Path | None = None) -> list[Path]:
     written += run_plots(records, frame, out_dir / "plots")
     if claims:
         written += claims_plot(claims, out_dir / "plots")
+    written.append(write_trials_csv(run_dir, out_dir))
+    written.append(write_index(run_dir, out_dir))  # last: it links what is on disk
     return written
 
 

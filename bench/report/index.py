@@ -1,0 +1,181 @@
+"""report/index.html: one page that links everything a run left behind.
+
+Written last, after the tables and plots, from what is on disk: the report's tables
+(Markdown, LaTeX, CSV; table.md and claims.md shown inline), every plot (the PNG shown,
+linked to its PDF), then one row per trial linking its result file, log, per-document
+samples and metrics stream, and the run's tuning.json and targets.json. Links are
+relative, so the run folder can be moved or served as it is (``python -m http.server``),
+and only files that exist are linked. A static page with no script and no outside
+resource: it opens from the file system in any browser.
+
+Markdown is rendered with markdown-it-py when it is installed, else shown as text.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from bench import store
+
+# Report files in the order the page lists them, with what each one is.
+REPORT_FILES = (
+    ("table.md", "main table (Markdown)"),
+    ("table.tex", "main table (LaTeX, booktabs)"),
+    ("table.csv", "main table (CSV, raw numbers)"),
+    ("trials.csv", "one row per trial, flat columns"),
+    ("time_to_target.md", "time to the dev target"),
+    ("tuning.md", "tuning: points tried and the choice"),
+    ("claims.md", "the paper's claims and their verdicts"),
+    ("join.md", "joint table over several runs"),
+)
+# Shown inline on the page, in this order.
+INLINE = ("table.md", "claims.md", "time_to_target.md")
+# Per-trial files: (column, folder under the run, suffix).
+TRIAL_FILES = (
+    ("record", "trials", ".json"),
+    ("log", "logs", ".log"),
+    ("samples", "samples", ".jsonl"),
+    ("metrics", "metrics", ".jsonl"),
+)
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 75em; padding: 0 1em;
+       color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.92em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }
+th { background: #f3f3f3; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+tr.failed td { background: #fdecea; }
+figure { display: inline-block; margin: 0 1em 1.5em 0; vertical-align: top; }
+figure img { max-width: 100%; width: 46em; border: 1px solid #ddd; }
+figcaption { font-size: 0.9em; color: #555; }
+pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.88em; }
+nav a { margin-right: 1em; }
+"""
+
+
+def _href(target: Path, out_dir: Path) -> str:
+    return quote(os.path.relpath(target, out_dir).replace(os.sep, "/"))
+
+
+def _link(target: Path, out_dir: Path, text: str) -> str:
+    return f'<a href="{_href(target, out_dir)}">{html.escape(text)}</a>'
+
+
+def render_markdown(text: str) -> str:
+    """Markdown as HTML (tables included) with markdown-it-py, or escaped text in <pre>."""
+    try:
+        from markdown_it import MarkdownIt
+    except ImportError:
+        return f"<pre>{html.escape(text)}</pre>"
+    return MarkdownIt("commonmark", {"html": False}).enable("table").render(text)
+
+
+def _trial_rows(run_dir: Path, out_dir: Path, records: list[dict[str, Any]]) -> list[str]:
+    rows = []
+    for r in sorted(
+        records,
+        key=lambda r: (
+            (r.get("config") or {}).get("phase", "final") != "final",
+            r["task"],
+            r["method"],
+            r["seed"],
+        ),
+    ):
+        trial_id = r["trial_id"]
+        links = []
+        for name, folder, suffix in TRIAL_FILES:
+            path = run_dir / folder / f"{trial_id}{suffix}"
+            links.append(_link(path, out_dir, name) if path.is_file() else "")
+        score = r.get("score")
+        status = r.get("status") or "?"
+        if r.get("error"):
+            status += f": {r['error']}"
+        seed = r.get("seed")
+        cells = [
+            html.escape(trial_id),
+            html.escape(str(r.get("method"))),
+            html.escape(str(r.get("task"))),
+            html.escape(str(r.get("model"))),
+            ("num", html.escape(str(seed))),
+            html.escape((r.get("config") or {}).get("phase", "final")),
+            html.escape(status),
+            ("num", f"{score:.4f}" if isinstance(score, int | float) else ""),
+            *links,
+        ]
+        tds = "".join(
+            f'<td class="{c[0]}">{c[1]}</td>' if isinstance(c, tuple) else f"<td>{c}</td>"
+            for c in cells
+        )
+        css = "" if r.get("status") == "ok" else ' class="failed"'
+        rows.append(f"<tr{css}>{tds}</tr>")
+    return rows
+
+
+def render_index(run_dir: Path, out_dir: Path) -> str:
+    """The page for `run_dir` whose report is in `out_dir` (both must exist)."""
+    run_dir, out_dir = Path(run_dir).resolve(), Path(out_dir).resolve()
+    records = store.read_trials(run_dir)
+    ok = sum(r.get("status") == "ok" for r in records)
+    title = f"hizfo-bench report: {run_dir.name}"
+    body = [
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p>{len(records)} trials ({ok} ok, {len(records) - ok} failed) in "
+        f"<code>{html.escape(str(run_dir))}</code>. TensorBoard events, when the run had "
+        f"<code>--tracker tensorboard</code>: <code>tensorboard --logdir "
+        f"{html.escape(str(run_dir / 'tb'))}</code>.</p>",
+        '<nav><a href="#tables">tables</a><a href="#plots">plots</a>'
+        '<a href="#trials">trials</a></nav>',
+        '<h2 id="tables">Tables</h2>',
+        "<ul>",
+    ]
+    for name, what in REPORT_FILES:
+        if (out_dir / name).is_file():
+            body.append(f"<li>{_link(out_dir / name, out_dir, name)}: {html.escape(what)}</li>")
+    for name in ("tuning.json", "targets.json"):
+        if (run_dir / name).is_file():
+            body.append(f"<li>{_link(run_dir / name, out_dir, name)}: the run's {name}</li>")
+    body.append("</ul>")
+    for name in INLINE:
+        if (out_dir / name).is_file():
+            body.append(f"<h3>{html.escape(name)}</h3>")
+            body.append(render_markdown((out_dir / name).read_text()))
+
+    body.append('<h2 id="plots">Plots</h2>')
+    pngs = sorted((out_dir / "plots").glob("*.png")) if (out_dir / "plots").is_dir() else []
+    if not pngs:
+        body.append("<p>No plots.</p>")
+    for png in pngs:
+        pdf = png.with_suffix(".pdf")
+        image = f'<img src="{_href(png, out_dir)}" alt="{html.escape(png.stem)}">'
+        if pdf.is_file():
+            image = f'<a href="{_href(pdf, out_dir)}">{image}</a>'
+            caption = f"{html.escape(png.stem)} ({_link(pdf, out_dir, 'PDF')})"
+        else:
+            caption = html.escape(png.stem)
+        body.append(f"<figure>{image}<figcaption>{caption}</figcaption></figure>")
+
+    body.append('<h2 id="trials">Trials</h2>')
+    head = ["trial", "method", "task", "model", "seed", "phase", "status", "score"]
+    head += [name for name, _, _ in TRIAL_FILES]
+    body.append("<table><thead><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead>")
+    body.append("<tbody>" + "\n".join(_trial_rows(run_dir, out_dir, records)) + "</tbody></table>")
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+        + "\n".join(body)
+        + "\n</body>\n</html>\n"
+    )
+
+
+def write_index(run_dir: Path, out_dir: Path) -> Path:
+    """``out_dir/index.html`` for `run_dir`; returns its path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "index.html"
+    path.write_text(render_index(run_dir, out_dir))
+    return path
