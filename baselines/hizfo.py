@@ -97,6 +97,10 @@ class HiZFOMethod:
                 "fo_tensors": float(len(self.hizfo.fo_names)),
                 "backward_depth": result.backward_depth,  # share of a full backward
                 "z_draws": float(result.z_draws),  # passes over the ZO weights drawing z
+                # First-order loss decrease each part's update predicts on this batch
+                # (hizfo.optimizer.HiZFOStepResult; docs/hizfo.md).
+                "zo_gain": result.zo_gain,
+                "fo_gain": result.fo_gain,
                 **({"projected_grad": result.projected_grads[0]} if result.projected_grads else {}),
             },
         )
