@@ -43,6 +43,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from bench import store
     from bench.orchestrate.plan import run_plan
     from bench.orchestrate.session import ResourceError
+    from bench.orchestrate.sweep import ResultWriteError
     from bench.orchestrate.tuning import describe, planned_trials, tuning_specs
     from bench.overrides import FILTER_KEYS, parse_filter
     from bench.report import summary_table
@@ -102,6 +103,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         )
     except (store.RunDirBusyError, ResourceError) as e:
         raise UsageError(str(e)) from None
+    except ResultWriteError as e:  # a full disk: one line, finished trials kept
+        print(f"hizfo-bench: error: {e}", file=sys.stderr)
+        return 1
     frame = store.load_frame(run_dir)
     # The final trials of this suite (tuned settings change ids, so match by cell).
     sweep = sweeps[-1]
@@ -118,7 +122,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
             f"wall {over['wall_seconds']:.0f} s (startup {over['startup_seconds']:.0f} s), "
             f"trials {over['trial_seconds_sum']:.0f} s / {over['parallelism']} slots = "
             f"{over['ideal_seconds']:.0f} s; overhead {over['overhead_seconds']:.0f} s "
-            f"({100 * over['overhead_fraction']:.0f}% of wall)"
+            f"({100 * over['overhead_fraction']:.0f}% of wall"
+            + (
+                f"; {over['lost_attempts']} attempt(s) lost to dead workers, "
+                f"{over['lost_seconds']:.0f} s)"
+                if over["lost_attempts"]
+                else ")"
+            )
         )
     return 0 if (frame["status"] == "ok").all() else 1
 

@@ -182,6 +182,55 @@ TRIALS_PER_WORKER = 16
 _served = 0
 
 
+def attempts_file(run_dir: Path, trial_id: str) -> Path:
+    """``<run>/logs/<trial_id>.attempts.jsonl``: one line per attempt a worker started
+    ({start, pid, host}), appended by the worker, read by the driver (sweep.py)."""
+    return Path(run_dir) / "logs" / f"{trial_id}.attempts.jsonl"
+
+
+def _note_attempt(run_dir: Path, trial_id: str) -> None:
+    """Append this attempt's start and worker to the attempts file; never raises (a full
+    disk costs the attempt its start time, not its result)."""
+    import contextlib
+    import json
+
+    line = {"start": time.time(), "pid": os.getpid(), "host": socket.gethostname()}
+    with contextlib.suppress(OSError):
+        path = attempts_file(run_dir, trial_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            f.write(json.dumps(line) + "\n")
+
+
+def read_attempts(run_dir: Path, trial_id: str, since: float) -> list[dict[str, Any]]:
+    """The attempt lines of a trial that started at or after `since` (this sweep's), in
+    order; [] when the worker's filesystem is out of the driver's sight."""
+    import json
+
+    out = []
+    try:
+        lines = attempts_file(run_dir, trial_id).read_text().splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        try:
+            item = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(item, dict) and float(item.get("start", 0)) >= since:
+            out.append(item)
+    return out
+
+
+def worker_died(e: BaseException) -> bool:
+    """True when a trial's worker process (or its node) died: the attempts the sweep
+    retries. An exception raised by the trial itself is not retried."""
+    import ray.exceptions as rex
+
+    died = (rex.WorkerCrashedError, rex.NodeDiedError, rex.OutOfMemoryError)
+    return isinstance(e, died + (rex.LocalRayletDiedError,))
+
+
 def _release_memory() -> None:
     """Between trials of one worker (bench.measure.memory.release_freed_memory)."""
     from bench.measure.memory import release_freed_memory
@@ -208,6 +257,7 @@ def _execute(
     if folder is not None:
         from bench.train.progress import write_progress
 
+        _note_attempt(folder, spec.trial_id)
         write_progress(folder, spec.trial_id, phase="loading", step=0, total_steps=0, loss=None)
     log_file = _trial_logging(folder, spec.trial_id)
     # A reused worker must not keep writing into this trial's log: the handler goes
@@ -303,10 +353,12 @@ def cluster_resources(cpus_per_trial: int | None) -> Resources:
 
 
 def remote_trial(
-    res: Resources, max_retries: int, trials_per_worker: int = TRIALS_PER_WORKER
+    res: Resources, max_retries: int = 0, trials_per_worker: int = TRIALS_PER_WORKER
 ) -> Any:
     """The Ray remote function that runs one trial with `res`; a worker process serves
-    up to `trials_per_worker` trials (1: a fresh process each)."""
+    up to `trials_per_worker` trials (1: a fresh process each). The sweep retries dead
+    workers itself, one attempt per submission, so that each attempt is recorded: Ray's
+    own `max_retries` stays 0 there."""
     import ray
 
     if trials_per_worker < 1:
@@ -333,5 +385,7 @@ def failure_message(e: Exception, max_retries: int) -> str:
         cause = e.cause if getattr(e, "cause", None) is not None else e
         return f"{type(cause).__name__}: {(str(cause).strip().splitlines() or [''])[0]}"
     if isinstance(e, rex.WorkerCrashedError | rex.OutOfMemoryError | rex.NodeDiedError):
+        return f"worker died, {max_retries + 1} attempts: {type(e).__name__}: {first}"
+    if isinstance(e, rex.LocalRayletDiedError):
         return f"worker died, {max_retries + 1} attempts: {type(e).__name__}: {first}"
     return f"{type(e).__name__}: {first}"

@@ -10,9 +10,12 @@ sit idle at the end of a sweep waiting for one long trial.
 The driver writes every trial file as soon as its result arrives, so an interrupted
 sweep keeps what finished, and a second call on the same run directory skips those
 trials (resume). A worker that dies (killed, out of
-memory, segfault) is retried ``max_retries`` times by Ray and then recorded as failed; a
-trial that raises is recorded as failed by the worker itself (run_trial never raises),
-so neither stops the sweep.
+memory, segfault) is submitted again, ``max_retries`` times, and then recorded as failed;
+each trial file lists its attempts (start, end, worker, outcome) and the time lost ones
+took. A trial that raises is recorded as failed by the worker itself (run_trial never
+raises), so neither stops the sweep. A result that cannot be written (a full disk, any
+OSError) stops the sweep with one line (ResultWriteError): the finished trials stay, and
+the interrupted one has no file, so a resume runs it again.
 
 The Ray side (start policy, resources, worker body) is bench/orchestrate/session.py.
 See docs/orchestration.md for the whole story, including multi-machine clusters.
@@ -29,7 +32,7 @@ from typing import Any
 
 from bench import store
 from bench.orchestrate import session
-from bench.orchestrate.display import SweepDisplay
+from bench.orchestrate.display import SweepDisplay, phase_label
 from bench.spec import TrialSpec
 from bench.train.progress import clear_progress, progress_dir, read_progress
 
@@ -45,14 +48,17 @@ class Sweep:
     slots: int = 0  # trials the cluster could run at once
     wall_seconds: float = 0.0  # the whole call: model preparation, Ray start, all trials
     startup_seconds: float = 0.0  # model preparation and Ray start, before the first submit
+    lost_attempts: int = 0  # attempts whose worker died (retried or not)
+    lost_seconds: float = 0.0  # the time those attempts ran
 
     def overhead(self) -> dict[str, float] | None:
         """Sweep wall-clock against (sum of trial times) / parallelism.
 
         Trial time is the worker's `total_seconds` (load + setup + train + eval).
         Parallelism is min(slots, trials run). The rest is orchestration: cluster
-        start, worker start-up and imports, scheduling, idle slots at the tail and,
-        on a shared machine, contention.
+        start, worker start-up and imports, scheduling, idle slots at the tail,
+        attempts lost to dead workers (``lost_seconds``, not in the trials' times)
+        and, on a shared machine, contention.
         """
         times = [r["total_seconds"] for r in self.records if r.get("total_seconds")]
         if not times:
@@ -69,6 +75,8 @@ class Sweep:
             "critical_path_seconds": max(ideal, max(times)),
             "overhead_seconds": self.wall_seconds - ideal,
             "overhead_fraction": (self.wall_seconds - ideal) / self.wall_seconds,
+            "lost_attempts": self.lost_attempts,
+            "lost_seconds": self.lost_seconds,
         }
 
 
@@ -114,6 +122,37 @@ def longest_first(specs: Sequence[TrialSpec]) -> list[TrialSpec]:
     return sorted(specs, key=lambda s: -estimated_cost(s))
 
 
+class ResultWriteError(RuntimeError):
+    """A trial result could not be written (a full disk, say): the sweep stops."""
+
+
+def _write_error(path: Path, e: OSError, kept: int) -> ResultWriteError:
+    import contextlib
+    import shutil
+
+    free = "unknown"
+    folder = Path(path).parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    with contextlib.suppress(OSError):
+        free = f"{shutil.disk_usage(folder).free / 2**20:.1f} MiB free"
+    reason = e.strerror or str(e)
+    return ResultWriteError(
+        f"cannot write {path}: {reason} ({free}); the sweep stopped, {kept} finished "
+        "trial(s) of it are kept, run it again to resume"
+    )
+
+
+@dataclass
+class _Attempt:
+    """One submission of a trial to a worker."""
+
+    spec: TrialSpec
+    number: int  # 1 for the first
+    submitted: float  # Unix time
+    history: list[dict[str, Any]] = field(default_factory=list)  # the earlier attempts
+
+
 def pending_specs(specs: Sequence[TrialSpec], run_dir: Path) -> list[TrialSpec]:
     """The specs whose trial has not finished successfully in `run_dir` (resume)."""
     done = store.finished_ids(run_dir)
@@ -152,6 +191,46 @@ def run_sweep(
     t_start = time.perf_counter()
     run_dir = Path(run_dir).resolve()  # workers may start in another folder
     sweep = Sweep()
+    created = not run_dir.exists()
+    try:
+        _run_locked(
+            specs,
+            run_dir,
+            sweep,
+            t_start,
+            address,
+            num_cpus,
+            cpus_per_trial,
+            max_retries,
+            progress,
+            tracker,
+            log_to_driver,
+            trials_per_worker,
+        )
+    except session.ResourceError:
+        # The cluster cannot hold a trial: nothing ran, so leave no run directory behind.
+        if created:
+            import shutil
+
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    return sweep
+
+
+def _run_locked(
+    specs: Sequence[TrialSpec],
+    run_dir: Path,
+    sweep: Sweep,
+    t_start: float,
+    address: str | None,
+    num_cpus: int | None,
+    cpus_per_trial: int | None,
+    max_retries: int,
+    progress: bool,
+    tracker: str,
+    log_to_driver: bool,
+    trials_per_worker: int,
+) -> None:
     with store.run_dir_lock(run_dir):
         store.remove_temp_files(run_dir)
         todo = pending_specs(specs, run_dir)
@@ -161,7 +240,7 @@ def run_sweep(
                 "resuming %s: %d of %d trials already finished", run_dir, sweep.skipped, len(specs)
             )
         if not todo:
-            return sweep
+            return
         clear_progress(run_dir, [s.trial_id for s in todo])
 
         # Build built-in models once here, not in every worker at the same time.
@@ -171,7 +250,7 @@ def run_sweep(
             prepare(model)
 
         started_here = session.start_ray(address, num_cpus, log_to_driver=log_to_driver)
-        pending: dict[Any, TrialSpec] = {}
+        pending: dict[Any, _Attempt] = {}
         try:
             res = session.cluster_resources(cpus_per_trial)
             sweep.slots = res.slots
@@ -181,31 +260,63 @@ def run_sweep(
                 res.slots,
                 f"1 GPU + {res.num_cpus:g} CPU" if res.num_gpus else f"{res.num_cpus:g} CPU",
             )
-            remote = session.remote_trial(res, max_retries, trials_per_worker)
+            remote = session.remote_trial(res, 0, trials_per_worker)
+
+            def submit(spec: TrialSpec, number: int, history: list[dict[str, Any]]) -> Any:
+                ref = remote.remote(spec.to_dict(), str(run_dir), tracker)
+                pending[ref] = _Attempt(spec, number, time.time(), history)
+                return ref
+
             sweep.startup_seconds = time.perf_counter() - t_start
             # Ray starts queued tasks of one shape in submission order.
-            pending = {
-                remote.remote(s.to_dict(), str(run_dir), tracker): s for s in longest_first(todo)
-            }
-            display = SweepDisplay(len(todo), enabled=progress, redraw=not log_to_driver)
+            for s in longest_first(todo):
+                submit(s, 1, [])
+            display = SweepDisplay(
+                len(todo),
+                enabled=progress,
+                redraw=not log_to_driver,
+                phase=phase_label(s.phase for s in todo),
+                slots=res.slots,
+            )
             try:
-                _collect(pending, run_dir, sweep, max_retries, display)
+                _collect(pending, run_dir, sweep, max_retries, display, submit)
             finally:
                 display.close()
         finally:
             _release(pending, started_here)
     sweep.wall_seconds = time.perf_counter() - t_start
-    return sweep
+
+
+def _attempt_entry(
+    attempt: _Attempt, run_dir: Path, end: float, outcome: str, worker: dict[str, Any] | None
+) -> dict[str, Any]:
+    """What one attempt was: its start (the worker's own line, else the submission), end,
+    worker and outcome."""
+    lines = session.read_attempts(run_dir, attempt.spec.trial_id, attempt.submitted)
+    line = lines[-1] if lines else {}
+    start = float(line.get("start", attempt.submitted))
+    if worker is None and line:
+        worker = {"pid": line.get("pid"), "host": line.get("host")}
+    return {
+        "attempt": attempt.number,
+        "start": start,
+        "end": end,
+        "seconds": max(0.0, end - start),
+        "worker": worker,
+        "outcome": outcome,
+    }
 
 
 def _collect(
-    pending: dict[Any, TrialSpec],
+    pending: dict[Any, _Attempt],
     run_dir: Path,
     sweep: Sweep,
     max_retries: int,
     display: SweepDisplay,
+    submit: Any,
 ) -> None:
-    """Wait for each trial, write its file as soon as it arrives, keep the display current."""
+    """Wait for each trial, write its file as soon as it arrives, keep the display current;
+    a trial whose worker died is submitted again until it has had 1 + max_retries attempts."""
     import ray
 
     from bench.train.recipe import failed_record
@@ -216,22 +327,57 @@ def _collect(
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
         if not ready:
             display.update(
-                {s.trial_id: read_progress(run_dir, s.trial_id) for s in pending.values()}
+                {a.spec.trial_id: read_progress(run_dir, a.spec.trial_id) for a in pending.values()}
             )
             continue
-        spec = pending.pop(ready[0])
+        attempt = pending.pop(ready[0])
+        spec = attempt.spec
         try:
             record = ray.get(ready[0])
-        except Exception as e:  # the worker died (after retries) or Ray failed
+        except Exception as e:  # the worker died or Ray failed
+            end = time.time()
+            died = session.worker_died(e)
+            outcome = f"worker died: {type(e).__name__}" if died else "failed"
+            entry = _attempt_entry(attempt, run_dir, end, outcome, None)
+            if died:
+                sweep.lost_attempts += 1
+                sweep.lost_seconds += entry["seconds"]
+            if died and attempt.number <= max_retries:
+                log.warning(
+                    "%s: worker died (%s), attempt %d of %d",
+                    spec.trial_id,
+                    type(e).__name__,
+                    attempt.number,
+                    max_retries + 1,
+                )
+                submit(spec, attempt.number + 1, [*attempt.history, entry])
+                continue
             record = failed_record(spec, session.failure_message(e, max_retries))
             record["traceback"] = str(e)
-        store.write_trial(run_dir, record)
+        else:
+            end = time.time()
+            worker = record.get("worker") or {}
+            who = {"pid": worker.get("pid"), "node_id": worker.get("node_id")}
+            outcome = "ok" if record.get("status") == "ok" else "failed"
+            entry = _attempt_entry(attempt, run_dir, end, outcome, who)
+        each = [*attempt.history, entry]
+        lost = [a for a in each[:-1] if a["outcome"].startswith("worker died")]
+        record["attempts"] = {
+            "count": len(each),
+            "lost_seconds": sum(a["seconds"] for a in lost),
+            "each": each,
+        }
+        try:
+            store.write_trial(run_dir, record)
+        except OSError as e:
+            target = store.trials_dir(run_dir) / f"{spec.trial_id}.json"
+            raise _write_error(target, e, len(sweep.records)) from None
         sweep.records.append(record)
         display.finished(spec.trial_id, record)
         (progress_dir(run_dir) / f"{spec.trial_id}.json").unlink(missing_ok=True)
 
 
-def _release(pending: dict[Any, TrialSpec], started_here: bool) -> None:
+def _release(pending: dict[Any, _Attempt], started_here: bool) -> None:
     import ray
 
     if started_here:

@@ -171,6 +171,30 @@ def test_dead_workers_are_retried_a_bounded_number_of_times(ray_cluster, tmp_pat
     assert failed["error"].startswith("worker died, 2 attempts: ")
     assert len((tmp_path / "never.txt").read_text().splitlines()) == 2  # 1 + max_retries
     assert len(sweep.records) == 2 and ray_cluster.is_initialized()
+    # Each trial file lists its attempts: the killed one, then the one that ran.
+    died_pid = int((tmp_path / "recovers.txt").read_text().splitlines()[0])
+    attempts = records[recovers.trial_id]["attempts"]
+    assert attempts["count"] == 2
+    first, second = attempts["each"]
+    assert (first["attempt"], second["attempt"]) == (1, 2)
+    assert first["outcome"] == "worker died: WorkerCrashedError" and second["outcome"] == "ok"
+    assert first["worker"]["pid"] == died_pid
+    assert second["worker"]["pid"] == records[recovers.trial_id]["worker"]["pid"] != died_pid
+    assert first["start"] <= first["end"] <= second["start"] <= second["end"]
+    assert attempts["lost_seconds"] == pytest.approx(first["end"] - first["start"])
+    # total_seconds is the final attempt's own: shorter than that attempt's span
+    assert records[recovers.trial_id]["total_seconds"] <= second["end"] - second["start"]
+    assert [a["outcome"] for a in failed["attempts"]["each"]] == [
+        "worker died: WorkerCrashedError"
+    ] * 2
+    # Lost attempts count in the sweep's overhead figures.
+    over = sweep.overhead()
+    assert over["lost_attempts"] == 3
+    assert over["lost_seconds"] == pytest.approx(
+        attempts["lost_seconds"]
+        + failed["attempts"]["lost_seconds"]
+        + failed["attempts"]["each"][-1]["seconds"]
+    )
 
 
 def _suite_file(tmp_path: Path) -> Path:

@@ -1,0 +1,84 @@
+"""Faults are recorded, not crashes: a full disk stops the sweep with one line, keeps every
+finished trial and leaves the interrupted one for the resume."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from helpers.specs import make_spec
+
+from bench import store
+from bench.orchestrate.sweep import ResultWriteError, run_sweep
+
+
+@contextlib.contextmanager
+def small_filesystem(folder: Path, size: str = "8m"):
+    """A tmpfs of `size` mounted on `folder` (root only; the test is skipped otherwise)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small filesystem needs root")
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def fill(folder: Path) -> Path:
+    """Write a file until the filesystem is full (the kernel says ENOSPC)."""
+    filler = folder / "filler"
+    chunk = b"\0" * 65536
+    with contextlib.suppress(OSError), open(filler, "wb") as f:
+        while True:
+            f.write(chunk)
+            f.flush()
+    return filler
+
+
+@pytest.mark.integration
+def test_a_full_disk_stops_the_sweep_in_one_line_and_the_resume_completes(
+    ray_cluster, tmp_path, monkeypatch
+):
+    specs = [make_spec("none", seed=s, steps=0, limit=2) for s in range(3)]
+    with small_filesystem(tmp_path / "small") as disk:
+        run_dir = disk / "run"
+        write_trial = store.write_trial
+        fillers = []
+
+        def write_then_fill(folder, record):  # the disk fills up after the first result
+            path = write_trial(folder, record)
+            fillers.append(fill(disk))
+            return path
+
+        monkeypatch.setattr(store, "write_trial", write_then_fill)
+        with pytest.raises(ResultWriteError) as info:
+            run_sweep(specs, run_dir, progress=False)
+        message = str(info.value)
+        assert "\n" not in message
+        assert message.startswith(f"cannot write {store.trials_dir(run_dir)}/")
+        assert "No space left on device" in message and "MiB free" in message
+        assert "1 finished trial(s) of it are kept, run it again to resume" in message
+        kept = store.read_trials(run_dir)
+        assert [r["status"] for r in kept] == ["ok"]
+        before = (store.trials_dir(run_dir) / f"{kept[0]['trial_id']}.json").read_bytes()
+        assert not list(store.trials_dir(run_dir).glob(".*.tmp"))  # nothing torn
+
+        # Room again: the resume runs the interrupted trial and the rest, once each.
+        fillers[0].unlink()
+        monkeypatch.setattr(store, "write_trial", write_trial)
+        sweep = run_sweep(specs, run_dir, progress=False)
+        assert sweep.skipped == 1 and len(sweep.records) == 2
+        records = store.read_trials(run_dir)
+        assert sorted(r["trial_id"] for r in records) == sorted(s.trial_id for s in specs)
+        assert all(r["status"] == "ok" for r in records)
+        assert (store.trials_dir(run_dir) / f"{kept[0]['trial_id']}.json").read_bytes() == before
