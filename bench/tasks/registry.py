@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import logging
 import re
 from collections.abc import Mapping
 from functools import cache
@@ -65,24 +66,26 @@ def _is_type(cls: type[Task]) -> bool:
     return getattr(cls, "config_class", None) is not None
 
 
-def available_tasks() -> dict[str, type[Task]]:
-    """Registered ready-to-use tasks (name -> class), in registration-name order."""
+def _loadable() -> dict[str, type[Task]]:
+    """Every registered class that imports; a broken plugin is logged and left out here
+    (naming it in a suite gives its import error)."""
     out = {}
     for name in sorted(_entry_points()):
-        cls = _load(name)
-        if not _is_type(cls):
-            out[name] = cls
+        try:
+            out[name] = _load(name)
+        except TaskError as e:
+            logging.getLogger(__name__).warning("%s", e)
     return out
+
+
+def available_tasks() -> dict[str, type[Task]]:
+    """Registered ready-to-use tasks (name -> class), in registration-name order."""
+    return {name: cls for name, cls in _loadable().items() if not _is_type(cls)}
 
 
 def task_types() -> dict[str, type[Task]]:
     """Registered task types (type name -> class): tasks a suite builds from a config."""
-    out = {}
-    for name in sorted(_entry_points()):
-        cls = _load(name)
-        if _is_type(cls):
-            out[name] = cls
-    return out
+    return {name: cls for name, cls in _loadable().items() if _is_type(cls)}
 
 
 def _unknown(name: str) -> UnknownTaskError:

@@ -238,3 +238,28 @@ def test_a_suite_with_a_jsonl_task_runs_end_to_end(tmp_path, files):
         assert [s["target"] for s in scored] == ["8", "11"]  # the user's test file, in order
     trained = next(r for r in records if r["method"] == "fo-adamw")
     assert trained["steps"] == 2
+
+
+def test_set_reaches_a_typed_task_and_plus_adds_one(tmp_path, files):
+    suite = _suite(tmp_path)
+    _, specs = load_suite(str(suite), overrides=["tasks.sums.metric=f1"])
+    assert {s.task_config["metric"] for s in specs} == {"f1"}
+    with pytest.raises(ConfigError, match="metric 'bleu' is not one of"):
+        load_suite(str(suite), overrides=["tasks.sums.metric=bleu"])
+    added = [
+        "+tasks.more.type=jsonl",
+        *(f"+tasks.more.{s}={files / f'{s}.jsonl'}" for s in ("train", "dev", "test")),
+        "+tasks.more.fields={prompt: question, target: answer}",
+    ]
+    _, specs = load_suite(str(suite), overrides=added)
+    assert sorted({s.task for s in specs}) == ["more", "sums"]
+
+
+def test_a_broken_task_plugin_is_left_out_of_listings_and_named_when_used(monkeypatch, caplog):
+    eps = dict(registry._entry_points())
+    eps["broken"] = EntryPoint("broken", "no_such_module_xyz:Task", registry.GROUP)
+    monkeypatch.setattr(registry, "_entry_points", lambda: eps)
+    assert "broken" not in registry.available_tasks() and "math-mini" in registry.available_tasks()
+    assert "task plugin 'broken'" in caplog.text
+    with pytest.raises(TaskError, match="failed to import: ModuleNotFoundError"):
+        get_task("broken")
