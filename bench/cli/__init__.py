@@ -60,10 +60,9 @@ the main job: hizfo-bench run --suite mini; then hizfo-bench report RUN_DIR
 __all__ = ["DEFAULT_RUNS", "SUBCOMMANDS", "UsageError", "build_parser", "main"]
 
 
-class HelpFormatter(argparse.HelpFormatter):
-    """Text with line breaks as written (examples keep their lines), other text wrapped,
-    and every option's default shown, except the ones that say nothing (None, False,
-    empty)."""
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse's defaults formatter, except that defaults which say nothing (None, False,
+    empty) are not shown, and text with line breaks (the examples) keeps its lines."""
 
     def _fill_text(self, text: str, width: int, indent: str) -> str:
         if "\n" in text:
