@@ -38,6 +38,8 @@ class FOAdamW:
     step_passes: ClassVar[tuple[float, float]] = (1.0, 1.0)
     is_reference: ClassVar[bool] = True
     display_order: ClassVar[int] = 10
+    # On several devices: sharded with FSDP2 (bench/train/distributed.py).
+    sharding: ClassVar[str] = "fsdp2"
 
     def __init__(self, config: FOAdamWConfig) -> None:
         if config.grad_accumulation < 1:

@@ -75,6 +75,15 @@ class DevConfig:
 
 
 @dataclass
+class ResourcesConfig:
+    """Devices one trial runs on (bench/train/distributed.py, docs/orchestration.md)."""
+
+    gpus: int = field(default=1, metadata=_at_least(1))  # GPUs of one node for this trial
+    # CPU-only machines: processes that stand in for GPUs (gloo), for tests; None = 1
+    processes: int | None = field(default=None, metadata=_at_least(1))
+
+
+@dataclass
 class TrialSpec:
     method: str
     task: str
@@ -92,6 +101,7 @@ class TrialSpec:
     # A task built from the suite (bench/tasks/registry.py): its type and resolved config,
     # e.g. {"type": "jsonl", "train": "/abs/a.jsonl", ...}; {} for a registered task.
     task_config: dict[str, Any] = field(default_factory=dict)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -114,6 +124,8 @@ class TrialSpec:
             del d["tuning_point"]
         if not self.task_config:
             del d["task_config"]
+        if self.resources == ResourcesConfig():
+            del d["resources"]
         return d
 
     @classmethod
@@ -131,6 +143,7 @@ class TrialSpec:
             phase=str(d.get("phase", "final")),
             tuning_point=dict(d.get("tuning_point") or {}),
             task_config=dict(d.get("task_config") or {}),
+            resources=build(ResourcesConfig, d.get("resources"), "resources"),
         )
 
     @property

@@ -27,7 +27,7 @@ import yaml
 
 from bench.config import ConfigError, build
 from bench.measure.sharpness import SharpnessConfig
-from bench.spec import DevConfig, EvalConfig, TrainConfig, TrialSpec
+from bench.spec import DevConfig, EvalConfig, ResourcesConfig, TrainConfig, TrialSpec
 
 SUITES_DIR = Path(__file__).parent / "suites"
 DEFAULT_SUITE = "mini"
@@ -42,10 +42,11 @@ _SUITE_KEYS = {
     "eval",
     "dev",
     "measure",
+    "resources",
     "targets",
     "tuning",
 }
-_OVERRIDE_KEYS = {"config", "train", "eval", "dev", "measure", "search"}
+_OVERRIDE_KEYS = {"config", "train", "eval", "dev", "measure", "resources", "search"}
 
 
 def bundled_suites() -> list[str]:
@@ -191,7 +192,7 @@ def expand(
         raise ConfigError(f"{where}.seeds: expected a list of integers, got {seeds!r}")
     if len(set(seeds)) < len(seeds):
         raise ConfigError(f"{where}.seeds: {seeds!r} repeats a seed (a trial would run twice)")
-    for key in ("train", "eval", "dev", "measure"):
+    for key in ("train", "eval", "dev", "measure", "resources"):
         if not isinstance(raw.get(key) or {}, dict):
             raise ConfigError(f"{where}.{key}: expected a mapping, got {raw[key]!r}")
 
@@ -236,6 +237,9 @@ def expand(
                 measc = {**(raw.get("measure") or {}), **(t_over.get("measure") or {})}
                 measc.update(m_over.get("measure") or {})
                 measure_cfg = build(SharpnessConfig, measc, f"{where}.measure ({method} on {task})")
+                resc = {**(raw.get("resources") or {}), **(t_over.get("resources") or {})}
+                resc.update(m_over.get("resources") or {})
+                res_cfg = build(ResourcesConfig, resc, f"{where}.resources ({method} on {task})")
                 _check_dev(
                     dev_cfg, train_cfg, task, f"{where} ({method} on {task})", task_configs[task]
                 )
@@ -252,6 +256,7 @@ def expand(
                             dev=dev_cfg,
                             measure=measure_cfg,
                             task_config=task_configs[task],
+                            resources=res_cfg,
                         )
                     )
     ids = [s.trial_id for s in specs]
@@ -358,6 +363,7 @@ def suite_schema(methods: list[str] | None = None) -> dict[str, Any]:
         "eval": _schema_of(EvalConfig, defs),
         "dev": _schema_of(DevConfig, defs),
         "measure": _schema_of(SharpnessConfig, defs),
+        "resources": _schema_of(ResourcesConfig, defs),
     }
     names = sorted(available_methods()) if methods is None else sorted(methods)
     entry = {k: v for k, v in sections.items()}

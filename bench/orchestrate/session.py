@@ -270,7 +270,7 @@ def _execute(
         import torch
 
         from bench.registry import refresh_methods
-        from bench.train.recipe import run_trial
+        from bench.train.distributed import run_placed_trial
         from bench.train.trackers import log_result
 
         # A reused worker looks the methods up again: a plugin installed since it started
@@ -284,7 +284,8 @@ def _execute(
         _release_memory()
         import_seconds = time.perf_counter() - t0
         try:
-            record = run_trial(spec, run_dir=folder, tracker=tracker)
+            # On the devices its resources ask for (one, unless resources.gpus > 1).
+            record = run_placed_trial(spec, run_dir=folder, tracker=tracker)
         finally:
             _release_memory()  # the model and the method's state are gone with run_trial
         record["worker"] = {

@@ -150,6 +150,7 @@ class TrialRecipe:
         self.model, self.tokenizer, info = models.load(
             spec.model, dtype=self.precision.weights_dtype, device=self.device
         )
+        self.model = self.place(self.model)
         record.model_info = {
             "parameters": info.parameters,
             "dtype": info.dtype,
@@ -190,6 +191,11 @@ class TrialRecipe:
         self.model = self.method.setup(self.model, ctx)
         record.setup_seconds = time.perf_counter() - t_setup
         self.resumed = self._resume()
+
+    def place(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Where the loaded model lives: on self.device, as loaded. A trial over several
+        devices overrides it (bench/train/distributed.py: FSDP2 shards, device maps)."""
+        return model
 
     def _stream(self, seed_offset: int = 0, skip: int = 0) -> CountedStream:
         """A seeded batch stream of the training examples, `skip` batches in."""
@@ -438,17 +444,20 @@ def run_trial(
     run_dir: Path | None = None,
     tracker: str = "none",
     hooks: list[Hook] | None = None,
+    recipe: TrialRecipe | None = None,
 ) -> dict[str, Any]:
     """Run one trial and return its result record (bench/record.py); never raises.
 
     With `run_dir`, the trial's side files go there (progress, samples, tracker runs,
     checkpoints), and a checkpoint a previous attempt left there is resumed from;
     `tracker` is none | tensorboard | wandb (bench/train/trackers.py); `hooks` are extra
-    loop hooks (bench/train/hooks.py).
+    loop hooks (bench/train/hooks.py); `recipe`, a recipe built by the caller (a trial
+    over several devices, bench/train/distributed.py) instead of a TrialRecipe here.
     """
     t0 = time.perf_counter()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    recipe = TrialRecipe(spec, device, progress=progress, run_dir=run_dir, hooks=hooks)
+    if recipe is None:
+        recipe = TrialRecipe(spec, device, progress=progress, run_dir=run_dir, hooks=hooks)
     record = recipe.record
     try:
         recipe.extra_hooks += tracker_hooks(tracker, run_dir, spec.trial_id, spec.to_dict())
