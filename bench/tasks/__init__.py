@@ -21,6 +21,7 @@ from bench.tasks.registry import (
     refresh_tasks,
     resolve_paths,
     split_definitions,
+    task_labels,
     task_types,
 )
 
@@ -36,5 +37,6 @@ __all__ = [
     "refresh_tasks",
     "resolve_paths",
     "split_definitions",
+    "task_labels",
     "task_types",
 ]

@@ -138,6 +138,12 @@ class JsonlTask(Task):
             self.description = cfg.description
         self.rows = {split: self._read(split) for split in SPLITS}
 
+    @classmethod
+    def labels(cls, config: dict[str, Any]) -> tuple[str, str]:
+        """(family, primary metric key) from a spec's task_config, no file read."""
+        metric = str(config.get("metric", "exact_match"))
+        return str(config.get("family", "generative")), f"{METRICS.get(metric, metric)},none"
+
     def _read(self, split: str) -> tuple[dict[str, str], ...]:
         path = Path(getattr(self.config, split))
         stat = path.stat()

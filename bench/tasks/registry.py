@@ -88,6 +88,23 @@ def task_types() -> dict[str, type[Task]]:
     return {name: cls for name, cls in _loadable().items() if _is_type(cls)}
 
 
+def task_labels(name: str, config: Mapping[str, Any] | None = None) -> tuple[str, str] | None:
+    """(family, primary metric key) of a task for reports, from its name and the spec's
+    ``task_config`` (a record's ``config.task_config``), without reading any data; None
+    for a task that is not registered here."""
+    if config:
+        kind = config.get("type")
+        if isinstance(kind, str) and kind in _entry_points():
+            try:
+                labels = getattr(_load(kind), "labels", None)
+            except TaskError:
+                return None
+            return labels(config) if labels is not None else None
+        return None
+    cls = available_tasks().get(name)
+    return (cls.family, cls.metric) if cls is not None else None
+
+
 def _unknown(name: str) -> UnknownTaskError:
     known = ", ".join(available_tasks()) or "(none: is hizfo-bench installed?)"
     types = ", ".join(task_types())

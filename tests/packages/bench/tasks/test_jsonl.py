@@ -263,3 +263,15 @@ def test_a_broken_task_plugin_is_left_out_of_listings_and_named_when_used(monkey
     assert "task plugin 'broken'" in caplog.text
     with pytest.raises(TaskError, match="failed to import: ModuleNotFoundError"):
         get_task("broken")
+
+
+def test_reports_get_family_and_metric_from_the_spec_without_the_files(tmp_path, files):
+    from bench.tasks import task_labels
+
+    _, specs = load_suite(str(_suite(tmp_path, metric="rouge_l", family="math")))
+    config = specs[0].task_config
+    for path in files.iterdir():
+        path.unlink()  # a report machine may not have the data
+    assert task_labels("sums", config) == ("math", "rougeL,none")
+    assert task_labels("math-mini") == ("math", "exact_match,strict-match")
+    assert task_labels("sums") is None
