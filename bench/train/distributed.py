@@ -25,8 +25,10 @@ On a machine without GPUs, ``resources: {processes: N}`` runs the fsdp2 path wit
 processes on the CPU: the same code, for tests and proofs. Every record says where it
 ran (its ``placement``: strategy, processes, devices, backend).
 
-Not supported on a sharded trial: evaluation points during training (``dev.eval_every``:
-the dev loss and score would run on each rank's slice; refused), checkpoints and the
+Evaluation points during training measure the dev loss the same way (each rank on its
+slice of each dev batch, scaled and averaged: the whole batch's loss); the dev score
+(generation on dev documents, ``dev.score``) is refused. Not yet written on a sharded
+trial: checkpoints and the
 saved final model (train.save: not written), and grad_accumulation > 1 being equal to
 the single process (micro-batches are then cut from each rank's slice, a different
 grouping; the same objective when every example has the same number of target tokens).
@@ -113,8 +115,8 @@ def plan(spec: TrialSpec, cuda_devices: int | None = None) -> Placement:
             f"{spec.method} runs on one device only (it declares no sharding); "
             f"resources asks for {wanted}"
         )
-    if spec.dev.eval_every:
-        raise PlacementError("dev.eval_every is not supported on a trial over several devices")
+    if spec.dev.eval_every and spec.dev.score:
+        raise PlacementError("dev.score is not supported on a trial over several devices")
     if strategy == "device_map":
         if not cuda:
             raise PlacementError(f"{spec.method} spreads over GPUs (device_map): none here")
@@ -198,6 +200,21 @@ class ShardedRecipe(TrialRecipe):
     def setup(self) -> None:
         super().setup()
         self.method = _AveragedLoss(self.method, self.world)
+
+    def _dev_evaluator(self) -> Any:
+        """Evaluation points' dev loss: every rank on its slice of each dev batch, the
+        whole batch's loss by the same scaling as training, averaged over ranks."""
+        evaluator = super()._dev_evaluator()
+        if evaluator is not None:
+            evaluator.loss_fn = self._whole_batch_loss
+        return evaluator
+
+    def _whole_batch_loss(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+        import torch.distributed as dist
+
+        loss = self.loss_fn(model, batch).detach().to(torch.float64).reshape(1)
+        dist.all_reduce(loss)
+        return loss / self.world
 
     def _collate(self, batch: list) -> dict[str, torch.Tensor]:
         full = super()._collate(batch)

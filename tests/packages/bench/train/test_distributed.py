@@ -18,7 +18,7 @@ def test_two_gloo_processes_give_the_single_process_losses() -> None:
     # Tolerance: relative 1e-6 (float32; measured: 1.5e-7). Without the global-mean
     # scaling of each rank's loss (its slice holds fewer or more target tokens) the
     # curves differ by about 8e-5 relative, so the check can fail.
-    common = dict(steps=4, log_every=1, limit=2)
+    common = dict(steps=4, log_every=1, limit=2, dev=DevConfig(eval_every=2, batches=1))
     single = run_trial(make_spec("fo-adamw", {"lr": 1e-3}, **common))
     sharded = run_placed_trial(
         make_spec("fo-adamw", {"lr": 1e-3}, resources=ResourcesConfig(processes=2), **common)
@@ -27,6 +27,10 @@ def test_two_gloo_processes_give_the_single_process_losses() -> None:
     losses = [p["loss"] for p in sharded["curve"]]
     assert len(losses) == 4
     assert losses == pytest.approx([p["loss"] for p in single["curve"]], rel=1e-6, abs=0)
+    # Evaluation points (steps 0, 2, 4): the dev loss of the whole dev batch.
+    dev = [p["dev_loss"] for p in sharded["eval_curve"]]
+    assert len(dev) == 3
+    assert dev == pytest.approx([p["dev_loss"] for p in single["eval_curve"]], rel=1e-6, abs=0)
     assert sharded["placement"] == {
         "strategy": "fsdp2",
         "processes": 2,
@@ -71,7 +75,7 @@ def test_plan_follows_the_method_and_the_machine() -> None:
         ("lora", ResourcesConfig(gpus=2), 2, None, "one device only"),
         ("fo-adamw", ResourcesConfig(gpus=4), 2, None, "4 GPUs asked for, 2 visible"),
         ("mezo", ResourcesConfig(processes=2), 0, None, "none here"),
-        ("fo-adamw", ResourcesConfig(gpus=2), 2, DevConfig(eval_every=2), "dev.eval_every"),
+        ("fo-adamw", ResourcesConfig(gpus=2), 2, DevConfig(eval_every=2, score=True), "dev.score"),
         ("fo-adamw", ResourcesConfig(gpus=2, processes=3), 2, None, "processes is for CPU"),
     ],
 )
