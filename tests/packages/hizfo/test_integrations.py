@@ -154,6 +154,7 @@ def test_gradient_accumulation_and_own_optimizers_are_refused(tmp_path):
 def test_hizfo_stays_torch_only_until_the_trainer_is_used():
     code = (
         "import sys, hizfo, hizfo.integrations as i\n"
+        "from hizfo.integrations import HiZFOTrainerMixin\n"
         "assert 'transformers' not in sys.modules, 'imported too early'\n"
         "cls = i.HiZFOTrainer\n"
         "import transformers\n"
@@ -176,3 +177,119 @@ def test_readme_trainer_example_runs(tmp_path, monkeypatch, capsys):
     assert [h["step"] for h in trainer.hizfo.history] == [0, 4]
     assert len([h for h in trainer.state.log_history if "loss" in h]) == 4
     assert str(trainer.hizfo.fo_names) in capsys.readouterr().out
+
+
+# ---- checkpoints and resume, the mixin on another Trainer (trl's SFTTrainer) ---------
+
+
+class _Killed(Exception):
+    pass
+
+
+def _kill_at(step: int):
+    from transformers import TrainerCallback
+
+    class Kill(TrainerCallback):
+        """Stands in for a killed job: training stops after `step` steps."""
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == step:
+                raise _Killed(f"killed after step {step}")
+
+    return Kill()
+
+
+def _plain_case(tmp_path, output_dir, max_steps):
+    from hizfo.integrations import HiZFOTrainer
+
+    data = _rows(_counting_sequences(8))
+    args = _args(
+        output_dir, per_device_train_batch_size=2, max_steps=max_steps, save_strategy="steps",
+        save_steps=3,
+    )  # fmt: skip
+    return lambda config: HiZFOTrainer(
+        model=tiny_llama(), args=args, train_dataset=data, hizfo_config=config
+    )
+
+
+def _sft_case(tmp_path, output_dir, max_steps):
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from bench import models
+    from hizfo.integrations import HiZFOTrainerMixin
+
+    class HiZFOSFTTrainer(HiZFOTrainerMixin, SFTTrainer):
+        pass
+
+    texts = [f"{a} + {b} = {a + b}" for a, b in zip(range(8), range(3, 11), strict=True)]
+    data = Dataset.from_dict({"text": texts})
+    args = SFTConfig(
+        output_dir=str(output_dir), per_device_train_batch_size=2, max_steps=max_steps,
+        save_strategy="steps", save_steps=3, logging_steps=1, report_to="none",
+        use_cpu=True, seed=3, disable_tqdm=True, bf16=False, gradient_checkpointing=False,
+        max_length=32,
+    )  # fmt: skip
+
+    def make(config):
+        model, tokenizer, _ = models.load("tiny")
+        return HiZFOSFTTrainer(
+            model=model,
+            args=args,
+            train_dataset=data,
+            processing_class=tokenizer,
+            hizfo_config=config,
+        )
+
+    return make
+
+
+@pytest.mark.parametrize("case", [_plain_case, _sft_case], ids=["Trainer", "SFTTrainer"])
+def test_a_resumed_run_ends_at_the_uninterrupted_weights(tmp_path, case):
+    # 8 examples in batches of 2 for 7 steps: the training stream crosses epochs, and
+    # profiling every 2 steps on 3 batches re-opens its own 4-batch dataloader at step 2
+    # and again at step 4, after the resume point (checkpoint-3, killed after step 5),
+    # which must continue that stream at its third batch.
+    config = HiZFOConfig(
+        rho=0.5, fo_lr=1e-2, zo_lr=1e-3, profile_batches=3, reprofile_every=2
+    )  # fmt: skip
+    whole = case(tmp_path, tmp_path / "whole", 7)(config)
+    whole.train()
+
+    killed = case(tmp_path, tmp_path / "killed", 7)(config)
+    killed.add_callback(_kill_at(5))
+    with pytest.raises(_Killed):
+        killed.train()
+    assert (tmp_path / "killed" / "checkpoint-3" / "hizfo_state.pt").is_file()
+    assert not (tmp_path / "killed" / "checkpoint-6").exists()
+
+    resumed = case(tmp_path, tmp_path / "killed", 7)(config)
+    resumed.train(resume_from_checkpoint=True)
+
+    assert resumed.hizfo.num_steps == whole.hizfo.num_steps == 7
+    assert [h["step"] for h in resumed.hizfo.history] == [0, 2, 4, 6]
+    # The same profiling batches: the same importance scores, to the last bit.
+    assert resumed.hizfo.history == whole.hizfo.history
+
+    def losses(trainer):
+        return {h["step"]: h["loss"] for h in trainer.state.log_history if "loss" in h}
+
+    after = {s: v for s, v in losses(whole).items() if s > 3}
+    assert {s: v for s, v in losses(resumed).items() if s > 3} == after
+    got = dict(resumed.model.named_parameters())
+    for name, p in whole.model.named_parameters():
+        assert torch.equal(got[name], p), name
+
+
+def test_a_checkpoint_without_hizfo_state_resumes_with_a_warning(tmp_path, caplog):
+    config = HiZFOConfig(rho=0.5, fo_lr=1e-2, zo_lr=1e-3, profile_batches=1)
+    killed = _plain_case(tmp_path, tmp_path, 4)(config)
+    killed.add_callback(_kill_at(4))
+    with pytest.raises(_Killed):
+        killed.train()
+    (tmp_path / "checkpoint-3" / "hizfo_state.pt").unlink()
+    resumed = _plain_case(tmp_path, tmp_path, 4)(config)
+    with caplog.at_level("WARNING", logger="hizfo.integrations"):
+        resumed.train(resume_from_checkpoint=True)
+    assert "holds no hizfo_state.pt" in caplog.text
+    assert resumed.hizfo.num_steps == 1  # Hi-ZFO started afresh at the Trainer's step 3
