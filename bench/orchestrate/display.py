@@ -1,4 +1,5 @@
-"""The live view of a sweep on stderr: the tally, and step, loss and ETA per running trial.
+"""The live view of a sweep on stderr: the tally with the sweep's phase and ETA, and step,
+loss and ETA per running trial.
 
 On a terminal the block redraws in place (ANSI cursor moves, at most twice a second);
 anywhere else (a pipe, a CI log) it prints one line per event instead: a trial
@@ -8,6 +9,13 @@ started, finished or failed, and the tally every minute. It goes to stderr so th
 What a running trial is doing comes from its progress file (bench/train/
 progress.py), so the view works with Ray's log forwarding off. A trial counts as
 running once its worker wrote that file; until then it is queued.
+
+The tally names the phase the sweep runs (``tuning``, ``target setting`` or ``final``,
+from the trial specs' ``phase``) and a rough ETA for the whole sweep (``sweep_eta``):
+the typical trial's wall time (the mean of the finished ones, or before any finished,
+of the running ones' elapsed time plus their train-clock ETA) for every queued trial,
+the rest of it for every running one, spread over the sweep's slots. Trials differ in
+length, so it firms up as trials finish; the ETA of a tuning stage covers that stage.
 """
 
 from __future__ import annotations
@@ -15,12 +23,63 @@ from __future__ import annotations
 import shutil
 import sys
 import time
+from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
 from tqdm import tqdm
 
 _REDRAW_SECONDS = 0.5  # terminal: at most two redraws a second
 _TALLY_SECONDS = 60.0  # pipe: the tally once a minute
+
+
+# TrialSpec.phase -> the word the display shows.
+PHASE_LABELS = {"tune": "tuning", "target": "target setting", "final": "final"}
+
+
+def phase_label(phases: Iterable[str]) -> str | None:
+    """What the display calls a sweep of trials of these phases (None for none)."""
+    found = sorted(
+        set(phases), key=lambda p: list(PHASE_LABELS).index(p) if p in PHASE_LABELS else 9
+    )
+    return " + ".join(PHASE_LABELS.get(p, p) for p in found) or None
+
+
+def _train_eta(progress: dict[str, Any]) -> float | None:
+    """Train-clock seconds left for a training trial, from its steps so far."""
+    step, total = int(progress.get("step") or 0), int(progress.get("total_steps") or 0)
+    if progress.get("phase") != "training" or not step:
+        return None
+    return max(0.0, (total - step) * float(progress.get("train_seconds") or 0.0) / step)
+
+
+def sweep_eta(
+    running: list[tuple[float, float | None]],
+    queued: int,
+    durations: list[float],
+    slots: int,
+) -> float | None:
+    """Rough seconds until the sweep ends, or None before anything can be told.
+
+    `running` holds (seconds since the trial started, its train-clock ETA or None) per
+    running trial; `durations` the wall seconds of the trials finished so far; `slots`
+    how many trials run at a time. A typical trial lasts the mean finished duration (or,
+    before any finished, the mean of elapsed + ETA of the running ones); each running
+    trial has the rest of that left (at least its own ETA), each queued trial all of it,
+    and the work is spread over the slots (never less than the longest running trial's
+    remainder)."""
+    if durations:
+        typical = sum(durations) / len(durations)
+    else:
+        projected = [elapsed + eta for elapsed, eta in running if eta is not None]
+        if not projected:
+            return None
+        typical = sum(projected) / len(projected)
+    left = []
+    for elapsed, eta in running:
+        rest = typical - elapsed
+        left.append(max(rest, eta if eta is not None else 0.0, 0.0))
+    work = sum(left) + queued * typical
+    return max(work / max(1, slots), max(left, default=0.0))
 
 
 def trial_line(trial_id: str, progress: dict[str, Any] | None) -> str:
@@ -32,8 +91,7 @@ def trial_line(trial_id: str, progress: dict[str, Any] | None) -> str:
     loss = progress.get("loss")
     loss_text = f"  loss {loss:.4f}" if isinstance(loss, int | float) else ""
     if phase == "training" and step:
-        per_step = float(progress.get("train_seconds") or 0.0) / step
-        eta = tqdm.format_interval(max(0.0, (total - step) * per_step))
+        eta = tqdm.format_interval(_train_eta(progress) or 0.0)
         return f"{trial_id}  step {step}/{total}{loss_text}  ETA {eta}"
     if phase == "evaluating":
         return f"{trial_id}  evaluating ({step}/{total} steps{loss_text})"
@@ -50,10 +108,21 @@ class SweepDisplay:
         stream: TextIO | None = None,
         enabled: bool = True,
         redraw: bool = True,
+        phase: str | None = None,
+        slots: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """`redraw=False` keeps to event lines even on a terminal: with Ray's log
-        forwarding on (``-v``), worker lines interleave and a redrawn block would erase them."""
+        forwarding on (``-v``), worker lines interleave and a redrawn block would erase them.
+        `phase` labels the tally (``phase_label``); `slots` is how many trials run at a
+        time (default: the most seen running at once), for the sweep's ETA."""
         self.total = total
+        self.phase = phase
+        self.slots = slots
+        self._clock = clock
+        self._started: dict[str, float] = {}  # trial id -> when it was first seen running
+        self._durations: list[float] = []  # wall seconds of the trials finished here
+        self._most_running = 0
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = enabled
         tty = hasattr(self.stream, "isatty") and self.stream.isatty()
@@ -63,16 +132,31 @@ class SweepDisplay:
         self._seen: set[str] = set()
         self._drawn = 0  # lines of the block on screen now
         self._last_draw = 0.0
-        self._last_tally = time.monotonic()
-        self._t0 = time.monotonic()
+        self._last_tally = clock()
+        self._t0 = clock()
+
+    def eta(self) -> float | None:
+        """Rough seconds until the sweep ends (``sweep_eta``), None before it can tell."""
+        now = self._clock()
+        queued = self.total - self.ok - self.failed - len(self.running)
+        running = [
+            (now - self._started.get(t, now), _train_eta(p) if p else None)
+            for t, p in self.running.items()
+        ]
+        slots = self.slots or max(1, self._most_running)
+        return sweep_eta(running, max(0, queued), self._durations, slots)
 
     def tally(self) -> str:
         queued = self.total - self.ok - self.failed - len(self.running)
-        elapsed = tqdm.format_interval(time.monotonic() - self._t0)
-        return (
+        elapsed = tqdm.format_interval(self._clock() - self._t0)
+        text = (
             f"trials: {self.ok + self.failed}/{self.total} finished ({self.ok} ok, "
             f"{self.failed} failed), {len(self.running)} running, {queued} queued, {elapsed}"
         )
+        if self.ok + self.failed < self.total:
+            eta = self.eta()
+            text += f", sweep ETA ~{tqdm.format_interval(eta)}" if eta is not None else ""
+        return f"{self.phase}: {text}" if self.phase else text
 
     def lines(self) -> list[str]:
         return [self.tally()] + ["  " + trial_line(t, p) for t, p in sorted(self.running.items())]
@@ -82,11 +166,13 @@ class SweepDisplay:
         if not self.enabled:
             return
         self.running = {t: p for t, p in progress.items() if p is not None}
+        self._most_running = max(self._most_running, len(self.running))
+        now = self._clock()
         for trial_id in sorted(set(self.running) - self._seen):
             self._seen.add(trial_id)
+            self._started[trial_id] = now
             if not self.live:
                 self._print(f"started: {trial_id}")
-        now = time.monotonic()
         if self.live and now - self._last_draw >= _REDRAW_SECONDS:
             self._draw()
         elif not self.live and now - self._last_tally >= _TALLY_SECONDS:
@@ -96,6 +182,8 @@ class SweepDisplay:
     def finished(self, trial_id: str, record: dict[str, Any]) -> None:
         """A result arrived: count it, print it above the block."""
         self.running.pop(trial_id, None)
+        if trial_id in self._started:
+            self._durations.append(self._clock() - self._started.pop(trial_id))
         if record.get("status") == "ok":
             self.ok += 1
             score = record.get("score")
@@ -135,4 +223,4 @@ class SweepDisplay:
         self.stream.write("\n".join(lines) + "\n")
         self.stream.flush()
         self._drawn = len(lines)
-        self._last_draw = time.monotonic()
+        self._last_draw = self._clock()

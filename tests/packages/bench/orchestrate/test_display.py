@@ -1,0 +1,82 @@
+"""The live display's phase label and sweep-level ETA (bench/orchestrate/display.py)."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from bench.orchestrate.display import SweepDisplay, phase_label, sweep_eta
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _training(step: int, total: int, train_seconds: float) -> dict:
+    return {"phase": "training", "step": step, "total_steps": total, "train_seconds": train_seconds}
+
+
+def test_phase_labels():
+    assert phase_label(["tune", "tune"]) == "tuning"
+    assert phase_label(["final"]) == "final"
+    assert phase_label(["target"]) == "target setting"
+    assert phase_label(["final", "tune"]) == "tuning + final"
+    assert phase_label([]) is None
+
+
+def test_sweep_eta_from_finished_trials():
+    # 4 queued trials of 100 s each and one running 30 s into its 100, on 2 slots:
+    # (70 + 4 * 100) / 2 = 235 s.
+    assert sweep_eta([(30.0, None)], 4, [90.0, 110.0], 2) == pytest.approx(235.0)
+    # A running trial's own ETA wins when it is longer than the typical rest.
+    assert sweep_eta([(30.0, 500.0)], 0, [100.0], 2) == pytest.approx(500.0)
+    # Never shorter than the longest running remainder, however many slots.
+    assert sweep_eta([(0.0, None), (90.0, None)], 0, [100.0], 8) == pytest.approx(100.0)
+
+
+def test_sweep_eta_before_any_trial_finished():
+    # Typical trial: elapsed + train ETA of the running ones, (10 + 30 + 30 + 10) / 2 = 40.
+    assert sweep_eta([(10.0, 30.0), (30.0, 10.0)], 2, [], 2) == pytest.approx(
+        (30.0 + 10.0 + 2 * 40.0) / 2
+    )
+    assert sweep_eta([(10.0, None)], 3, [], 2) is None  # nothing to go on yet
+
+
+def test_tally_names_the_phase_and_the_sweep_eta():
+    clock = Clock()
+    stream = io.StringIO()
+    display = SweepDisplay(4, stream=stream, phase="tuning", slots=2, clock=clock)
+    display.update({"a": {"phase": "loading"}, "b": None, "c": None, "d": None})
+    tally = display.tally()
+    assert tally.startswith("tuning: trials: 0/4 finished (0 ok, 0 failed), 1 running, 3 queued")
+    assert "ETA" not in tally  # nothing measured yet
+    clock.now += 10
+    # 10 s in, 5 of 10 steps in 20 s of train clock: 20 s left, so a trial is ~30 s.
+    display.update({"a": _training(5, 10, 20.0), "b": None, "c": None, "d": None})
+    assert display.eta() == pytest.approx((20.0 + 3 * 30.0) / 2)
+    clock.now += 30
+    display.finished("a", {"status": "ok", "score": 0.5})  # took 40 s
+    assert display.eta() == pytest.approx(3 * 40.0 / 2)
+    assert display.tally().endswith("sweep ETA ~01:00")
+    display.update({"b": {"phase": "loading"}, "c": {"phase": "loading"}, "d": None})
+    clock.now += 40
+    for trial_id in "bcd":  # d finished between two looks: it never showed as running
+        display.finished(trial_id, {"status": "ok", "score": 0.5})
+    display.close()
+    last = stream.getvalue().splitlines()[-1]
+    assert last.startswith("tuning: trials: 4/4 finished") and "ETA" not in last
+
+
+def test_slots_default_to_the_most_trials_seen_running_at_once():
+    clock = Clock()
+    display = SweepDisplay(6, stream=io.StringIO(), clock=clock)
+    display.update({t: _training(1, 2, 10.0) for t in "abc"})  # each: 10 s left
+    clock.now += 5
+    # typical trial: 5 s elapsed + 10 s ETA = 15 s; 3 running (10 s left each), 3 queued
+    assert display.eta() == pytest.approx((3 * 10.0 + 3 * 15.0) / 3)
+    assert display.tally().startswith("trials: 0/6")  # no phase given: no label
