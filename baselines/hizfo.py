@@ -122,18 +122,29 @@ class HiZFOMethod:
             {
                 "step": h["step"],
                 "fo": list(h["fo"]),
+                "fo_tensors": len(h["fo"]),
                 "fo_parameters": sum(numel[n] for n in h["fo"]),
                 "importance": {n: _round(s) for n, s in h["importance"].items()},
+                # An ablation's profile: the real ("dp") set's size and the overlap.
+                **({"reference": dict(h["reference"])} if "reference" in h else {}),
             }
             for h in self.hizfo.history
         ]
         fo, zo = self.hizfo.fo_numel, self.hizfo.zo_numel
+        last = self.hizfo.history[-1] if self.hizfo.history else {}
         return {
             "trainable_parameters": fo + zo,
             "fo_parameters": fo,
             "zo_parameters": zo,
             "fo_tensors": len(self.hizfo.fo_names),
             "zo_tensors": len(self.hizfo.zo_names),
+            "selection": self.config.selection,
+            # Ablations (selection random, random-greedy, reverse), latest profile: the
+            # real selection's FO set from the same scores and its overlap with this one.
+            **{
+                f"reference_{k}" if k.startswith("fo_") else k: v
+                for k, v in last.get("reference", {}).items()
+            },
             "profiles": profiles,
             "setup_passes": dict(self.setup_passes),
             "config": dataclasses.asdict(self.config),

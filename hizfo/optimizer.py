@@ -27,6 +27,7 @@ from hizfo.adamw import AdamWConfig, build_adamw, clip_gradients, set_lr
 from hizfo.importance import StepModel, check_importance_method, profile_importance
 from hizfo.schedule import check_schedule, scheduled_lr
 from hizfo.selection import (
+    ABLATIONS,
     STRATEGIES,
     ForwardTrace,
     TensorCost,
@@ -51,7 +52,12 @@ class HiZFOConfig:
             cannot depend on the scores, so profile() runs no profiling pass.
         selection: "dp" (importance maximised under the budget by dynamic programming,
             as reported for Hi-ZFO and done by GreenTrainer) or "topk" (take tensors by
-            decreasing importance while they fit).
+            decreasing importance while they fit). Ablations (hizfo.selection.ABLATIONS),
+            same budget: "random" (the same DP on random scores, so an FO set of a
+            comparable size), "reverse" (the same DP, least important first) and
+            "random-greedy" (a random order packed greedily: much smaller sets). With an
+            ablation, profile() also computes the "dp" set from the same scores and
+            records its size and the overlap (history "reference").
         importance: "greentrainer" (GreenTrainer's -sum(g * dw) with dw the live AdamW
             step, sign kept: the default, as it is the cited method and equals the old
             score on a first profile without decay), "taylor-l1" (alias "taylor": the
@@ -328,6 +334,7 @@ class HiZFO:
         cfg = self.config
         step = self.num_steps if step is None else step
         importance: dict[str, float] = {}
+        reference: dict[str, int] | None = None
         if cfg.rho == 0.0:
             fo: set[str] = set()
         elif cfg.rho == 1.0:
@@ -358,16 +365,30 @@ class HiZFO:
                 seed=derive_seed(self.seed, "selection", step),
             )
             fo &= set(self._params)
+            if cfg.selection in ABLATIONS:
+                real = select_fo_tensors(importance, self.costs, budget=cfg.rho) & set(self._params)
+                reference = self._reference_stats(fo, real)
         self._set_fo(fo)
         self.last_profile_step = step
-        self.history.append(
-            {
-                "step": step,
-                "importance": importance,
-                "fo": sorted(fo),
-                "backward_depth": self.backward_depth,
-            }
-        )
+        entry = {
+            "step": step,
+            "importance": importance,
+            "fo": sorted(fo),
+            "backward_depth": self.backward_depth,
+        }
+        if reference is not None:
+            entry["reference"] = reference
+        self.history.append(entry)
+
+    def _reference_stats(self, fo: set[str], real: set[str]) -> dict[str, int]:
+        """Sizes of the real ("dp") FO set and of its overlap with `fo`."""
+        numel = {n: p.numel() for n, p in self._params.items()}
+        return {
+            "fo_tensors": len(real),
+            "fo_parameters": sum(numel[n] for n in real),
+            "overlap_tensors": len(fo & real),
+            "overlap_parameters": sum(numel[n] for n in fo & real),
+        }
 
     def _step_model(self) -> StepModel:
         """The step the live AdamW would take next, for the "greentrainer" score."""

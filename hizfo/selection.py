@@ -32,7 +32,10 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.weak import WeakIdKeyDictionary
 
-STRATEGIES = ("dp", "topk", "random")
+STRATEGIES = ("dp", "topk", "random", "random-greedy", "reverse")
+# Strategies that ignore (random, random-greedy) or invert (reverse) the importance
+# scores: ablations of the real selection ("dp"), whose set HiZFO records beside theirs.
+ABLATIONS = ("random", "random-greedy", "reverse")
 _TOL = 1e-9  # relative slack that absorbs float rounding in budget comparisons
 
 
@@ -294,13 +297,21 @@ def select_fo_tensors(
             nothing; 1 selects every tensor, whatever its score.
         strategy: "dp" maximises the total importance within the budget (see _select_dp);
             "topk" takes tensors in decreasing importance and stops at the first one that
-            would break the budget (the longest ranking prefix that fits).
-        resolution: "dp" only; the budget is split into this many cost units.
-        seed: "random" only: the tensors are taken in a random order (seeded) while they
-            fit the budget, ignoring importance: the ablation that shows what importance
-            profiling adds at the same budget.
+            would break the budget (the longest ranking prefix that fits). Ablations, each
+            with the same budget: "random" runs the same DP on random scores (the ranks
+            1..n dealt to the tensors in a seeded random order), importance ignored, so
+            its FO set is of a size comparable with dp's (the DP, not the packing rule,
+            decides it); "reverse" runs the DP on reversed ranks (the least important
+            tensor scores n, the most important 1): least important first;
+            "random-greedy" takes the tensors in a seeded random order, each while it still
+            fits (the old random ablation: the first deep tensor it meets pays the whole
+            activation-gradient chain, so its sets are far smaller than dp's).
+        resolution: "dp", "random" and "reverse"; the budget is split into this many cost
+            units.
+        seed: "random" and "random-greedy": seeds the random order.
 
-    Tensors with importance <= 0 are never selected when budget < 1 (they add cost only).
+    Tensors with importance <= 0 are never selected by dp and topk when budget < 1 (they
+    add cost only); the ablations score every tensor.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown selection strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
@@ -315,13 +326,31 @@ def select_fo_tensors(
     limit = budget * full_cost(costs)
     if strategy == "topk":
         return _select_topk(importance, costs, limit)
-    if strategy == "random":
-        order = [c.name for c in costs]
-        random.Random(seed).shuffle(order)
-        # Every tensor ranked (importance ignored), in the shuffled order.
-        ranks = {name: float(len(order) - i) for i, name in enumerate(order)}
-        return _select_fill(ranks, costs, limit)
+    if strategy in ABLATIONS:
+        scores = ablation_scores(importance, costs, strategy, seed=seed)
+        if strategy == "random-greedy":
+            return _select_fill(scores, costs, limit)
+        return _select_dp(scores, costs, limit, resolution)
     return _select_dp(importance, costs, limit, resolution)
+
+
+def ablation_scores(
+    importance: dict[str, float], costs: Sequence[TensorCost], strategy: str, *, seed: int = 0
+) -> dict[str, float]:
+    """The scores an ablation strategy selects by: the ranks 1..n (n = len(costs)).
+
+    "random" and "random-greedy": dealt in a seeded random order (importance ignored).
+    "reverse": by increasing importance, so the least important tensor scores n (ties in
+    forward order)."""
+    if strategy == "reverse":
+        order = sorted(costs, key=lambda c: (importance.get(c.name, 0.0), c.position))
+        names = [c.name for c in order]
+    elif strategy in ("random", "random-greedy"):
+        names = [c.name for c in costs]
+        random.Random(seed).shuffle(names)
+    else:
+        raise ValueError(f"{strategy!r} is not an ablation; ablations: {', '.join(ABLATIONS)}")
+    return {name: float(len(names) - i) for i, name in enumerate(names)}
 
 
 def _select_topk(
@@ -336,7 +365,7 @@ def _select_topk(
 
 def _select_fill(ranks: dict[str, float], costs: Sequence[TensorCost], limit: float) -> set[str]:
     """Take tensors in decreasing rank, skipping any that would break the budget (the
-    random ablation's fill; unlike topk it does not stop at the first misfit)."""
+    random-greedy ablation's fill; unlike topk it does not stop at the first misfit)."""
     ranked = sorted(costs, key=lambda c: -ranks[c.name])
     return _take_in_order(ranked, costs, limit, stop_at_misfit=False)
 

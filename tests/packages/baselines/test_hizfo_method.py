@@ -118,3 +118,39 @@ def test_trial_record_has_importance_history_and_counts():
     assert record["step_extra"]["projected_grad"] and len(record["step_extra"]["z_draws"]) == steps
     json.dumps(summary, allow_nan=False)  # the trial file stays plain JSON
     assert all(math.isfinite(v) for p in profiles for v in p["importance"].values())
+
+
+@pytest.mark.parametrize("strategy", ["random", "reverse", "random-greedy"])
+def test_an_ablation_records_its_fo_set_and_the_overlap_with_the_real_one(
+    tiny_fresh, batches, strategy
+):
+    from hizfo.selection import select_fo_tensors
+
+    model, _ = tiny_fresh
+    config = HiZFOConfig(profile_batches=1, fo_lr=1e-3, selection=strategy)
+    method = HiZFOMethod(config)
+    method.setup(model, _ctx(_Sampler(batches)))
+    summary = method.summary()
+    profile = method.hizfo.history[-1]
+    real = select_fo_tensors(profile["importance"], method.hizfo.costs, budget=config.rho)
+    fo = set(method.hizfo.fo_names)
+    numel = {n: p.numel() for n, p in model.named_parameters()}
+    assert summary["selection"] == strategy
+    assert summary["fo_tensors"] == len(fo) > 0
+    assert summary["fo_parameters"] == sum(numel[n] for n in fo)
+    assert summary["reference_fo_tensors"] == len(real)
+    assert summary["reference_fo_parameters"] == sum(numel[n] for n in real)
+    assert summary["overlap_tensors"] == len(fo & real)
+    assert summary["overlap_parameters"] == sum(numel[n] for n in fo & real)
+    assert summary["profiles"][-1]["reference"]["overlap_tensors"] == len(fo & real)
+    json.dumps(summary)
+
+
+def test_the_real_selection_records_no_reference(tiny_fresh, batches):
+    model, _ = tiny_fresh
+    method = HiZFOMethod(HiZFOConfig(profile_batches=1, fo_lr=1e-3))
+    method.setup(model, _ctx(_Sampler(batches)))
+    summary = method.summary()
+    assert summary["selection"] == "dp"
+    assert "reference_fo_parameters" not in summary
+    assert "reference" not in summary["profiles"][-1]

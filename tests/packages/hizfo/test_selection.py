@@ -9,7 +9,7 @@ from collections.abc import Collection
 
 import pytest
 
-from hizfo.selection import TensorCost, select_fo_tensors, selection_cost
+from hizfo.selection import TensorCost, ablation_scores, select_fo_tensors, selection_cost
 
 
 def random_instance(rng: random.Random, n: int) -> tuple[dict[str, float], list[TensorCost]]:
@@ -197,7 +197,8 @@ def test_selection_cost_agrees_with_the_written_out_chain_model() -> None:
         assert selection_cost(subset, costs) == pytest.approx(chain_cost(subset, costs))
 
 
-def test_random_selection_fits_the_budget_is_seeded_and_ignores_importance():
+@pytest.mark.parametrize("strategy", ["random", "random-greedy"])
+def test_random_selection_fits_the_budget_is_seeded_and_ignores_importance(strategy):
     from helpers.tiny import tiny_llama
 
     from hizfo.selection import full_cost as total_cost
@@ -206,8 +207,63 @@ def test_random_selection_fits_the_budget_is_seeded_and_ignores_importance():
     model = tiny_llama()
     costs = tensor_costs(model)
     zero = {c.name: 0.0 for c in costs}  # importance would select nothing
-    a = select_fo_tensors(zero, costs, budget=0.5, strategy="random", seed=1)
-    b = select_fo_tensors(zero, costs, budget=0.5, strategy="random", seed=1)
-    c = select_fo_tensors(zero, costs, budget=0.5, strategy="random", seed=2)
+    a = select_fo_tensors(zero, costs, budget=0.5, strategy=strategy, seed=1)
+    b = select_fo_tensors(zero, costs, budget=0.5, strategy=strategy, seed=1)
+    c = select_fo_tensors(zero, costs, budget=0.5, strategy=strategy, seed=2)
     assert a and a == b and a != c
     assert selection_cost(a, costs) <= 0.5 * total_cost(costs) * (1 + 1e-9)
+
+
+def test_ablation_scores_are_ranks_dealt_at_random_or_in_reverse():
+    rng = random.Random(6)
+    importance, costs = random_instance(rng, 9)
+    n = len(costs)
+    shuffled = ablation_scores(importance, costs, "random", seed=3)
+    assert sorted(shuffled.values()) == [float(k) for k in range(1, n + 1)]
+    assert shuffled == ablation_scores({}, costs, "random", seed=3)  # importance ignored
+    assert shuffled != ablation_scores(importance, costs, "random", seed=4)
+    reverse = ablation_scores(importance, costs, "reverse")
+    by_importance = sorted(costs, key=lambda c: (importance[c.name], c.position))
+    assert [reverse[c.name] for c in by_importance] == [float(n - k) for k in range(n)]
+    with pytest.raises(ValueError, match="not an ablation"):
+        ablation_scores(importance, costs, "dp")
+
+
+def test_random_and_reverse_are_the_dp_on_their_scores():
+    rng = random.Random(7)
+    for _ in range(20):
+        importance, costs = random_instance(rng, rng.randint(2, 9))
+        budget = rng.uniform(0.2, 0.8)
+        for strategy, seed in (("random", rng.randint(0, 99)), ("reverse", 0)):
+            scores = ablation_scores(importance, costs, strategy, seed=seed)
+            expected = select_fo_tensors(scores, costs, budget=budget, strategy="dp")
+            got = select_fo_tensors(importance, costs, budget=budget, strategy=strategy, seed=seed)
+            assert got == expected
+
+
+def test_random_selection_is_the_size_of_dp_where_the_greedy_fill_is_not():
+    """On a traced tiny Llama at rho 0.5: the DP on random scores trains about as many
+    parameters as the real DP; the greedy random fill often far fewer (its first deep
+    tensor pays the whole activation-gradient chain)."""
+    import statistics
+
+    from helpers.tiny import tiny_llama, token_batch
+
+    from hizfo.selection import tensor_costs, trace_forward
+
+    model = tiny_llama()
+    ids = token_batch(0)
+    costs = tensor_costs(model, trace_forward(model, lambda: model(input_ids=ids).logits))
+    numel = {n: p.numel() for n, p in model.named_parameters()}
+    flat = {c.name: 1.0 for c in costs}
+
+    def size(strategy: str, seed: int = 0) -> int:
+        chosen = select_fo_tensors(flat, costs, budget=0.5, strategy=strategy, seed=seed)
+        return sum(numel[n] for n in chosen)
+
+    real = size("dp")
+    random_sizes = [size("random", seed) for seed in range(20)]
+    greedy_sizes = [size("random-greedy", seed) for seed in range(20)]
+    assert statistics.median(random_sizes) >= real / 2
+    assert min(random_sizes) > min(greedy_sizes)
+    assert statistics.mean(random_sizes) > 1.5 * statistics.mean(greedy_sizes)
