@@ -289,6 +289,11 @@ def power_note(c: Comparison, effect: float, what: str) -> str:
             f"power for {what}: the run cannot say (one seed measures no seed variance); "
             "run 3 or more seeds"
         )
+    if c.comps.variance(max(c.seeds, 2), c.documents) <= 0:
+        return (
+            f"power for {what}: the run cannot say (every paired difference is the same, "
+            "so it shows no variance to plan from)"
+        )
     docs = c.documents
     n = seeds_for_power(effect, c.comps, docs, POWER)
     where = f" at {docs} documents" if docs > 1 else ""
@@ -518,8 +523,12 @@ def claim_stochasticity(
             f"flatness: {flat_v}: random-direction sharpness, {method} minus {ablation}: "
             f"{_fmt(sharp.interval, digits=2, kind='e')} over {sharp.unit} (negative = flatter "
             "with ZO on)",
-            f"top Hessian eigenvalue, {method} minus {ablation}: {_fmt(eig.interval, digits=3)}"
-            f" over {eig.unit}",
+            f"top Hessian eigenvalue, {method} minus {ablation}: "
+            + (
+                f"{_fmt(eig.interval, digits=3)} over {eig.unit}"
+                if eig.interval
+                else "not measured"
+            ),
             f"score: {score_v}: score difference x100, {method} minus {ablation}: "
             f"{_fmt(score.interval, 100)} over {score.unit}",
         ]

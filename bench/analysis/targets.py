@@ -339,6 +339,7 @@ class PairedTimes:
     method_censored: int = 0  # the method did not, the reference did
     reference_censored: int = 0  # the reference did not, the method did
     neither: int = 0  # left out: no evidence about speed
+    ended_early: int = 0  # censored trials that stopped before the budget ran out
 
     def describe(self) -> str:
         parts = [f"{len(self.logs)} seeds: {self.both} both reached"]
@@ -348,7 +349,13 @@ class PairedTimes:
             parts.append(f"{self.reference_censored} only the method (reference censored)")
         if self.neither:
             parts.append(f"{self.neither} neither (left out)")
-        return ", ".join(parts)
+        text = ", ".join(parts)
+        if self.ended_early:
+            text += (
+                f"; {self.ended_early} censored trial(s) stopped before the budget ran out "
+                "(give the suite steps that fill the budget, or the bound stays loose)"
+            )
+        return text
 
 
 def paired_times(
@@ -359,6 +366,13 @@ def paired_times(
     for seed in sorted(set(method_ttt) & set(reference_ttt)):
         m, r = method_ttt[seed], reference_ttt[seed]
         tm, tr = _time(m), _time(r)
+        for x in (m, r):
+            if (
+                not x.get("reached")
+                and x.get("budget")
+                and (x.get("censored_at") or 0) < x["budget"]
+            ):
+                out.ended_early += 1
         if not m.get("reached") and not r.get("reached"):
             out.neither += 1
             continue
