@@ -35,7 +35,7 @@ SUBCOMMANDS = (
 EXAMPLES = {
     "run": """\
 examples:
-  hizfo-bench run --suite smoke                     # every piece on the tiny model, ~2 min
+  hizfo-bench run --suite smoke                     # every piece on the tiny model
   hizfo-bench run --suite mini --out results/runs/mini
   hizfo-bench run --suite mini --print-config       # each trial's resolved spec, run nothing
   hizfo-bench run --suite mini --methods mezo,hizfo --set train.steps=50
@@ -53,7 +53,7 @@ example:
 }
 
 _EPILOG = """\
-first look: hizfo-bench suites; hizfo-bench run --suite smoke (about 2 minutes, tiny model)
+first look: hizfo-bench suites; hizfo-bench run --suite smoke (every piece, tiny model)
 the main job: hizfo-bench run --suite mini; then hizfo-bench report RUN_DIR
 `hizfo-bench COMMAND --help` has each command's options, defaults and examples"""
 
