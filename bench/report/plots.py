@@ -7,6 +7,7 @@ method across all plots of a report so a reader can match them.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -101,15 +102,23 @@ _METRIC_WORDS = {
 
 
 def task_metric(task: str, records: list[dict[str, Any]] | None = None) -> str | None:
-    """The lm-eval key of `task`'s score: the task class's ``metric``, else (a task this
-    version does not know) the metric of its records whose value equals the score."""
-    from bench.tasks import available_tasks
+    """The lm-eval key of `task`'s score: from the task registry (a suite-defined task,
+    such as a jsonl one, from its records' ``config.task_config``), else the metric of
+    its records whose value equals the score."""
+    from bench.tasks import task_labels
 
-    cls = available_tasks().get(task)
-    if cls is not None:
-        return cls.metric
-    for r in records or []:
-        if r.get("task") != task or r.get("score") is None:
+    mine = [r for r in records or [] if r.get("task") == task]
+    configs = {
+        json.dumps(c, sort_keys=True, default=str): c
+        for c in ((r.get("config") or {}).get("task_config") for r in mine)
+        if c
+    }
+    for config in [*configs.values(), None]:
+        labels = task_labels(task, config)
+        if labels is not None:
+            return labels[1]
+    for r in mine:
+        if r.get("score") is None:
             continue
         for key, value in (r.get("metrics") or {}).items():
             if "stderr" not in key and value == r["score"]:

@@ -126,6 +126,11 @@ def test_task_metric_from_the_task_class_or_the_records():
     record = make_record("fo-adamw", task="my-jsonl", score=0.3, metrics={"rougeL,none": 0.3})
     assert plots.task_metric("my-jsonl", [record]) == "rougeL,none"
     assert plots.task_metric("my-jsonl", []) is None
+    # a suite-defined jsonl task: the metric its spec names, no data read, no score needed
+    spec = {"type": "jsonl", "metric": "f1", "train": "/nowhere/train.jsonl"}
+    jsonl = make_record("mezo", task="qa", score=None, config={"task_config": spec})
+    assert plots.task_metric("qa", [jsonl]) == "f1,none"
+    assert "F1" in plots.metric_label(plots.task_metric("qa", [jsonl]))
 
 
 def test_score_vs_time_one_panel_per_task_named_by_its_metric(figures):
