@@ -44,7 +44,8 @@ examples:
     "report": """\
 examples:
   hizfo-bench report results/runs/mini
-  hizfo-bench report results/history      # several runs: metrics over time""",
+  hizfo-bench report results/history      # several runs: metrics over time
+  hizfo-bench report results/runs/new results/reference/nightly --join   # one table""",
     "compare": """\
 example:
   hizfo-bench compare results/reference/nightly results/runs/nightly --history results/history""",
