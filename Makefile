@@ -26,8 +26,8 @@ run: setup
 smoke: setup
 	$(BIN)/hizfo-bench run --suite smoke
 
-# Exit 1 on a regression (compare's verdict), 2 on bad input; the verdict is in
-# <run>/report/compare.json. File a passing run with `hizfo-bench history add <run>`.
+# Fails when compare finds a regression or cannot compare (make then exits 2); the
+# verdict is in <run>/report/compare.json. File a passing run with `hizfo-bench history add <run>`.
 nightly: setup
 	@set -e; out="$(NIGHTLY_OUT)"; out="$${out:-results/runs/nightly-$$(date +%Y%m%d-%H%M%S)}"; \
 	echo "nightly: $$out"; \
