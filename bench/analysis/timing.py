@@ -5,8 +5,17 @@ unchanged nightly runs differed by 1.3x) and needs the reference to come from th
 machine. Here, as in asv and the PyTorch benchmark CI, each trial contributes many
 samples and the baseline is several earlier runs of the same machine:
 
-- samples: a trial's loss curve holds the cumulative train clock at every log window,
-  so (seconds_i - seconds_{i-1}) / (step_i - step_{i-1}) is the mean step time of each
+- clock: like with like, and the clock that load does not move. A trial's curve holds
+  two clocks at every log window: ``seconds`` (wall, on the train clock) and
+  ``cpu_seconds`` (this process's CPU time over the same windows). Other processes on
+  the box stretch the wall clock of a tiny model's 12 ms steps by 3-4x (measured on the
+  2-core box with two busy processes beside it) but its CPU time by about 1.1-1.2x
+  (cache and context switches), so the CPU clock is compared whenever the current run
+  and every baseline run carry it, and the wall clock otherwise (records made before
+  cpu_seconds existed; perf records, whose repeats are timed interleaved with their
+  reference workload). A trial that waits on a device (a GPU) spends wall time the CPU
+  clock does not see, so there the wall clock is compared (``clock="seconds"``).
+- samples: (clock_i - clock_{i-1}) / (step_i - step_{i-1}) is the mean step time of each
   window: one run gives one sample per window. The first window also pays one-time costs
   (first allocations, lazy initialisation) and is dropped when three or more remain. A
   perf record (task "perf") gives its timed repeats (``step_seconds``).
@@ -59,22 +68,54 @@ class TimeTolerance:
     last: int = 5
 
 
-def step_times(record: dict[str, Any]) -> list[float]:
-    """Per-step seconds of one trial: per log window of its curve, or a perf record's
-    timed repeats; empty when there is nothing to sample."""
+CLOCKS = ("cpu_seconds", "seconds")
+
+
+def _has_clock(record: dict[str, Any], clock: str) -> bool:
+    curve = record.get("curve") or []
+    return bool(curve) and all(isinstance(p.get(clock), int | float) for p in curve)
+
+
+def _on_gpu(record: dict[str, Any]) -> bool:
+    return str((record.get("environment") or {}).get("device") or "").startswith("cuda")
+
+
+def common_clock(records: Sequence[dict[str, Any]]) -> str:
+    """The clock every one of `records` can be compared on: ``cpu_seconds`` when all of
+    them carry it and none ran on a GPU, else the wall clock ``seconds``."""
+    if records and all(_has_clock(r, "cpu_seconds") and not _on_gpu(r) for r in records):
+        return "cpu_seconds"
+    return "seconds"
+
+
+def step_times(record: dict[str, Any], clock: str = "seconds") -> list[float]:
+    """Per-step seconds of one trial on `clock` (``seconds``: wall; ``cpu_seconds``: the
+    process's CPU time): per log window of its curve, or a perf record's timed repeats;
+    empty when there is nothing to sample."""
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {', '.join(CLOCKS)}, got {clock!r}")
     repeats = record.get("step_seconds")
     if isinstance(repeats, list) and repeats:
         return [float(x) for x in repeats if isinstance(x, int | float) and x > 0]
     curve = record.get("curve") or []
     out, prev_step, prev_seconds = [], 0, 0.0
     for point in curve:
-        step, seconds = point.get("step"), point.get("seconds")
+        step, seconds = point.get("step"), point.get(clock)
         if not isinstance(step, int | float) or not isinstance(seconds, int | float):
             return []
         if step > prev_step and seconds >= prev_seconds:
             out.append((seconds - prev_seconds) / (step - prev_step))
         prev_step, prev_seconds = step, seconds
     return out[1:] if len(out) >= 3 else out
+
+
+def paired_step_times(
+    current: dict[str, Any], baseline: Sequence[dict[str, Any]]
+) -> tuple[list[float], list[list[float]], str]:
+    """The current trial's step times and each baseline run's, all on one clock
+    (common_clock): like is compared with like. Returns (current, runs, clock)."""
+    clock = common_clock([current, *baseline])
+    return step_times(current, clock), [step_times(r, clock) for r in baseline], clock
 
 
 def _ratio_interval(

@@ -8,7 +8,7 @@ from typing import Any
 
 from bench.analysis.regress.matching import config_differences, same_platform
 from bench.analysis.stats import primary_stderr
-from bench.analysis.timing import TimeTolerance, compare_times, step_times
+from bench.analysis.timing import TimeTolerance, compare_times, paired_step_times, step_times
 from bench.format import fmt_mib, fmt_s
 
 # Perf ratios guarded, each on the perf record of the method it is about:
@@ -323,9 +323,8 @@ def check_time(
     """Per-step times of this trial against the same trial in this machine's history."""
     if not baseline:
         return Check("step time", "no baseline", evidence="no earlier run of this machine")
-    samples = step_times(cur)
-    runs = [step_times(r) for r in baseline]
-    v = compare_times(samples, runs, tol.time)
+    samples, runs, clock = paired_step_times(cur, baseline)  # one clock for all: like with like
+    v = {**compare_times(samples, runs, tol.time), "clock": clock}
     if v["status"] in ("no baseline", "too few samples"):
         n = v.get("samples", [len(samples), 0])
         return Check("step time", v["status"], evidence=f"{n[0]} vs {n[1]} step-time samples")
@@ -336,7 +335,7 @@ def check_time(
         v["baseline_stat"],
         v["current_stat"],
         f"p{100 * v['quantile']:.0f} {fmt_s(v['baseline_stat'], 4)} -> "
-        f"{fmt_s(v['current_stat'], 4)} per step, "
+        f"{fmt_s(v['current_stat'], 4)} per step ({'CPU' if clock == 'cpu_seconds' else 'wall'}), "
         f"x{v['ratio']:.2f}",
         f"95% CI x{lo:.2f}-x{hi:.2f}, Mann-Whitney p={v['p_slower']:.2g} (slower); "
         f"{v['samples'][0]} vs {v['samples'][1]} windows, {v['baseline_runs']} history run(s); "

@@ -13,7 +13,7 @@ from helpers.records import make_record, write_run
 
 from bench import store
 from bench.analysis import history, regress
-from bench.analysis.timing import step_times
+from bench.analysis.timing import paired_step_times, step_times
 from bench.cli import main
 from bench.report.compare import render_table
 
@@ -118,7 +118,7 @@ def test_slower_steps_are_flagged_against_this_machines_history(tmp_path, capsys
     out = capsys.readouterr().out
     assert "REGRESSION: 1 of 3 trials" in out
     line = next(x for x in out.splitlines() if x.startswith("  mezo/"))
-    assert "step time: p20" in line and "per step, x1.4" in line and "Mann-Whitney p=" in line
+    assert "step time: p20" in line and "per step (wall), x1.4" in line and "Mann-Whitney p=" in line
     assert "95% CI x1." in line
     verdict = json.loads(out_json.read_text())
     (bad,) = [t for t in verdict["trials"] if t["outcome"] == "regression"]
@@ -169,6 +169,30 @@ def test_step_times_come_from_curve_windows():
     ]
     assert step_times(record) == pytest.approx([0.2, 0.4, 0.1])
     assert step_times({"curve": [], "step_seconds": [0.5, 0.6]}) == [0.5, 0.6]
+
+
+def test_step_times_compare_like_with_like_on_the_cpu_clock_when_all_have_it():
+    def rec(cpu=True, device="cpu"):
+        curve = [
+            {
+                "step": s,
+                "loss": 1.0,
+                "seconds": 2.0 * s,
+                **({"cpu_seconds": 0.5 * s} if cpu else {}),
+            }
+            for s in (5, 10, 15, 20)
+        ]
+        return {"curve": curve, "environment": {"device": device}}
+
+    current, runs, clock = paired_step_times(rec(), [rec(), rec()])
+    assert clock == "cpu_seconds" and current == pytest.approx([0.5, 0.5, 0.5])
+    assert runs == [pytest.approx([0.5] * 3)] * 2
+    # one side without CPU times (a record made before them), or a GPU trial: wall for all
+    assert paired_step_times(rec(), [rec(), rec(cpu=False)])[2] == "seconds"
+    current, _, clock = paired_step_times(rec(device="cuda:0"), [rec(device="cuda:0")])
+    assert clock == "seconds" and current == pytest.approx([2.0, 2.0, 2.0])
+    with pytest.raises(ValueError, match="clock must be one of"):
+        step_times(rec(), "ticks")
 
 
 def test_history_add_files_runs_by_machine(tmp_path, capsys):
