@@ -41,6 +41,7 @@ def check_flags(args: argparse.Namespace) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from bench import store
+    from bench.analysis.targets import target_specs
     from bench.orchestrate.plan import run_plan
     from bench.orchestrate.session import ResourceError
     from bench.orchestrate.sweep import ResultWriteError
@@ -82,9 +83,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"suite {name}: {len(specs)} trials{tuning} (run dir {run_dir})")
         if tune:  # the points of every stage; the trial ids below are the first stage's
             print("\n".join(describe(specs, suite.tuning)))
-        for s in [*tune, *specs]:
+        targets = target_specs(specs, suite.targets)
+        if targets:  # their ids change when tuning changes the reference's settings
+            print(f"then {len(targets)} target-setting trials, then the final trials")
+        for s in [*tune, *targets, *specs]:
             mark = "done" if s.trial_id in done else "todo"
-            print(f"  [{mark}] {s.trial_id}")
+            print(f"  [{mark}] {s.trial_id}{'  (target setting)' if s.phase == 'target' else ''}")
         return 0
     print(f"suite {name}: {len(specs)} trials -> {run_dir}", file=sys.stderr)
     t0 = time.time()

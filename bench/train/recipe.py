@@ -100,11 +100,12 @@ def new_record(spec: TrialSpec, device: torch.device) -> TrialRecord:
 
 def trial_checkpoints(spec: TrialSpec, run_dir: Path | None) -> TrialCheckpoints | None:
     """The trial's checkpoints (bench/train/checkpoint.py), kept in a run folder only.
-    A tuning trial writes no final model: only its dev figures are ever used."""
+    Only a final trial writes a final model: a tuning or target-setting trial is judged
+    on dev only."""
     if run_dir is None:
         return None
     cfg = spec.train
-    final = cfg.save == "final" and spec.phase != "tune"
+    final = cfg.save == "final" and spec.phase == "final"
     return TrialCheckpoints(run_dir, spec.trial_id, save_every=cfg.save_every, final=final)
 
 
@@ -396,12 +397,14 @@ class TrialRecipe:
         cfg = self.spec.measure
         if not cfg.sharpness:
             return
-        size = self.spec.train.batch_size
-        examples = self.examples[: cfg.batches * size]
+        # The same first training examples for every method and seed (paired), in fp32
+        # with autocast off: the plain loss, not the precision-wrapped self.loss_fn.
+        size = cfg.batch_size
+        examples = self.task.train_examples()[: cfg.examples]
         batches = [self._collate(examples[i : i + size]) for i in range(0, len(examples), size)]
 
         def loss_on(model: torch.nn.Module) -> torch.Tensor:
-            return sum(self.loss_fn(model, b) for b in batches) / len(batches)
+            return sum(causal_lm_loss(model, b) for b in batches) / len(batches)
 
         with preserved_rng():
             self.record.sharpness = measure_sharpness(self.model, loss_on, cfg)
@@ -464,7 +467,7 @@ def run_trial(
         recipe.setup()
         recipe.train()
         recipe.measure()
-        if spec.phase != "tune":  # a tuning trial is judged on dev only, never on test
+        if spec.phase == "final":  # tuning and target-setting trials: dev only, never test
             recipe.evaluate()
         record.status = "ok"
         if recipe.checkpoints:  # the final one stays; the intermediate ones are done with
