@@ -101,7 +101,8 @@ def adapter(cls: type) -> Any:
     return pydantic.create_model(
         cls.__name__,
         __config__=pydantic.ConfigDict(extra="forbid", arbitrary_types_allowed=True),
-        __doc__=cls.__doc__,
+        # no description: the schema changes with the fields, not with docstring edits
+        __doc__=None,
         **fields,
     )
 
