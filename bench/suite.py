@@ -297,6 +297,16 @@ class Suite:
     reference: str = "fo-adamw"  # the method speed-ups and differences are taken against
 
 
+def _check_space(space: dict[str, Any], config_class: type, where: str) -> None:
+    """Every value a search space can produce (each listed value, both ends of a range)
+    passes the method config's own checks: a NaN, infinite or negative bound is reported
+    before any tuning trial runs, not by the trial that draws it."""
+    for key, dim in space.items():
+        values = dim if isinstance(dim, list) else next(iter(dim.values()))
+        for value in values:
+            build(config_class, {key: value}, where)
+
+
 def plan_from_raw(raw: dict[str, Any], specs: list[TrialSpec], where: str = "suite") -> Suite:
     """Targets, tuning and the reference method of a suite, checked against its specs."""
     from bench.analysis.targets import TargetError, parse_targets
@@ -316,6 +326,8 @@ def plan_from_raw(raw: dict[str, Any], specs: list[TrialSpec], where: str = "sui
         for name, over in methods.items()
         if over.get("search")
     }
+    for name, space in spaces.items():
+        _check_space(space, load_method(name).config_class, f"{where}.methods.{name}.search")
     tuning = None
     if spaces or raw.get("tuning"):
         if not spaces:

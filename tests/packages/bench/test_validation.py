@@ -56,6 +56,19 @@ def _suite(tmp_path: Path, **patch) -> str:
         ({"train": {"steps": True}}, ".steps: True is not allowed: must be an integer"),
         ({"measure": {"radius": math.inf}}, ".radius: inf is not allowed"),
         ({"dev": {"score": "yes"}}, ".score: 'yes' is not allowed: must be true or false"),
+        # search spaces: every value they can produce passes the config's checks
+        (
+            {"methods": {"mezo": {"search": {"lr": [1e-5, math.nan]}}}},
+            "methods.mezo.search.lr: nan is not allowed: must be a finite number",
+        ),
+        (
+            {"methods": {"mezo": {"search": {"eps": {"uniform": [0.001, math.inf]}}}}},
+            "methods.mezo.search.eps: inf is not allowed: must be a finite number",
+        ),
+        (
+            {"methods": {"mezo": {"search": {"q": [1, -2]}}}},
+            "methods.mezo.search.q: -2 is not allowed: must be >= 0",
+        ),
     ],
 )
 def test_bad_settings_stop_the_run_before_it_starts(tmp_path, capsys, patch, message):

@@ -12,6 +12,7 @@ import pytest
 from helpers.specs import make_spec
 
 from bench import store
+from bench.orchestrate.session import ResourceError
 from bench.orchestrate.sweep import ResultWriteError, run_sweep
 
 
@@ -82,3 +83,13 @@ def test_a_full_disk_stops_the_sweep_in_one_line_and_the_resume_completes(
         assert sorted(r["trial_id"] for r in records) == sorted(s.trial_id for s in specs)
         assert all(r["status"] == "ok" for r in records)
         assert (store.trials_dir(run_dir) / f"{kept[0]['trial_id']}.json").read_bytes() == before
+
+
+@pytest.mark.integration
+def test_a_cluster_too_small_for_one_trial_leaves_no_run_directory(ray_cluster, tmp_path):
+    # The existing cluster (2 CPUs) is only known once connected: the error still comes
+    # before any trial, and the run directory the sweep made is gone again.
+    run_dir = tmp_path / "run"
+    with pytest.raises(ResourceError, match="64 CPUs per trial, but the largest node has 2"):
+        run_sweep([make_spec("none", steps=0)], run_dir, cpus_per_trial=64, progress=False)
+    assert not run_dir.exists()
