@@ -265,7 +265,8 @@ def _run_locked(
             def submit(spec: TrialSpec, number: int, history: list[dict[str, Any]]) -> Any:
                 # A trial over several devices holds them all, with CPUs in proportion.
                 n = spec.resources.gpus if res.num_gpus else spec.resources.processes or 1
-                task = remote.options(num_gpus=n, num_cpus=n * res.num_cpus) if n > 1 else remote
+                many = {"num_gpus": n if res.num_gpus else 0, "num_cpus": n * res.num_cpus}
+                task = remote.options(**many) if n > 1 else remote
                 ref = task.remote(spec.to_dict(), str(run_dir), tracker)
                 pending[ref] = _Attempt(spec, number, time.time(), history)
                 return ref

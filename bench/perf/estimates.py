@@ -1,0 +1,160 @@
+"""Estimates, not measurements: what fits on one GPU, and the GPU-hours of a suite.
+
+Memory model (bytes per parameter of what a method holds through a step, plus
+activations; bench/measure/memory.py measures the same parts on a real run):
+
+- weights: 4 bytes in fp32 and in bf16-mixed (fp32 master weights, bf16 autocast
+  compute), 2 in pure bf16;
+- for the fraction f of parameters a method trains first-order (MEMORY_MODEL: fo-adamw
+  1, Hi-ZFO rho, MeZO, LoRA's base weights and the zero-shot model 0): a gradient and
+  AdamW's two moments, each the size of the weights: 3 x weights x f (so fo-adamw in
+  fp32 or bf16-mixed is 16 bytes per parameter, the usual figure);
+- activations a backward keeps (methods with a backward): per layer and token, 34 x
+  hidden bytes at 16 bits (Korthikanti et al. 2022, with SDPA attention, no
+  recomputation; twice that in fp32), plus fp32 logits and their gradient (8 x vocab
+  bytes per token); a forward without backward (ZO) holds one layer's and the logits
+  (4 x vocab bytes per token);
+- a GPU is usable to 90% (CUDA context, allocator slack).
+
+GPU-hours (per trial, summed over a suite's final trials; tuning trials not counted):
+training steps x the method's step cost in forwards (MethodTraits.step_cost: forward + 2
+x backward) x 2 x parameters x tokens per step (batch x max_length: an upper bound, real
+examples are shorter) at an assumed fraction MFU of the GPU's bf16 peak; dev loss points
+(forwards); sharpness (2 x directions + 1 forwards and at most hessian_iters
+Hessian-vector products of about 5 forwards each, on its examples); test generation, memory-bound:
+documents / eval batch x max_gen_toks decoding steps, each reading the weights once at a
+fraction of the memory bandwidth. Every pass or decoding step takes at least
+LAYER_SECONDS per layer (small models are launch-bound). Loading is not counted. GPU-hours
+do not depend on how many GPUs a trial is sharded over (communication not counted).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from bench import model_configs
+
+
+@dataclass(frozen=True)
+class GPU:
+    name: str
+    memory_bytes: float
+    bf16_flops: float  # dense peak
+    bandwidth: float  # HBM bytes per second
+
+
+H100 = GPU("H100 SXM 80 GB", 80e9, 989e12, 3.35e12)
+USABLE = 0.9  # of a GPU's memory
+MFU = 0.3  # assumed fraction of the bf16 peak a training or forward pass reaches
+DECODE_EFFICIENCY = 0.5  # assumed fraction of the bandwidth a decoding step reaches
+# Small models are launch-bound, not flop-bound: a pass takes at least this per layer
+# (ASSUMPTION: paper-lite's estimate of a 12 ms SmolLM2 forward over its 30 layers).
+LAYER_SECONDS = 0.4e-3
+
+# The fraction of parameters each method trains first-order (gradient + AdamW state);
+# "rho" reads the method config's rho. Methods not listed: 0 (ZO-like, weights only).
+MEMORY_MODEL: dict[str, float | str] = {"fo-adamw": 1.0, "hizfo": "rho"}
+
+
+def _shape(source: str) -> dict[str, Any]:
+    name = model_configs.SOURCE_SHAPES.get(source, source)
+    return model_configs.resolve(name)
+
+
+def weight_bytes(precision: str) -> int:
+    return 2 if precision == "bf16" else 4
+
+
+def trained_fraction(method: str, method_config: dict[str, Any]) -> float:
+    base = method.split("[")[0]
+    fraction = MEMORY_MODEL.get(base, 0.0)
+    if fraction == "rho":
+        return float(method_config.get("rho", 0.5))
+    return float(fraction)
+
+
+def memory_bytes(
+    source: str,
+    method: str,
+    method_config: dict[str, Any],
+    precision: str,
+    tokens: int,
+    has_backward: bool,
+) -> dict[str, float]:
+    """{state, activations, total} bytes of one step of `method` on `source`'s shape
+    with `tokens` per step, on one device (the memory model above)."""
+    shape = _shape(source)
+    params = model_configs.parameter_count(shape)
+    w = weight_bytes(precision)
+    state = params * w * (1 + 3 * trained_fraction(method, method_config))
+    hidden, layers, vocab = shape["hidden_size"], shape["num_hidden_layers"], shape["vocab_size"]
+    if has_backward:
+        per_token = 34 * hidden * layers * (2 if precision == "fp32" else 1) + 8 * vocab
+    else:
+        per_token = 34 * hidden + 4 * vocab
+    activations = tokens * per_token
+    return {
+        "parameters": params,
+        "state": state,
+        "activations": activations,
+        "total": state + activations,
+    }
+
+
+def gpus_needed(total: float, gpu: GPU = H100) -> int:
+    """GPUs to hold `total` bytes when sharded evenly (FSDP2 shards state and, with the
+    batch split across ranks, activations)."""
+    return max(1, math.ceil(total / (USABLE * gpu.memory_bytes)))
+
+
+def trial_hours(spec: Any, traits: Any, gpu: GPU = H100) -> dict[str, float]:
+    """GPU-hours of one trial spec (bench.spec.TrialSpec) by part: train, dev, sharpness,
+    eval (the model above). `traits`: the method's bench.method.MethodTraits."""
+    shape = _shape(spec.model)
+    params = model_configs.parameter_count(shape)
+    floor = shape["num_hidden_layers"] * LAYER_SECONDS  # one pass, launch-bound
+
+    def passes(n: float, tokens: int) -> float:
+        """Seconds of n forward-equivalents over `tokens` tokens each."""
+        return n * max(2 * params * tokens / (MFU * gpu.bf16_flops), floor)
+
+    length = spec.train.max_length
+    steps = spec.train.steps if traits.step_cost else 0
+    train = steps * passes(traits.step_cost, spec.train.batch_size * length)
+    dev = 0.0
+    if spec.dev.eval_every and steps:
+        points = steps // spec.dev.eval_every + 1
+        dev_batch = spec.dev.batch_size or spec.train.batch_size
+        dev = points * passes(spec.dev.batches, dev_batch * length)
+    sharp = 0.0
+    if spec.measure.sharpness:
+        m = spec.measure
+        batches = math.ceil(m.examples / m.batch_size)
+        n = (2 * m.directions + 1 + 5 * m.hessian_iters) * batches
+        sharp = passes(n, m.batch_size * length)
+    docs = spec.eval.limit if spec.eval.limit is not None else 1000
+    # bf16 weights read once per decoding step, at least the launch-bound floor.
+    decode_step = max(params * 2 / (DECODE_EFFICIENCY * gpu.bandwidth), floor)
+    evaluate = 0.0
+    if spec.phase != "tune":
+        evaluate = math.ceil(docs / spec.eval.batch_size) * spec.eval.max_gen_toks * decode_step
+    parts = {"train": train, "dev": dev, "sharpness": sharp, "eval": evaluate}
+    return {k: v / 3600 for k, v in parts.items()}
+
+
+def suite_hours(
+    specs: Iterable[Any], traits_of: Any, gpu: GPU = H100
+) -> dict[str, dict[str, float]]:
+    """GPU-hours per model source of a suite's trial specs, by part, and "all"."""
+    out: dict[str, dict[str, float]] = {}
+    for spec in specs:
+        hours = trial_hours(spec, traits_of(spec.method), gpu)
+        row = out.setdefault(spec.model, {k: 0.0 for k in (*hours, "trials")})
+        for k, v in hours.items():
+            row[k] += v
+        row["trials"] += 1
+    total = {k: sum(r[k] for r in out.values()) for k in next(iter(out.values()), {})}
+    return {**out, "all": total}
