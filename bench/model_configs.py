@@ -65,6 +65,37 @@ MODEL_CONFIGS: dict[str, dict[str, Any]] = {
         word_embed_proj_dim=5120,
         max_position_embeddings=2048,
     ),
+    # The embedded model's shape and the smallest OPT of the paper suite.
+    "smollm2-135m": dict(
+        model_type="llama",
+        vocab_size=49152,
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        tie_word_embeddings=True,
+        max_position_embeddings=8192,
+    ),
+    "opt-350m": dict(
+        model_type="opt",
+        vocab_size=50272,
+        hidden_size=1024,
+        ffn_dim=4096,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        word_embed_proj_dim=512,
+        max_position_embeddings=2048,
+    ),
+}
+
+# Model sources of the bundled suites -> their shape here (for estimates, offline).
+SOURCE_SHAPES: dict[str, str] = {
+    "smollm2-135m": "smollm2-135m",
+    "facebook/opt-350m": "opt-350m",
+    "facebook/opt-1.3b": "opt-1.3b",
+    "facebook/opt-13b": "opt-13b",
+    "meta-llama/Llama-2-7b-hf": "llama-7b",
 }
 
 # The scale `perf` applies on a CPU when none is given (documented in docs/performance.md).

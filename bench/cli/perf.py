@@ -69,9 +69,63 @@ def _rng_probe(settings: PerfSettings) -> int:
     return 0
 
 
+def _estimate(suite: str) -> int:
+    """Memory per trial and GPU-hours of a suite's final trials (bench/perf/estimates.py)."""
+    from bench.config import ConfigError
+    from bench.method import method_traits
+    from bench.perf import estimates
+    from bench.registry import load_method
+    from bench.suite import load_suite
+
+    try:
+        _, specs = load_suite(suite, check_sources=False)
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+    unknown = sorted({s.model for s in specs} - set(estimates.model_configs.SOURCE_SHAPES))
+    if unknown:
+        raise UsageError(f"no shape known for {', '.join(unknown)} (bench/model_configs.py)")
+
+    def traits(name: str):  # -> MethodTraits
+        return method_traits(load_method(name))
+
+    gpu = estimates.H100
+    print(f"ESTIMATES (bench/perf/estimates.py), not measurements; {gpu.name}, MFU {estimates.MFU}")
+    print(f"{'model':28s} {'method':16s} {'state GB':>9s} {'activ. GB':>9s} {'GPUs':>5s}")
+    seen = set()
+    for s in specs:
+        key = (s.model, s.method)
+        if key in seen:
+            continue
+        seen.add(key)
+        t = traits(s.method)
+        tokens = s.train.batch_size * s.train.max_length
+        precision = s.train.precision or ("bf16-mixed" if s.train.dtype == "bfloat16" else "fp32")
+        m = estimates.memory_bytes(
+            s.model, s.method, s.method_config, precision, tokens, t.step_passes[1] > 0
+        )
+        print(
+            f"{s.model:28s} {s.method:16s} {m['state'] / 1e9:9.1f} "
+            f"{m['activations'] / 1e9:9.1f} {estimates.gpus_needed(m['total'], gpu):5d}"
+        )
+    hours = estimates.suite_hours(specs, traits, gpu)
+    print(
+        f"\n{'GPU-hours':28s} {'trials':>6s} {'train':>8s} {'dev':>8s} {'sharp.':>8s} "
+        f"{'eval':>8s} {'total':>8s}"
+    )
+    for model, row in hours.items():
+        total = sum(v for k, v in row.items() if k != "trials")
+        print(
+            f"{model:28s} {int(row['trials']):6d} {row['train']:8.1f} {row['dev']:8.1f} "
+            f"{row['sharpness']:8.1f} {row['eval']:8.1f} {total:8.1f}"
+        )
+    return 0
+
+
 def _cmd_perf(args: argparse.Namespace) -> int:
     from bench import perf
 
+    if args.estimate:
+        return _estimate(args.estimate)
     settings = _settings(args)
     if args.rng_probe:
         return _rng_probe(settings)
@@ -125,6 +179,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="only measure the z fill against a matmul of the model's shape, at 1 and 2 "
         "threads (or --threads), and the MeZO ratio they predict",
+    )
+    pf.add_argument(
+        "--estimate",
+        metavar="SUITE",
+        help="only print ESTIMATES for a suite: memory per method and model (GPUs needed "
+        "on an 80 GB GPU) and GPU-hours, from the memory model and the step costs",
     )
     pf.add_argument("--json", help="write the summary (perf.json) here")
     pf.add_argument("--out", help="write a run directory: trials/<id>.json and perf.json")
