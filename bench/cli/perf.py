@@ -51,21 +51,15 @@ def _rng_probe(settings: PerfSettings) -> int:
     import torch
 
     from bench.perf.rng import render_probe, rng_vs_matmul
-    from bench.perf.workload import load_model
+    from bench.perf.workload import load_model, make_batch, model_label
 
     device = torch.device(settings.device or "cpu")
     model = load_model(settings, device)
-    config = model.config
-    numel = sum(p.numel() for p in model.parameters())
-    hidden = config.hidden_size
-    intermediate = getattr(config, "intermediate_size", None) or config.ffn_dim
-    tokens = settings.batch_size * settings.seq_len
-    del model
+    batch = make_batch(model, settings.batch_size, settings.seq_len, device)
     threads = (settings.threads,) if settings.threads else (1, 2)
-    rows = rng_vs_matmul(
-        numel, tokens, hidden, intermediate, threads=threads, repeats=settings.repeats
-    )
-    print(render_probe(rows, numel, f"({tokens} x {hidden}) @ ({hidden} x {intermediate})"))
+    rows = rng_vs_matmul(model, batch, threads=threads, repeats=settings.repeats)
+    label = f"{model_label(settings, device)}, batch {settings.batch_size} x {settings.seq_len}"
+    print(render_probe(rows, label))
     return 0
 
 

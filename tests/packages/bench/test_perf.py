@@ -281,3 +281,25 @@ def test_passes_run_single_threaded_and_restore_the_thread_count() -> None:
         assert seen == [1, 2]
     finally:
         torch.set_num_threads(1)
+
+
+def test_rng_probe_predicts_from_its_own_figures() -> None:
+    from bench.perf.rng import render_probe, rng_vs_matmul
+    from bench.perf.settings import PerfSettings
+    from bench.perf.workload import load_model, make_batch
+
+    cpu = torch.device("cpu")
+    model = load_model(PerfSettings(model="tiny"), cpu)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    batch = make_batch(model, 2, 8, cpu)
+    rows = rng_vs_matmul(model, batch, threads=(1,), repeats=3)
+    assert [r["threads"] for r in rows] == [1]
+    row = rows[0]
+    assert row["predicted_mezo_ratio"] == pytest.approx(
+        1 + 1.5 * row["pass_seconds"] / row["forward_seconds"]
+    )
+    assert row["fill_ns_per_element"] > 0 and row["matmul_gflops"] > 0
+    # The passes alternate +eps z and -eps z (four of them): the weights come back.
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p, before[name], rtol=0, atol=1e-6, msg=name)
+    assert "MeZO/2fwd predicted" in render_probe(rows, "tiny")
