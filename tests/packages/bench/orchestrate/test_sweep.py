@@ -68,6 +68,11 @@ def test_overhead_is_wall_against_trial_time_over_parallelism():
     one = Sweep(records=[{"total_seconds": 10.0}], slots=8, wall_seconds=12.0)
     assert one.overhead()["parallelism"] == 1
     assert Sweep().overhead() is None
+    # attempts lost to dead workers are in the figures (their time is in no total_seconds)
+    lost = Sweep(records=[{"total_seconds": 10.0}], slots=1, wall_seconds=20.0)
+    lost.lost_attempts, lost.lost_seconds = 1, 8.0
+    assert (lost.overhead()["lost_attempts"], lost.overhead()["lost_seconds"]) == (1, 8.0)
+    assert over["lost_attempts"] == 0
 
 
 # ---- through Ray ---------------------------------------------------------------------
