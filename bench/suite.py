@@ -188,8 +188,8 @@ def expand(
     tasks = _as_mapping(raw_tasks, f"{where}.tasks", _OVERRIDE_KEYS - {"config", "search"})
     methods = _as_mapping(raw["methods"], f"{where}.methods")
     seeds = raw.get("seeds", [0])
-    if not isinstance(seeds, list) or not all(type(s) is int for s in seeds):
-        raise ConfigError(f"{where}.seeds: expected a list of integers, got {seeds!r}")
+    if not isinstance(seeds, list) or not all(type(s) is int and s >= 0 for s in seeds):
+        raise ConfigError(f"{where}.seeds: expected a list of integers >= 0, got {seeds!r}")
     if len(set(seeds)) < len(seeds):
         raise ConfigError(f"{where}.seeds: {seeds!r} repeats a seed (a trial would run twice)")
     for key in ("train", "eval", "dev", "measure", "resources"):
@@ -417,7 +417,11 @@ def suite_schema(methods: list[str] | None = None) -> dict[str, Any]:
                     },
                 ]
             },
-            "seeds": {"type": "array", "items": {"type": "integer"}, "uniqueItems": True},
+            "seeds": {
+                "type": "array",
+                "items": {"type": "integer", "minimum": 0},
+                "uniqueItems": True,
+            },
             **sections,
             "targets": {"type": "object"},
             "tuning": {"type": "object"},

@@ -56,6 +56,7 @@ def _suite(tmp_path: Path, **patch) -> str:
         ({"train": {"steps": True}}, ".steps: True is not allowed: must be an integer"),
         ({"measure": {"radius": math.inf}}, ".radius: inf is not allowed"),
         ({"dev": {"score": "yes"}}, ".score: 'yes' is not allowed: must be true or false"),
+        ({"seeds": [0, -1]}, "s.yaml.seeds: expected a list of integers >= 0, got [0, -1]"),
         # search spaces: every value they can produce passes the config's checks
         (
             {"methods": {"mezo": {"search": {"lr": [1e-5, math.nan]}}}},
