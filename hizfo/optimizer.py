@@ -37,7 +37,14 @@ from hizfo.selection import (
     tensor_costs,
     trace_forward,
 )
-from hizfo.zo import DISTRIBUTIONS, ESTIMATORS, SPSA, SPSAConfig, derive_seed
+from hizfo.zo import (
+    DISTRIBUTIONS,
+    ESTIMATORS,
+    SPSA,
+    SPSAConfig,
+    derive_seed,
+    single_intra_op_thread,
+)
 
 
 @dataclass
@@ -596,16 +603,19 @@ def _grad_dot(params: Sequence[torch.Tensor]) -> float:
     without a copy of the weights, at the cost of reading the gradients and weights
     twice. A BLAS dot accumulates far more precisely than the ~1e-4 relative share of
     grad . delta theta in grad . theta that the difference needs: on the tiny model in
-    float32, fo_gain agrees with a float64 reference to 1e-3 (tests)."""
+    float32, fo_gain agrees with a float64 reference to 1e-3 (tests). On CPU tensors the
+    dots run on one intra-op thread (on a busy 2-core box, 80 ms instead of 900 ms for
+    44M parameters)."""
     dots: list[torch.Tensor] = []
-    for p in params:
-        if p.grad is None:
-            continue
-        g, w = p.grad.reshape(-1), p.detach().reshape(-1)
-        if g.dtype in (torch.float32, torch.float64):
-            dots.append(torch.dot(g, w).double())
-            continue
-        for start in range(0, g.numel(), _DOT_CHUNK):
-            stop = start + _DOT_CHUNK
-            dots.append(torch.dot(g[start:stop].float(), w[start:stop].float()).double())
+    with single_intra_op_thread(all(p.device.type == "cpu" for p in params)):
+        for p in params:
+            if p.grad is None:
+                continue
+            g, w = p.grad.reshape(-1), p.detach().reshape(-1)
+            if g.dtype in (torch.float32, torch.float64):
+                dots.append(torch.dot(g, w).double())
+                continue
+            for start in range(0, g.numel(), _DOT_CHUNK):
+                stop = start + _DOT_CHUNK
+                dots.append(torch.dot(g[start:stop].float(), w[start:stop].float()).double())
     return float(torch.stack(dots).sum()) if dots else 0.0

@@ -150,6 +150,24 @@ def seed_generator(generator: torch.Generator, seed: int) -> None:
     generator.set_state(state)
 
 
+@contextmanager
+def single_intra_op_thread(enabled: bool = True) -> Iterator[None]:
+    """Run the block with one intra-op thread (restored after) when `enabled`.
+
+    For a pass of small elementwise ops or one-vector reductions over CPU tensors: with
+    two threads each op waits for the other thread to be scheduled, which on a busy 2-core
+    box measured 8-10x slower than one thread (docs/performance.md)."""
+    threads = torch.get_num_threads()
+    if not enabled or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def default_no_decay(name: str, param: torch.Tensor) -> bool:
     """True for tensors that get no weight decay: biases and norm weights (as in MeZO).
 
@@ -464,15 +482,8 @@ class SPSA:
 
     @contextmanager
     def _pass_threads(self) -> Iterator[None]:
-        threads = torch.get_num_threads()
-        if not (self.single_thread and self._cpu_only) or threads == 1:
+        with single_intra_op_thread(self.single_thread and self._cpu_only):
             yield
-            return
-        torch.set_num_threads(1)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(threads)
 
     @torch.no_grad()
     def perturb_(self, seed: int, scale: float) -> None:
