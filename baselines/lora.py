@@ -110,6 +110,12 @@ class LoRA(FOAdamW):
     display_order: ClassVar[int] = 30
     config: LoRAConfig
 
+    @classmethod
+    def check_model(cls, config: LoRAConfig, model: torch.nn.Module) -> None:
+        """Before anything runs (bench.suite): every target module exists in `model` (its
+        skeleton, no weights), or a ValueError names the missing one."""
+        resolve_target_modules(model, list(config.target_modules))
+
     def setup(self, model: torch.nn.Module, ctx: TrainContext) -> torch.nn.Module:
         from peft import LoraConfig, get_peft_model
 

@@ -19,6 +19,7 @@ before anything runs: unknown keys, unknown methods and tasks, bad method config
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -220,6 +221,14 @@ def expand(
             raise ConfigError(f"{where}.methods: {e}") from None
         cfg = build(cls.config_class, override.get("config"), f"{where}.methods.{name}.config")
         method_configs[name] = asdict(cfg)
+        if check_sources and callable(getattr(cls, "check_model", None)):
+            for model in models:
+                try:
+                    cls.check_model(cfg, model_skeleton(model))
+                except ValueError as e:
+                    raise ConfigError(
+                        f"{where}.methods.{name}.config (model {model}): {e}"
+                    ) from None
 
     specs = []
     for model in models:
@@ -265,6 +274,20 @@ def expand(
         # Equal specs share an id and a result file: one would overwrite the other.
         raise ConfigError(f"{where}: the same trial appears twice: {', '.join(repeated)}")
     return specs
+
+
+@functools.cache
+def model_skeleton(source: str) -> Any:
+    """The model's modules without its weights (built on the meta device from its config):
+    what a method's ``check_model`` inspects before anything runs."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from bench.models import prepare
+
+    config = AutoConfig.from_pretrained(prepare(source))
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config)
 
 
 def _check_dev(

@@ -189,3 +189,29 @@ def test_bundled_suites_match_the_schema_and_a_bad_setting_does_not():
         assert not errors, (path.name, errors[:3])
     bad = {**SUITE, "train": {"dtype": "float8", "batch_size": 0}}
     assert len(list(validator.iter_errors(bad))) == 2
+
+
+def test_a_lora_module_the_model_lacks_stops_the_run_before_it_starts(tmp_path, capsys):
+    out = tmp_path / "run"
+    suite = _suite(tmp_path, methods={"lora": {"config": {"target_modules": ["q_proj", "qkv"]}}})
+    code, err = _run(["run", "--suite", suite, "--out", str(out)], capsys)
+    assert (code, err.count("\n")) == (2, 0), err
+    assert "s.yaml.methods.lora.config (model tiny): lora target_modules: the model has no " in err
+    assert "module 'qkv'; its linear layers: down_proj, gate_proj, k_proj" in err
+    assert not out.exists()
+
+
+def test_lora_on_an_opt_folder_names_its_fallback_before_anything_runs(tmp_path, caplog):
+    from transformers import OPTConfig
+
+    from bench.suite import expand
+
+    folder = tmp_path / "opt"
+    OPTConfig(
+        vocab_size=64, hidden_size=16, num_hidden_layers=1, ffn_dim=32,
+        num_attention_heads=2, max_position_embeddings=32, word_embed_proj_dim=16,
+    ).save_pretrained(folder)  # fmt: skip
+    with caplog.at_level("WARNING", logger="hizfo_bench.lora"):
+        (spec,) = expand({**SUITE, "models": [str(folder)], "methods": ["lora"]})
+    assert "the model has no o_proj; adapting out_proj" in caplog.text
+    assert spec.method_config["target_modules"] == ["q_proj", "k_proj", "v_proj", "o_proj"]
