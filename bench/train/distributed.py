@@ -17,8 +17,10 @@ depends on what its method declares (``sharding``, a ClassVar read by method_sha
   unsharded model and writes the record; the other ranks write nothing.
 - ``"device_map"`` (methods that need only inference memory: MeZO, the zero-shot
   model): one process; the model is spread over the N GPUs by accelerate's
-  ``infer_auto_device_map`` / ``dispatch_model`` (whole decoder layers per GPU). GPU
-  only: with one CPU there is nothing to spread over.
+  ``infer_auto_device_map`` / ``dispatch_model`` (whole decoder layers per GPU), after
+  loading on the first GPU (so the weights must fit there once: the per-step memory,
+  activations and SPSA buffers, is what spreads). GPU only: with one CPU there is
+  nothing to spread over, and accelerate plans no device map without GPUs.
 - anything else runs on one device; a trial asking for more is refused (one line).
 
 On a machine without GPUs, ``resources: {processes: N}`` runs the fsdp2 path with N gloo
