@@ -118,7 +118,9 @@ def test_slower_steps_are_flagged_against_this_machines_history(tmp_path, capsys
     out = capsys.readouterr().out
     assert "REGRESSION: 1 of 3 trials" in out
     line = next(x for x in out.splitlines() if x.startswith("  mezo/"))
-    assert "step time: p20" in line and "per step (wall), x1.4" in line and "Mann-Whitney p=" in line
+    assert (
+        "step time: p20" in line and "per step (wall), x1.4" in line and "Mann-Whitney p=" in line
+    )
     assert "95% CI x1." in line
     verdict = json.loads(out_json.read_text())
     (bad,) = [t for t in verdict["trials"] if t["outcome"] == "regression"]
