@@ -416,11 +416,24 @@ def test_zo_gain_is_lr_times_the_squared_projected_gradient() -> None:
             assert result.zo_gain == pytest.approx(loss_before - float(loss_fn()), rel=0.05)
 
 
-def test_fo_gain_in_float32_agrees_with_a_float64_reference() -> None:
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param(
+            "cuda",
+            marks=[
+                pytest.mark.gpu,
+                pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
+            ],
+        ),
+    ],
+)
+def test_fo_gain_in_float32_agrees_with_a_float64_reference(device) -> None:
     """No copy of the weights is taken: fo_gain is a difference of two grad . theta dots,
     which float32 weights must not drown in rounding."""
-    model = tiny_llama()
-    closure = closure_for(model, batch(3))
+    model = tiny_llama().to(device)
+    closure = closure_for(model, batch(3).to(device))
     with torch.enable_grad():
         closure().backward()
     raw = {n: p.grad.double() for n, p in model.named_parameters()}

@@ -323,7 +323,7 @@ def test_generator_device_gives_cpu_z_on_cuda() -> None:
     cpu, gpu = tiny_llama(), tiny_llama().cuda()
     SPSA(cpu.named_parameters(), SPSAConfig()).perturb_(4, 1.0)
     SPSA(gpu.named_parameters(), SPSAConfig(), generator_device="cpu").perturb_(4, 1.0)
-    assert_params(gpu.cpu(), snapshot(cpu), rtol=0, atol=0)
+    assert_params(copy.deepcopy(gpu).cpu(), snapshot(cpu), rtol=0, atol=0)  # .cpu() is in place
     other = tiny_llama().cuda()
     SPSA(other.named_parameters(), SPSAConfig()).perturb_(4, 1.0)  # CUDA's own stream
     assert any(
@@ -374,13 +374,26 @@ def test_probe_is_the_two_point_estimate_and_restores() -> None:
     assert_params(model, before, rtol=0, atol=1e-6)
 
 
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda",
+        marks=[
+            pytest.mark.gpu,
+            pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("distribution", ["gaussian", "rademacher"])
-def test_tensor_z_yields_the_z_of_a_pass_one_tensor_at_a_time(distribution) -> None:
+def test_tensor_z_yields_the_z_of_a_pass_one_tensor_at_a_time(distribution, device) -> None:
     """tensor_z gives, per tensor, exactly what perturb_ adds (chunked draws included),
     as new tensors, in one draw."""
     shapes = [(70,), (5, 9), (33,), (3, 2, 4)]
-    zeros = [(f"t{i}", torch.zeros(s)) for i, s in enumerate(shapes)]
-    others = [(f"t{i}", torch.full(s, 2.0)) for i, s in enumerate(shapes)]
+    zeros = [(f"t{i}", torch.zeros(s, device=device)) for i, s in enumerate(shapes)]
+    others = [(f"t{i}", torch.full(s, 2.0, device=device)) for i, s in enumerate(shapes)]
     # eps = 1 on zero tensors: perturb_(seed, 1) leaves exactly z in them.
     reference = SPSA(zeros, SPSAConfig(eps=1.0), chunk_numel=32, distribution=distribution)
     reference.perturb_(11, 1.0)
