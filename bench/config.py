@@ -173,5 +173,15 @@ def build(cls: type[T], data: dict[str, Any] | None, where: str) -> T:
         raise ConfigError(f"{where}: {e}") from None
 
 
+def yaml_error_line(path: Any, e: Exception) -> str:
+    """A YAML error (yaml.YAMLError) as one line: ``file:line:column: problem`` (1-based,
+    like compilers); `path` names the source (a file, or ``--set KEY`` for a value)."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    context = getattr(e, "context", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else f"{path}"
+    return f"{where}: invalid YAML: {problem}" + (f" ({context})" if context else "")
+
+
 def to_dict(obj: Any) -> dict[str, Any]:
     return dataclasses.asdict(obj)

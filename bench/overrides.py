@@ -36,7 +36,7 @@ from typing import Any
 
 import yaml
 
-from bench.config import ConfigError
+from bench.config import ConfigError, yaml_error_line
 
 _ENTRY_SECTIONS = ("methods", "tasks")  # mappings of name -> {config:, train:, ...}
 FILTER_KEYS = ("methods", "tasks", "models", "seeds")
@@ -52,7 +52,7 @@ def parse_assignment(text: str) -> tuple[list[str], Any]:
     try:
         parsed = yaml.safe_load(value) if value.strip() else None
     except yaml.YAMLError as e:
-        raise ConfigError(f"--set {text!r}: value is not valid YAML: {e}") from None
+        raise ConfigError(yaml_error_line(f"--set {text!r}", e)) from None
     return path, parsed
 
 

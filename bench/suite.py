@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from bench.config import ConfigError, build
+from bench.config import ConfigError, build, yaml_error_line
 from bench.measure.sharpness import SharpnessConfig
 from bench.spec import DevConfig, EvalConfig, ResourcesConfig, TrainConfig, TrialSpec
 
@@ -74,15 +74,6 @@ def resolve_suite_path(name_or_path: str) -> Path:
     if path.suffix in (".yaml", ".yml") or len(path.parts) > 1:
         raise ConfigError(f"suite file {name_or_path!r} does not exist")
     raise ConfigError(f"unknown suite {name_or_path!r}; bundled suites: {known}, or a path")
-
-
-def yaml_error_line(path: Path | str, e: yaml.YAMLError) -> str:
-    """A YAML error as one line: ``file:line:column: problem`` (1-based, like compilers)."""
-    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
-    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-    context = getattr(e, "context", None)
-    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else f"{path}"
-    return f"{where}: invalid YAML: {problem}" + (f" ({context})" if context else "")
 
 
 def _as_mapping(

@@ -118,6 +118,10 @@ def test_yaml_errors_are_one_line_with_file_line_column(tmp_path, capsys):
     code, err = _run(["run", "--suite", str(path), "--out", str(tmp_path / "r")], capsys)
     assert (code, err.count("\n")) == (2, 0), err
     assert f"{path}:3:6: invalid YAML: expected ',' or ']'" in err
+    # a --set value that is not YAML: one line too, the position within the value
+    code, err = _run(["run", "--suite", _suite(tmp_path), "--set", "train.steps=[1"], capsys)
+    assert (code, err.count("\n")) == (2, 0), err
+    assert "--set 'train.steps=[1':1:3: invalid YAML: expected ',' or ']'" in err
 
 
 def test_suite_paths_files_folders_and_bundled_names(tmp_path, monkeypatch):
