@@ -37,6 +37,15 @@ def check_flags(args: argparse.Namespace) -> None:
         raise UsageError(
             f"--out {args.out}: is a file; give a run directory (an existing one resumes)"
         )
+    if args.out and not Path(args.out).exists():
+        # The folder will be made: its nearest existing parent must be a writable folder.
+        parent = Path(args.out).absolute().parent
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir():
+            raise UsageError(f"--out {args.out}: {parent} is a file, not a folder")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise UsageError(f"--out {args.out}: cannot create it, {parent} is not writable")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

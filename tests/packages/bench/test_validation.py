@@ -110,6 +110,9 @@ def test_out_naming_a_file_is_an_error(tmp_path, capsys):
     assert (code, err.count("\n")) == (2, 0)
     assert "is a file; give a run directory" in err
     assert out.read_text() == "mine"
+    code, err = _run(["run", "--suite", _suite(tmp_path), "--out", str(out / "run")], capsys)
+    assert (code, err.count("\n")) == (2, 0)
+    assert f"--out {out / 'run'}: {out} is a file, not a folder" in err
 
 
 def test_yaml_errors_are_one_line_with_file_line_column(tmp_path, capsys):
