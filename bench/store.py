@@ -36,6 +36,20 @@ class RunDirBusyError(RuntimeError):
     """Another process is running a sweep in the same run directory."""
 
 
+def free_space(path: Path | str) -> str:
+    """What is free on the filesystem of `path` (or of its nearest existing parent), as
+    ``"12.3 MiB free"``; ``"free space unknown"`` when even that cannot be read."""
+    import shutil
+
+    folder = Path(path).absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return f"{shutil.disk_usage(folder).free / 2**20:.1f} MiB free"
+    except OSError:
+        return "free space unknown"
+
+
 def trials_dir(run_dir: Path) -> Path:
     return Path(run_dir) / "trials"
 

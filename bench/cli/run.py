@@ -119,6 +119,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except ResultWriteError as e:  # a full disk: one line, finished trials kept
         print(f"hizfo-bench: error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # any other file the run writes (tuning.json, targets.json, ...)
+        where = e.filename or run_dir
+        print(
+            f"hizfo-bench: error: cannot write {where}: {e.strerror or e} "
+            f"({store.free_space(where)}); finished trials are kept, run again to resume",
+            file=sys.stderr,
+        )
+        return 1
     frame = store.load_frame(run_dir)
     # The final trials of this suite (tuned settings change ids, so match by cell).
     sweep = sweeps[-1]

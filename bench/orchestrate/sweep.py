@@ -127,19 +127,10 @@ class ResultWriteError(RuntimeError):
 
 
 def _write_error(path: Path, e: OSError, kept: int) -> ResultWriteError:
-    import contextlib
-    import shutil
-
-    free = "unknown"
-    folder = Path(path).parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    with contextlib.suppress(OSError):
-        free = f"{shutil.disk_usage(folder).free / 2**20:.1f} MiB free"
     reason = e.strerror or str(e)
     return ResultWriteError(
-        f"cannot write {path}: {reason} ({free}); the sweep stopped, {kept} finished "
-        "trial(s) of it are kept, run it again to resume"
+        f"cannot write {path}: {reason} ({store.free_space(path)}); the sweep stopped, "
+        f"{kept} finished trial(s) of it are kept, run it again to resume"
     )
 
 

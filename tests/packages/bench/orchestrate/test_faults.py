@@ -93,3 +93,25 @@ def test_a_cluster_too_small_for_one_trial_leaves_no_run_directory(ray_cluster, 
     with pytest.raises(ResourceError, match="64 CPUs per trial, but the largest node has 2"):
         run_sweep([make_spec("none", steps=0)], run_dir, cpus_per_trial=64, progress=False)
     assert not run_dir.exists()
+
+
+def test_any_other_file_a_run_cannot_write_is_one_line_too(tmp_path, capsys, monkeypatch):
+    import errno
+    import json
+
+    from bench.cli import main
+    from bench.orchestrate import plan
+
+    target = tmp_path / "run" / "targets.json"
+
+    def disk_full(*args, **kwargs):  # as plan.run_plan writing targets.json on a full disk
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
+
+    monkeypatch.setattr(plan, "run_plan", disk_full)
+    suite = tmp_path / "s.yaml"
+    suite.write_text(json.dumps({"models": ["tiny"], "tasks": ["math-mini"], "methods": ["none"]}))
+    assert main(["run", "--suite", str(suite), "--out", str(tmp_path / "run")]) == 1
+    started, err = capsys.readouterr().err.strip().splitlines()  # the suite line, the error
+    assert started.startswith("suite s: 1 trials")
+    assert err.startswith(f"hizfo-bench: error: cannot write {target}: No space left on device (")
+    assert "MiB free); finished trials are kept, run again to resume" in err
