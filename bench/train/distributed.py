@@ -50,6 +50,7 @@ from typing import Any
 import torch
 
 from bench import models
+from bench.measure.memory import release_freed_memory
 from bench.method import Batch, StepStats
 from bench.spec import TrialSpec
 from bench.train.recipe import TrialRecipe, failed_record, run_trial
@@ -244,6 +245,7 @@ class ShardedRecipe(TrialRecipe):
             self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
         )
         del self.model, self.method
+        release_freed_memory()  # the shards and the optimizer state, before the full model
         if self.rank != 0:
             return
         model, _, _ = models.load(
