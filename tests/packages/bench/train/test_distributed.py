@@ -101,3 +101,22 @@ def test_an_unplaceable_trial_is_a_failed_record() -> None:
     assert record["status"] == "failed" and record["placement"] is None
     assert record["error"].startswith("PlacementError: lora runs on one device only")
     assert torch.get_num_threads() >= 1
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_fsdp2_on_one_gpu_gives_the_plain_trial_losses() -> None:
+    # The sharded path on CUDA with one nccl process (what one GPU can prove of point 1):
+    # the same recipe, sharded with fully_shard, gathered and evaluated on rank 0.
+    from bench.train.distributed import run_sharded_trial
+
+    # bf16-mixed (the GPU default) in both; one rank: the loss scale is exactly 1.
+    spec = make_spec("fo-adamw", {"lr": 1e-3}, steps=4, log_every=1, limit=2)
+    single = run_trial(spec)
+    sharded = run_sharded_trial(spec, Placement("fsdp2", 1, ("cuda:0",), "nccl"))
+    assert single["status"] == sharded["status"] == "ok", sharded.get("error")
+    assert [p["loss"] for p in sharded["curve"]] == pytest.approx(
+        [p["loss"] for p in single["curve"]],
+        rel=1e-4,
+        abs=0,  # bf16 autocast kernels
+    )
