@@ -143,7 +143,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     pf.add_argument(
         "--model-config",
         help="instead of --model: a random-init model of a paper shape, built on the device "
-        "(llama-1b, llama-7b, opt-1.3b, opt-13b, or a transformers config JSON)",
+        "(llama-1b, llama-7b, opt-1.3b, opt-13b, opt-350m, smollm2-135m, or a transformers "
+        "config JSON)",
     )
     pf.add_argument(
         "--scale",
@@ -171,8 +172,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     pf.add_argument(
         "--rng-probe",
         action="store_true",
-        help="only measure the z fill against a matmul of the model's shape, at 1 and 2 "
-        "threads (or --threads), and the MeZO ratio they predict",
+        help="only measure one SPSA pass (z fill + add) against the model's forward and a "
+        "matmul of its shape, at 1 and 2 threads (or --threads), and the MeZO ratio they "
+        "predict",
     )
     pf.add_argument(
         "--estimate",
