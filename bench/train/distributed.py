@@ -299,8 +299,11 @@ def _rank_main(
     if device.type == "cuda":
         torch.cuda.set_device(device)
     torch.set_num_threads(threads)
+    # nccl carries the CUDA tensors; gloo beside it the few CPU ones (the reported loss,
+    # the CPU-offloaded full state dict), which nccl alone cannot reduce.
+    backend = "cpu:gloo,cuda:nccl" if placement["backend"] == "nccl" else placement["backend"]
     dist.init_process_group(
-        placement["backend"],
+        backend,
         init_method=f"tcp://127.0.0.1:{port}",
         rank=rank,
         world_size=world,
