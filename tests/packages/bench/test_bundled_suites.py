@@ -34,9 +34,12 @@ def test_claims_suite_runs_the_whole_argument():
     suite = load_plan("claims", check_sources=False)
     methods = {s.method for s in suite.specs}
     assert {"fo-adamw", "mezo", "hizfo", "hizfo[zo-off]", "hizfo[random]"} <= methods
+    assert {"hizfo[reverse]", "hizfo[zo-lr-10x]"} <= methods  # ablation and dose sweep
     assert {s.task for s in suite.specs} == {"math-mini", "docstring-summary"}
     assert {s.seed for s in suite.specs} == {0, 1, 2}
-    assert all(s.measure.sharpness for s in suite.specs)
+    # Claim 3 compares sharpness of hizfo and its zo-off twin: both measure it, paired.
+    sharp = {s.method for s in suite.specs if s.measure.sharpness}
+    assert {"hizfo", "hizfo[zo-off]"} <= sharp
     assert all(_points(s) >= 3 for s in suite.specs)
     by = {(s.method, s.task, s.seed): s for s in suite.specs}
     # The ablations differ from hizfo only in the ablated setting.
@@ -47,3 +50,10 @@ def test_claims_suite_runs_the_whole_argument():
         if s.method == "hizfo[random]":
             base = dict(by[("hizfo", s.task, s.seed)].method_config)
             assert {**base, "selection": "random"} == s.method_config
+        if s.method == "hizfo[reverse]":
+            base = dict(by[("hizfo", s.task, s.seed)].method_config)
+            assert {**base, "selection": "reverse"} == s.method_config
+        if s.method == "hizfo[zo-lr-10x]":
+            base = dict(by[("hizfo", s.task, s.seed)].method_config)
+            assert {**base, "zo_lr": s.method_config["zo_lr"]} == s.method_config
+            assert s.method_config["zo_lr"] == pytest.approx(10 * base["zo_lr"])

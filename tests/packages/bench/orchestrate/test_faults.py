@@ -36,13 +36,16 @@ def small_filesystem(folder: Path, size: str = "8m"):
 
 
 def fill(folder: Path) -> Path:
-    """Write a file until the filesystem is full (the kernel says ENOSPC)."""
+    """Write files until the filesystem is full (the kernel says ENOSPC), in ever smaller
+    pieces down to one byte: a 64 KiB write that fails can leave room for a trial file,
+    which made the count of kept trials depend on where the last big write ended."""
     filler = folder / "filler"
-    chunk = b"\0" * 65536
-    with contextlib.suppress(OSError), open(filler, "wb") as f:
-        while True:
-            f.write(chunk)
-            f.flush()
+    with open(filler, "wb", buffering=0) as f:
+        for size in (65536, 4096, 512, 64, 1):
+            chunk = b"\0" * size
+            with contextlib.suppress(OSError):
+                while True:
+                    f.write(chunk)
     return filler
 
 
