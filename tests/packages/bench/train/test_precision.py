@@ -65,5 +65,7 @@ def test_unknown_precision_is_a_config_error():
         "methods": ["fo-adamw"],
         "train": {"precision": "fp8"},
     }
-    with pytest.raises(ConfigError, match=r"\.precision: .fp8. is not allowed: must be one of fp32"):
+    with pytest.raises(
+        ConfigError, match=r"\.precision: .fp8. is not allowed: must be one of fp32"
+    ):
         expand(raw)
