@@ -144,18 +144,6 @@ def read_trials(run_dir: Path) -> list[dict[str, Any]]:
     return records
 
 
-def read_records(run_dir: Path) -> list[TrialRecord]:
-    """Every readable trial of a run as typed records (files missing contract fields are
-    skipped with a warning)."""
-    out = []
-    for d in read_trials(run_dir):
-        try:
-            out.append(TrialRecord.from_dict(d))
-        except (TypeError, ValueError) as e:
-            log.warning("skipping trial %s: %s", d.get("trial_id"), e)
-    return out
-
-
 def finished_ids(run_dir: Path) -> set[str]:
     """Trials that completed successfully; failed ones are run again on resume."""
     return {t["trial_id"] for t in read_trials(run_dir) if t.get("status") == "ok"}

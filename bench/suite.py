@@ -308,7 +308,6 @@ class Suite:
     specs: list[TrialSpec]
     tuning: Any = None  # bench.orchestrate.tuning.TuningPlan, or None
     targets: dict[str, Any] = field(default_factory=dict)  # task -> analysis.targets.Target
-    reference: str = "fo-adamw"  # the method speed-ups and differences are taken against
 
 
 def _check_space(space: dict[str, Any], config_class: type, where: str) -> None:
@@ -322,7 +321,7 @@ def _check_space(space: dict[str, Any], config_class: type, where: str) -> None:
 
 
 def plan_from_raw(raw: dict[str, Any], specs: list[TrialSpec], where: str = "suite") -> Suite:
-    """Targets, tuning and the reference method of a suite, checked against its specs."""
+    """Targets and tuning of a suite, checked against its specs."""
     from bench.analysis.targets import TargetError, parse_targets
     from bench.orchestrate.tuning import parse_space, parse_tuning
     from bench.registry import load_method
@@ -354,12 +353,7 @@ def plan_from_raw(raw: dict[str, Any], specs: list[TrialSpec], where: str = "sui
                         f"{where}.tuning.metric dev_score needs dev.score: true "
                         f"({s.method} on {s.task})"
                     )
-    reference = "fo-adamw"
-    for t in targets.values():
-        if t.method:
-            reference = t.method
-            break
-    return Suite(raw.get("name", where), specs, tuning, targets, reference)
+    return Suite(raw.get("name", where), specs, tuning, targets)
 
 
 def _schema_of(cls: type, defs: dict[str, Any]) -> dict[str, Any]:

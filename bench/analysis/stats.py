@@ -82,23 +82,6 @@ def _task_metric(task: str) -> str | None:
     return cls.metric if cls is not None else None
 
 
-def seed_stderr(records: list[dict[str, Any]]) -> dict[tuple, float]:
-    """Standard error of the mean score across seeds, per (method, task, model) with >= 2
-    scored seeds."""
-    groups: dict[tuple, list[float]] = {}
-    for r in records:
-        if r.get("status") == "ok" and isinstance(r.get("score"), int | float):
-            groups.setdefault((r["method"], r["task"], r["model"]), []).append(float(r["score"]))
-    out = {}
-    for key, scores in groups.items():
-        n = len(scores)
-        if n >= 2:
-            mean = sum(scores) / n
-            std = math.sqrt(sum((s - mean) ** 2 for s in scores) / (n - 1))
-            out[key] = std / math.sqrt(n)
-    return out
-
-
 def paired_bootstrap(
     differences: Sequence[float], level: float = 0.95, resamples: int = 2000, seed: int = 0
 ) -> Interval | None:

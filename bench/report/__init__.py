@@ -25,6 +25,7 @@ from bench.report.tables import (
     Row,
     main_tables,
     mark_significance,
+    reference_of,
     render_csv,
     render_latex,
     render_markdown,
@@ -80,14 +81,15 @@ def write_report(run_dir: Path, out_dir: Path | None = None) -> list[Path]:
     frame = store.records_frame(records, run=run_dir.name)
     tables = main_tables(frame)
     outcomes = doc_outcomes(run_dir)
-    mark_significance(tables, _score_comparisons(records, outcomes, BASELINE))
-    reference = next(
+    baseline = reference_of({r["method"] for r in records})  # the declared reference
+    mark_significance(tables, _score_comparisons(records, outcomes, baseline))
+    reference = next(  # the time-to-target reference the run recorded, else the declared
         (
             r["time_to_target"]["reference"]
             for r in records
             if (r.get("time_to_target") or {}).get("reference")
         ),
-        BASELINE,
+        baseline,
     )
     texts = [
         ("table.md", render_markdown(tables, setting_warnings)),
@@ -98,7 +100,7 @@ def write_report(run_dir: Path, out_dir: Path | None = None) -> list[Path]:
     ]
     claims = None
     if "hizfo" in {r["method"] for r in records}:
-        claims = evaluate_claims(records, outcomes, method="hizfo", reference=BASELINE)
+        claims = evaluate_claims(records, outcomes, method="hizfo", reference=baseline)
         texts.append(("claims.md", render_claims(claims, records, setting_warnings)))
     written = []
     for name, text in texts:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +31,19 @@ from bench.format import (
     tex_escape,
 )
 
-BASELINE = "fo-adamw"  # the "time relative to" column divides by this method's time
+# The "time relative to" column divides by the time of the method that declares itself
+# the reference (MethodTraits.is_reference: fo-adamw); this name is the fallback when no
+# method of the run is installed here to say so.
+BASELINE = "fo-adamw"
+
+
+def reference_of(methods: Iterable[str]) -> str:
+    """The run's reference method: the one that declares itself so, else BASELINE."""
+    from bench.registry import reference_method
+
+    return reference_method(methods) or BASELINE
+
+
 NOT_SIGNIFICANT = "†"
 FAMILY_ORDER = ("math", "code", "generative")
 
@@ -148,6 +161,7 @@ def main_tables(frame: pd.DataFrame) -> list[MainTable]:
     """One MainTable per model: the numbers behind table.md / .tex / .csv."""
     if "phase" in frame:  # tuning and target-setting trials are not final results
         frame = frame[frame["phase"].fillna("final") == "final"]
+    reference = reference_of(set(frame["method"]))
     tables = []
     for model, mframe in frame.groupby("model", sort=True):
         tasks = sorted(set(mframe["task"]))
@@ -180,14 +194,14 @@ def main_tables(frame: pd.DataFrame) -> list[MainTable]:
                 sum(means) / len(means) if means and all(m is not None for m in means) else None
             )
             rel = None
-            if BASELINE in set(mframe["method"]):
+            if reference in set(mframe["method"]):
                 shared = [
                     task
                     for _, task in columns
                     if times[task] is not None
-                    and pd.notna(per_task_time.get((BASELINE, task), float("nan")))
+                    and pd.notna(per_task_time.get((reference, task), float("nan")))
                 ]
-                base = sum(per_task_time[(BASELINE, task)] for task in shared)
+                base = sum(per_task_time[(reference, task)] for task in shared)
                 if shared and base > 0:
                     rel = sum(times[task] for task in shared) / base
             mem_values = [m for m in mems.values() if m is not None]
