@@ -33,7 +33,7 @@ nightly: setup
 	echo "nightly: $$out"; \
 	$(BIN)/hizfo-bench run --suite nightly --out "$$out"; \
 	$(BIN)/hizfo-bench run --suite $(REFERENCE)/accuracy.yaml --out "$$out"; \
-	$(BIN)/hizfo-bench perf --repeats 3 --warmup 1 --no-naive --methods mezo,fo-adamw,hizfo --out "$$out"; \
+	$(BIN)/hizfo-bench perf --repeats 3 --max-repeats 3 --warmup 1 --no-naive --methods mezo,fo-adamw,hizfo --out "$$out"; \
 	$(BIN)/hizfo-bench compare $(REFERENCE) "$$out" --history $(HISTORY)
 
 lint: setup
