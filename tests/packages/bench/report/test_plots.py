@@ -187,17 +187,21 @@ def test_memory_breakdown_stacks_the_recorded_parts(figures):
 def test_memory_breakdown_from_a_trial_run_through_the_recipe(tmp_path):
     """The recipe's record carries the parts the plot reads, and their sum is the peak
     the tables report (when the residual is not clipped at 0)."""
-    from bench.spec import EvalConfig, TrainConfig, TrialSpec
+    from helpers.specs import make_spec
+
     from bench.train.recipe import run_trial
 
-    spec = TrialSpec(
-        method="fo-adamw",
-        task="math-mini",
-        model="tiny",
-        seed=0,
-        method_config={"lr": 1e-3},
-        train=TrainConfig(steps=2, batch_size=2, max_length=64, train_examples=8, log_every=1),
-        eval=EvalConfig(limit=1, batch_size=1, max_gen_toks=2),
+    spec = make_spec(
+        "fo-adamw",
+        {"lr": 1e-3},
+        steps=2,
+        batch_size=2,
+        max_length=64,
+        train_examples=8,
+        log_every=1,
+        limit=1,
+        eval_batch_size=1,
+        max_gen_toks=2,
     )
     record = run_trial(spec)
     assert record["status"] == "ok", record["error"]

@@ -4,6 +4,7 @@ import importlib.machinery
 import importlib.util
 
 import pytest
+from helpers.specs import make_spec
 
 from bench.cli import main
 from bench.record import TrialRecord
@@ -26,15 +27,7 @@ def _scalars(folder):
 
 
 def test_tensorboard_events_hold_the_logged_losses_and_results(tmp_path):
-    spec = TrialSpec(
-        method="fo-adamw",
-        task="math-mini",
-        model="tiny",
-        seed=0,
-        method_config={"lr": 1e-3},
-        train=TrainConfig(steps=6, batch_size=4, max_length=96, train_examples=32, log_every=2),
-        eval=EvalConfig(limit=4, batch_size=4, max_gen_toks=8),
-    )
+    spec = make_spec("fo-adamw", {"lr": 1e-3})
     record = run_trial(spec, run_dir=tmp_path, tracker="tensorboard")
     assert record["status"] == "ok", record["error"]
     trackers.log_result("tensorboard", tmp_path, record)  # what the worker does next
