@@ -47,7 +47,9 @@ _SUITE_KEYS = {
     "targets",
     "tuning",
 }
-_OVERRIDE_KEYS = {"config", "train", "eval", "dev", "measure", "resources", "search"}
+_OVERRIDE_KEYS = {"config", "by_task", "train", "eval", "dev", "measure", "resources", "search"}
+# Keys that only a method entry has (a task has no method config).
+_METHOD_ONLY_KEYS = {"config", "by_task", "search"}
 
 
 def bundled_suites() -> list[str]:
@@ -177,7 +179,7 @@ def expand(
     # A task with `type` (jsonl, ...) is defined in the suite: its definition goes to the
     # task type, the rest are the usual per-task settings.
     definitions, raw_tasks = split_definitions(raw["tasks"])
-    tasks = _as_mapping(raw_tasks, f"{where}.tasks", _OVERRIDE_KEYS - {"config", "search"})
+    tasks = _as_mapping(raw_tasks, f"{where}.tasks", _OVERRIDE_KEYS - _METHOD_ONLY_KEYS)
     methods = _as_mapping(raw["methods"], f"{where}.methods")
     seeds = raw.get("seeds", [0])
     if not isinstance(seeds, list) or not all(type(s) is int and s >= 0 for s in seeds):
@@ -204,22 +206,38 @@ def expand(
             check_source(model)
         except ModelSourceError as e:
             raise ConfigError(f"{where}.models: {e}") from None
-    method_configs = {}
+    # (method, task) -> the method's config on that task: `config`, with the task's
+    # `by_task` entry over it (settings tuned per task, as claims-tune chooses them).
+    method_configs: dict[tuple[str, str], dict[str, Any]] = {}
     for name, override in methods.items():
         try:
             cls = load_method(name)
         except MethodError as e:
             raise ConfigError(f"{where}.methods: {e}") from None
-        cfg = build(cls.config_class, override.get("config"), f"{where}.methods.{name}.config")
-        method_configs[name] = asdict(cfg)
-        if check_sources and callable(getattr(cls, "check_model", None)):
-            for model in models:
-                try:
-                    cls.check_model(cfg, model_skeleton(model))
-                except ValueError as e:
-                    raise ConfigError(
-                        f"{where}.methods.{name}.config (model {model}): {e}"
-                    ) from None
+        by_task = override.get("by_task") or {}
+        stray = sorted(set(by_task) - set(tasks))
+        if stray:
+            raise ConfigError(
+                f"{where}.methods.{name}.by_task: {', '.join(map(str, stray))} "
+                f"not among the suite's tasks ({', '.join(tasks)})"
+            )
+        for task in tasks:
+            per_task = by_task.get(task)
+            if per_task is not None and not isinstance(per_task, dict):
+                raise ConfigError(
+                    f"{where}.methods.{name}.by_task.{task}: expected a mapping, got {per_task!r}"
+                )
+            key = f"{where}.methods.{name}." + (f"by_task.{task}" if per_task else "config")
+            cfg = build(
+                cls.config_class, {**(override.get("config") or {}), **(per_task or {})}, key
+            )
+            method_configs[name, task] = asdict(cfg)
+            if check_sources and callable(getattr(cls, "check_model", None)):
+                for model in models:
+                    try:
+                        cls.check_model(cfg, model_skeleton(model))
+                    except ValueError as e:
+                        raise ConfigError(f"{key} (model {model}): {e}") from None
 
     specs = []
     for model in models:
@@ -250,7 +268,7 @@ def expand(
                             task=task,
                             model=model,
                             seed=seed,
-                            method_config=method_configs[method],
+                            method_config=method_configs[method, task],
                             train=train_cfg,
                             eval=eval_cfg,
                             dev=dev_cfg,
@@ -390,7 +408,8 @@ def suite_schema(methods: list[str] | None = None) -> dict[str, Any]:
     search = {"type": "object", "description": "config key -> list or {log_uniform: [lo, hi]}"}
 
     def method_entry(config: dict[str, Any]) -> dict[str, Any]:
-        props = {"config": config, **entry, "search": search}
+        by_task = {"type": "object", "additionalProperties": config}
+        props = {"config": config, "by_task": by_task, **entry, "search": search}
         return {"type": ["object", "null"], "properties": props, "additionalProperties": False}
 
     per_method = {

@@ -23,6 +23,39 @@ def _value(value: float | None) -> str:
     return "failed" if value is None else f"{value:.4f}"
 
 
+def _yaml_number(v: Any) -> str:
+    """`v` to three significant digits as YAML reads a float (``3.0e-05``, not ``3e-05``)."""
+    if not isinstance(v, float):
+        return str(v)
+    text = f"{v:.3g}"
+    mantissa, _, exponent = text.partition("e")
+    if "." not in mantissa and exponent:
+        mantissa += ".0"
+    return f"{mantissa}e{exponent}" if exponent else text
+
+
+def _suite_snippet(choices: list[dict[str, Any]]) -> list[str]:
+    """The chosen values as a suite's `by_task` entries, to fix them in a suite file."""
+    by_method: dict[str, dict[str, dict[str, Any]]] = {}
+    for c in choices:
+        by_method.setdefault(c["method"], {}).setdefault(c["task"], {})[c["model"]] = c["chosen"]
+    lines = [
+        "To fix these choices in a suite (`by_task`, docs/suites.md), merge into its `methods`:",
+        "",
+        "```yaml",
+        "methods:",
+    ]
+    for method, tasks in by_method.items():
+        lines += [f"  {method}:", "    by_task:"]
+        for task, models in tasks.items():
+            values = list(models.values())
+            if any(v != values[0] for v in values[1:]):
+                lines.append(f"      # {task}: the models chose differently; one model per suite")
+            settings = ", ".join(f"{k}: {_yaml_number(v)}" for k, v in values[0].items())
+            lines.append(f"      {task}: {{{settings}}}")
+    return [*lines, "```"]
+
+
 def tuning_table(run_dir: Path) -> str | None:
     """The Markdown report of tuning.json, or None when the run did not tune."""
     path = Path(run_dir) / "tuning.json"
@@ -66,7 +99,7 @@ def tuning_table(run_dir: Path) -> str | None:
             f"{_settings(c['chosen'])} | {_value(c['dev_value'])} | {edge} | "
             f"`{json.dumps(searched)}` |"
         )
-    lines += ["", "## Every point tried", ""]
+    lines += ["", *_suite_snippet(tuning["choices"]), "", "## Every point tried", ""]
     for c in tuning["choices"]:
         model = Path(c["model"]).name or c["model"]
         lines += [

@@ -25,6 +25,25 @@ def test_expansion_and_precedence():
     assert len({s.trial_id for s in specs}) == 4
 
 
+def test_by_task_sets_a_method_config_per_task():
+    """`by_task` (values tuned per task) goes over the method's `config` on that task
+    only; the other task keeps `config`."""
+    raw = {
+        **BASE,
+        "tasks": ["math-mini", "docstring-summary"],
+        "methods": {
+            "fo-adamw": {
+                "config": {"lr": 1e-4, "warmup_steps": 2},
+                "by_task": {"docstring-summary": {"lr": 3e-5}},
+            }
+        },
+    }
+    by = {s.task: s.method_config for s in expand(raw)}
+    assert by["math-mini"]["lr"] == pytest.approx(1e-4)
+    assert by["docstring-summary"]["lr"] == pytest.approx(3e-5)
+    assert by["math-mini"]["warmup_steps"] == by["docstring-summary"]["warmup_steps"] == 2
+
+
 def test_trial_id_is_derived_from_the_spec():
     a, b = expand(BASE)[:2]
     assert TrialSpec.from_dict(a.to_dict()).trial_id == a.trial_id
@@ -45,6 +64,12 @@ def test_trial_id_is_derived_from_the_spec():
         ({"seeds": "0"}, "list of integers"),
         ({"models": ["/no/such/folder/or/hub-id"]}, "HF_HUB_OFFLINE"),
         ({"methods": []}, "'methods' is required"),
+        (
+            {"methods": {"fo-adamw": {"by_task": {"docstring-summary": {"lr": 1e-5}}}}},
+            "by_task: docstring-summary not among the suite's tasks",
+        ),
+        ({"methods": {"fo-adamw": {"by_task": {"math-mini": {"lr": -1}}}}}, "by_task.math-mini"),
+        ({"tasks": {"math-mini": {"by_task": {}}}}, "unknown key(s) by_task"),
     ],
 )
 def test_bad_suites_fail_before_running(patch, message):

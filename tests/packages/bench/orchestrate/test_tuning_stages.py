@@ -163,3 +163,30 @@ def test_a_config_value_that_beats_every_searched_zo_lr_is_flagged(tmp_path):
     (choice,), _ = run_tuning(suite.specs, suite.tuning, tmp_path, sweep)
     assert "zo_lr" not in choice.chosen  # the config value stays
     assert choice.edges["zo_lr"] == {"side": "low", "value": 1e-7, "extensions": 0}
+
+
+def test_the_suite_snippet_of_tuning_md_fixes_the_chosen_values(tmp_path):
+    """The `by_task` block tuning.md prints, merged into the suite, gives final trials
+    with exactly the chosen values (as claims takes claims-tune's choices)."""
+    import yaml
+
+    suite = _suite({"hizfo": HIZFO}, strategy="staged")
+
+    def loss(c):
+        return (math.log10(c["fo_lr"]) + 3) ** 2 + 0.01 * (math.log10(c["zo_lr"]) + 5) ** 2
+
+    sweep, _ = _fake_sweep(tmp_path, loss)
+    (choice,), _ = run_tuning(suite.specs, suite.tuning, tmp_path, sweep)
+    report = tuning_table(tmp_path)
+    block = report.split("```yaml\n", 1)[1].split("```", 1)[0]
+    by_task = yaml.safe_load(block)["methods"]["hizfo"]["by_task"]
+    raw = {
+        "models": ["tiny"],
+        "tasks": ["math-mini"],
+        "methods": {"hizfo": {"config": HIZFO["config"], "by_task": by_task}},
+        "train": {"steps": 4},
+    }
+    (spec,) = expand(raw)
+    for key, value in choice.chosen.items():
+        assert isinstance(by_task["math-mini"][key], float)  # read as a number, not a string
+        assert spec.method_config[key] == pytest.approx(value, rel=5e-3)
