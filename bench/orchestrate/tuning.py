@@ -46,6 +46,11 @@ range is extended past that edge by its own width (log width for log_uniform) an
 again over every point of the stage; a flag that survives the last extension stays in
 the report.
 
+**Variants.** A variant ``base[...]`` without a search of its own runs its final trials
+with its base's chosen values, except for a tuned key it sets to its own value: Hi-ZFO's
+ablations train at Hi-ZFO's tuned rates (they differ from it in one switch), while
+``hizfo[zo-lr-10x]`` keeps its own zo_lr.
+
 Why not Ray Tune: our sweep already runs trials on Ray with resume, resource plans and
 one result file per trial; a Tuner would keep its own trial state and result folders
 beside ours. A quasi-random sample with a dev pick is all AlgoPerf's external tuning
@@ -542,13 +547,31 @@ def describe(specs: Sequence[Any], plan: TuningPlan) -> list[str]:
     return lines
 
 
+def _inherited(spec: Any, chosen: Mapping[tuple, dict], configs: Mapping[tuple, dict]) -> dict:
+    """What a variant ``base[...]`` without a search of its own takes from its base's
+    choice: the tuned keys it leaves as the base has them (an ablation differs in one
+    switch, so hizfo[random] trains at hizfo's tuned rates); a key the variant sets to
+    its own value (hizfo[zo-lr-10x]'s zo_lr) stays its own."""
+    base = spec.method.split("[", 1)[0]
+    key = (base, spec.task, spec.model)
+    if base == spec.method or key not in chosen or key not in configs:
+        return {}
+    return {
+        k: v for k, v in chosen[key].items() if spec.method_config.get(k) == configs[key].get(k)
+    }
+
+
 def final_specs(specs: Sequence[Any], choices: Sequence[Choice]) -> list[Any]:
-    """The suite's specs with each tuned method's chosen settings."""
+    """The suite's specs with each tuned method's chosen settings (and a variant's
+    inherited ones, `_inherited`)."""
     chosen = {(c.method, c.task, c.model): c.chosen for c in choices}
+    configs = {(s.method, s.task, s.model): s.method_config for s in specs}
     out = []
     for spec in specs:
-        point = chosen.get((spec.method, spec.task, spec.model))
-        if point is None:
+        point = chosen.get((spec.method, spec.task, spec.model)) or _inherited(
+            spec, chosen, configs
+        )
+        if not point:
             out.append(spec)
         else:
             out.append(

@@ -190,3 +190,32 @@ def test_the_suite_snippet_of_tuning_md_fixes_the_chosen_values(tmp_path):
     for key, value in choice.chosen.items():
         assert isinstance(by_task["math-mini"][key], float)  # read as a number, not a string
         assert spec.method_config[key] == pytest.approx(value, rel=5e-3)
+
+
+def test_a_variant_trains_at_its_base_choice_unless_it_sets_the_key_itself(tmp_path):
+    """hizfo[random] (one switch different) takes hizfo's tuned fo_lr and zo_lr; a
+    variant that sets zo_lr to its own value keeps it; a variant of an untuned method,
+    and the untuned methods, are left alone."""
+    from bench.orchestrate.tuning import final_specs
+
+    methods = {
+        "hizfo": HIZFO,
+        "hizfo[random]": {"config": {**HIZFO["config"], "selection": "random"}},
+        "hizfo[zo-lr-10x]": {"config": {"zo_lr": 1.0e-5}},
+        "mezo": {"config": {"lr": 1e-6}},
+        "mezo[x]": {"config": {"lr": 2e-6}},
+    }
+    suite = _suite(methods, strategy="staged")
+
+    def loss(c):
+        return (math.log10(c["fo_lr"]) + 3) ** 2 + 0.01 * (math.log10(c["zo_lr"]) + 5) ** 2
+
+    sweep, _ = _fake_sweep(tmp_path, loss)
+    (choice,), _ = run_tuning(suite.specs, suite.tuning, tmp_path, sweep)
+    final = {s.method: s.method_config for s in final_specs(suite.specs, [choice])}
+    assert final["hizfo[random]"]["fo_lr"] == choice.chosen["fo_lr"]
+    assert final["hizfo[random]"]["zo_lr"] == choice.chosen["zo_lr"]
+    assert final["hizfo[random]"]["selection"] == "random"
+    assert final["hizfo[zo-lr-10x]"]["zo_lr"] == 1.0e-5  # its own value
+    assert final["hizfo[zo-lr-10x]"]["fo_lr"] == choice.chosen["fo_lr"]
+    assert final["mezo"]["lr"] == 1e-6 and final["mezo[x]"]["lr"] == 2e-6
