@@ -64,17 +64,19 @@ def _rng_probe(settings: PerfSettings) -> int:
 
 
 def _estimate(suite: str) -> int:
-    """Memory per trial and GPU-hours of a suite's final trials (bench/perf/estimates.py)."""
+    """Memory per trial and GPU-hours of a suite's final trials, and of its tuning trials
+    when it tunes (bench/perf/estimates.py)."""
     from bench.config import ConfigError
     from bench.method import method_traits
     from bench.perf import estimates
     from bench.registry import load_method
-    from bench.suite import load_suite
+    from bench.suite import load_plan
 
     try:
-        _, specs = load_suite(suite, check_sources=False)
+        plan = load_plan(suite, check_sources=False)
     except ConfigError as e:
         raise UsageError(str(e)) from None
+    specs = plan.specs
     unknown = sorted({s.model for s in specs} - set(estimates.model_configs.SOURCE_SHAPES))
     if unknown:
         raise UsageError(f"no shape known for {', '.join(unknown)} (bench/model_configs.py)")
@@ -106,7 +108,11 @@ def _estimate(suite: str) -> int:
         f"\n{'GPU-hours':28s} {'trials':>6s} {'train':>8s} {'dev':>8s} {'sharp.':>8s} "
         f"{'eval':>8s} {'total':>8s}"
     )
-    for model, row in hours.items():
+    rows = list(hours.items())
+    if plan.tuning is not None:
+        tune = estimates.suite_hours(estimates.tuning_trials(specs, plan.tuning), traits, gpu)
+        rows.append(("tuning (before extensions)", tune["all"]))
+    for model, row in rows:
         total = sum(v for k, v in row.items() if k != "trials")
         print(
             f"{model:28s} {int(row['trials']):6d} {row['train']:8.1f} {row['dev']:8.1f} "

@@ -16,7 +16,8 @@ activations; bench/measure/memory.py measures the same parts on a real run):
   (4 x vocab bytes per token);
 - a GPU is usable to 90% (CUDA context, allocator slack).
 
-GPU-hours (per trial, summed over a suite's final trials; tuning trials not counted):
+GPU-hours (per trial, summed over a suite's final trials; its tuning trials, before any
+edge extension, on a line of their own):
 training steps x the method's step cost in forwards (MethodTraits.step_cost: forward + 2
 x backward) x 2 x parameters x tokens per step (batch x max_length: an upper bound, real
 examples are shorter) at an assumed fraction MFU of the GPU's bf16 peak; dev loss points
@@ -30,6 +31,7 @@ do not depend on how many GPUs a trial is sharded over (communication not counte
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -158,3 +160,22 @@ def suite_hours(
         row["trials"] += 1
     total = {k: sum(r[k] for r in out.values()) for k in next(iter(out.values()), {})}
     return {**out, "all": total}
+
+
+def tuning_trials(specs: Iterable[Any], plan: Any) -> list[Any]:
+    """The tuning trials a suite plans, as specs with their cost (the points themselves
+    do not change a trial's cost): per tuned (method, task, model), the method's budget
+    (`plan.budget`, every stage) on each tuning seed, trained without test scoring and
+    without sharpness. `plan` is a bench.orchestrate.tuning.TuningPlan."""
+    seen: set[tuple[str, str, str]] = set()
+    out = []
+    for spec in specs:
+        key = (spec.method, spec.task, spec.model)
+        if spec.method not in plan.spaces or key in seen:
+            continue
+        seen.add(key)
+        off = dataclasses.replace(spec.measure, sharpness=False)
+        for seed in plan.seeds:
+            tune = dataclasses.replace(spec, phase="tune", seed=seed, measure=off)
+            out += [tune] * plan.budget(spec.method)
+    return out

@@ -466,8 +466,8 @@ def run_trial(
         recipe.extra_hooks += tracker_hooks(tracker, run_dir, spec.trial_id, spec.to_dict())
         recipe.setup()
         recipe.train()
-        recipe.measure()
-        if spec.phase == "final":  # tuning and target-setting trials: dev only, never test
+        if spec.phase == "final":  # tuning and target-setting trials: dev only, never
+            recipe.measure()  # sharpness or test
             recipe.evaluate()
         record.status = "ok"
         if recipe.checkpoints:  # the final one stays; the intermediate ones are done with

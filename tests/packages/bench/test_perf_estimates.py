@@ -81,3 +81,16 @@ def test_estimate_command(capsys) -> None:
     assert rows[("facebook/opt-13b", "mezo")][-1] == "1"
     assert rows[("all", "384")]  # every final trial of paper counted
     assert main(["perf", "--estimate", "no-such-suite"]) == 2
+
+
+def test_estimate_counts_a_suites_tuning_trials(capsys, tmp_path) -> None:
+    """A suite that tunes gets a tuning line: every stage's points on every tuning seed
+    (claims-tune: fo-adamw 8 + mezo 8 + hizfo 16 per task, 2 tasks = 64)."""
+    from bench.cli import main
+
+    assert main(["perf", "--estimate", "claims-tune"]) == 0
+    out = capsys.readouterr().out
+    (line,) = [ln for ln in out.splitlines() if ln.startswith("tuning (before extensions)")]
+    assert line.split()[3] == "64"
+    assert main(["perf", "--estimate", "claims"]) == 0
+    assert "tuning" not in capsys.readouterr().out
