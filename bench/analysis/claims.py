@@ -492,6 +492,39 @@ def zo_dose(
     return changed, lines
 
 
+def dose_sweep(
+    records: Sequence[Mapping[str, Any]],
+    outcomes: Outcomes,
+    method: str,
+    ablation: str,
+    task: str,
+    model: str,
+) -> list[str]:
+    """The dose sweep's points: every ``method[zo-lr...]`` variant of the run against the
+    same ablation, its ZO dose and, where the ZO part moved the dev loss, its flatness and
+    score against the ablation. Evidence beside the verdict, never the verdict: the claim
+    is about `method` at the suite's settings."""
+    lines = []
+    sweep = sorted({r["method"] for r in records if r["method"].startswith(f"{method}[zo-lr")})
+    for variant in sweep:
+        if not _ok(records, variant, task, model):
+            continue
+        changed, dose = zo_dose(records, variant, ablation, task, model)
+        lines.append(f"dose sweep, {variant}: " + "; ".join(dose))
+        if changed:
+            sharp = seed_difference(
+                records, variant, ablation, task, model, random_direction_sharpness
+            )
+            score = score_difference(records, outcomes, variant, ablation, task, model)
+            lines.append(
+                f"dose sweep, {variant}: the ZO part moved the dev loss; random-direction "
+                f"sharpness minus {ablation}: {_fmt(sharp.interval, digits=2, kind='e')} over "
+                f"{sharp.unit}; score difference x100: {_fmt(score.interval, 100)} over "
+                f"{score.unit} (evidence at that rate, not the verdict)"
+            )
+    return lines
+
+
 def claim_stochasticity(
     records: Sequence[Mapping[str, Any]],
     outcomes: Outcomes,
@@ -502,6 +535,7 @@ def claim_stochasticity(
     tasks = []
     for task, model in _cells(records, method, ablation):
         changed, dose = zo_dose(records, method, ablation, task, model)
+        dose += dose_sweep(records, outcomes, method, ablation, task, model)
         if changed is False:
             dose.append(
                 "the ZO part did not change the dev loss beyond seed noise at any evaluation "

@@ -269,3 +269,29 @@ def test_two_settings_of_one_method_are_two_rows_not_seeds(tmp_path):
     table = (tmp_path / "report" / "table.md").read_text()
     assert "fo-adamw{eval.limit=4}" in table and "Warning:" in table
     assert "| fo-adamw | **50.0** |" in table  # not averaged with the other setting
+
+
+def test_the_dose_sweep_reports_a_rate_where_the_zo_part_acts(tmp_path):
+    """hizfo at an inert zo_lr is not testable; hizfo[zo-lr=...] at a rate where the ZO
+    part moves the dev loss is reported beside it (dose, sharpness, score), and a sweep
+    point that does not move it says so: evidence, the verdict stays hizfo's."""
+    spec = {
+        ("fo-adamw", "math-mini"): (0.5, None, None),
+        ("hizfo", "math-mini"): (0.5, None, [0.02, 0.021, 0.02]),
+        ("hizfo[zo-lr=1e-4]", "math-mini"): (0.6, None, [0.01, 0.011, 0.012]),
+        ("hizfo[zo-lr=1e-5]", "math-mini"): (0.5, None, [0.02, 0.02, 0.021]),
+        ("hizfo[zo-off]", "math-mini"): (0.5, None, [0.02, 0.02, 0.021]),
+    }
+    records = _run(tmp_path, spec)
+    noise = {0: 1e-4, 1: -2e-4, 2: 1e-4}
+    for r in records:
+        if r["method"].startswith("hizfo"):
+            moved = -0.1 if r["method"] == "hizfo[zo-lr=1e-4]" else 0.0
+            shift = 0.0 if r["method"] == "hizfo[zo-off]" else noise[r["seed"]] + moved
+            r["eval_curve"] = _curve([2.0, 1.5 + shift, 1.2 + shift])
+    claim3 = _verdicts(tmp_path, records)["stochasticity"]
+    assert claim3.verdict == NOT_TESTABLE
+    dose = "\n".join(claim3.tasks[0].dose)
+    assert "dose sweep, hizfo[zo-lr=1e-4]: the ZO part moved the dev loss" in dose
+    assert "dose sweep, hizfo[zo-lr=1e-5]: the ZO part moved" not in dose
+    assert "dose sweep, hizfo[zo-lr=1e-5]: dev loss of hizfo[zo-lr=1e-5] minus" in dose
