@@ -12,6 +12,8 @@ METHODS = {
     "hizfo",
     "hizfo[zo-off]",
     "hizfo[random]",
+    "hizfo[zo-lr=mezo]",
+    "mezo[zo-part]",
     "addax",
 }
 TASKS = {"math-mini", "humaneval", "docstring-summary"}
@@ -21,9 +23,13 @@ def test_paper_lite_dry_run_lists_every_trial(capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # nothing in it needs the hub
     assert main(["run", "--suite", "paper-lite", "--dry-run"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("suite paper-lite: 72 trials")
-    trials = [line.split()[-1] for line in out[1:]]
-    assert len(trials) == 72
+    assert out[0].startswith("suite paper-lite: 90 trials")
+    trials = [
+        line.split()[-1]
+        for line in out
+        if line.strip().startswith("[todo]") and "target" not in line
+    ]
+    assert len(trials) == 90
     assert {t.split("__")[0] for t in trials} == METHODS
     assert {t.split("__")[1] for t in trials} == TASKS
     assert {t.split("__")[2] for t in trials} == {"smollm2_135m"}
@@ -46,6 +52,15 @@ def test_paper_lite_settings():
     assert (
         next(s for s in specs if s.method == "hizfo[random]").method_config["selection"] == "random"
     )
+    # The ablations and control rows are tied to hizfo's and mezo's tuned rates, per task.
+    by = {(s.method, s.task): s.method_config for s in specs}
+    for task in TASKS:
+        hizfo = by["hizfo", task]
+        for ablation in ("hizfo[zo-off]", "hizfo[random]", "hizfo[zo-lr=mezo]"):
+            assert by[ablation, task]["fo_lr"] == hizfo["fo_lr"]
+        assert by["hizfo[random]", task]["zo_lr"] == hizfo["zo_lr"]
+        assert by["mezo[zo-part]", task]["lr"] == hizfo["zo_lr"]
+        assert by["hizfo[zo-lr=mezo]", task]["zo_lr"] == by["mezo", task]["lr"]
     assert set(suite.targets) == TASKS
     assert {t.method for t in suite.targets.values()} == {"fo-adamw"}
     # MeZO's 1000 steps make its trials the longest: they are submitted first.
