@@ -287,6 +287,8 @@ def score_vs_time(
     against train time, the y axis named by the task's metric; failed trials as red x on
     the axis. Colour and marker = method."""
     keys = sorted(set(zip(frame["task"], frame["model"], strict=True)))
+    if not keys:  # a run with tuning trials only (no final trial scored on test)
+        return []
     models = {m for _, m in keys}
     cols = min(3, len(keys))
     rows = -(-len(keys) // cols)

@@ -224,3 +224,47 @@ def test_nightly_suite_is_small():
     assert name == "nightly" and {s.model for s in specs} == {"tiny"}
     assert {s.method for s in specs} == {"none", "fo-adamw", "mezo", "lora", "hizfo"}
     assert all(s.train.steps <= 400 and s.eval.limit <= 32 for s in specs)
+
+
+def test_a_run_of_tuning_trials_only_reports(tmp_path):
+    """A tuning run stopped before its final trials (only phase-tune records, no test
+    score) still gets its report: tuning.md and the tables, no crash in the plots."""
+    import json
+
+    records = []
+    for i, lr in enumerate((1e-5, 1e-4)):
+        r = make_record(
+            "mezo",
+            score=None,
+            config={"phase": "tune", "tuning_point": {"lr": lr}},
+            eval_curve=[{"step": 20, "seconds": 1.0, "dev_loss": 1.0 + i}],
+            digest=f"{i:08d}",
+        )
+        records.append(r)
+    write_run(tmp_path, records)
+    (tmp_path / "tuning.json").write_text(
+        json.dumps(
+            {
+                "metric": "dev_loss",
+                "budget": 2,
+                "seeds": [0],
+                "spaces": {"mezo": {"lr": {"log_uniform": [1e-5, 1e-4]}}},
+                "choices": [
+                    {
+                        "method": "mezo",
+                        "task": "math-mini",
+                        "model": "tiny",
+                        "budget": 2,
+                        "chosen": {"lr": 1e-5},
+                        "dev_value": 1.0,
+                        "tried": [
+                            {"settings": {"lr": 1e-5}, "dev_value": 1.0, "seeds": 1},
+                            {"settings": {"lr": 1e-4}, "dev_value": 2.0, "seeds": 1},
+                        ],
+                    }
+                ],
+            }
+        )
+    )
+    assert main(["report", str(tmp_path)]) == 0
+    assert "lr=1e-05 (chosen)" in (tmp_path / "report" / "tuning.md").read_text()
