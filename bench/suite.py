@@ -221,6 +221,7 @@ def expand(
                 f"{where}.methods.{name}.by_task: {', '.join(map(str, stray))} "
                 f"not among the suite's tasks ({', '.join(tasks)})"
             )
+        built: dict[str, dict[str, Any]] = {}  # tasks without by_task share `config`
         for task in tasks:
             per_task = by_task.get(task)
             if per_task is not None and not isinstance(per_task, dict):
@@ -228,16 +229,18 @@ def expand(
                     f"{where}.methods.{name}.by_task.{task}: expected a mapping, got {per_task!r}"
                 )
             key = f"{where}.methods.{name}." + (f"by_task.{task}" if per_task else "config")
-            cfg = build(
-                cls.config_class, {**(override.get("config") or {}), **(per_task or {})}, key
-            )
-            method_configs[name, task] = asdict(cfg)
-            if check_sources and callable(getattr(cls, "check_model", None)):
-                for model in models:
-                    try:
-                        cls.check_model(cfg, model_skeleton(model))
-                    except ValueError as e:
-                        raise ConfigError(f"{key} (model {model}): {e}") from None
+            if key not in built:
+                cfg = build(
+                    cls.config_class, {**(override.get("config") or {}), **(per_task or {})}, key
+                )
+                if check_sources and callable(getattr(cls, "check_model", None)):
+                    for model in models:
+                        try:
+                            cls.check_model(cfg, model_skeleton(model))
+                        except ValueError as e:
+                            raise ConfigError(f"{key} (model {model}): {e}") from None
+                built[key] = asdict(cfg)
+            method_configs[name, task] = built[key]
 
     specs = []
     for model in models:

@@ -552,9 +552,11 @@ def _inherited(spec: Any, chosen: Mapping[tuple, dict], configs: Mapping[tuple, 
     choice: the tuned keys it leaves as the base has them (an ablation differs in one
     switch, so hizfo[random] trains at hizfo's tuned rates); a key the variant sets to
     its own value (hizfo[zo-lr-10x]'s zo_lr) stays its own."""
-    base = spec.method.split("[", 1)[0]
+    from bench.registry import split_variant
+
+    base, variant = split_variant(spec.method)
     key = (base, spec.task, spec.model)
-    if base == spec.method or key not in chosen or key not in configs:
+    if variant is None or key not in chosen or key not in configs:
         return {}
     return {
         k: v for k, v in chosen[key].items() if spec.method_config.get(k) == configs[key].get(k)
