@@ -61,7 +61,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import math
 import sys
 import zlib
@@ -73,8 +72,6 @@ from typing import Any
 from bench.analysis.selection import Choice, choose, config_key, edge_sides
 from bench.analysis.targets import METRICS
 from bench.config import ConfigError, build
-
-log = logging.getLogger("hizfo_bench.tuning")
 
 # Spellings of a range: ours, Ray Tune's (tune.loguniform) and Optuna's (LogUniform).
 _SPACE_KINDS = {"log_uniform": "log_uniform", "loguniform": "log_uniform", "uniform": "uniform"}
@@ -394,8 +391,8 @@ class _Group:
 
 
 def _console(line: str) -> None:
-    log.warning(line)
-    print(line, file=sys.stderr)
+    """One line to the console (the CLI's logging also writes to stderr: not both)."""
+    print(line, file=sys.stderr, flush=True)
 
 
 def _groups(specs: Sequence[Any], plan: TuningPlan) -> list[_Group]:
