@@ -18,8 +18,10 @@ Replacing a whole section keeps what the suite says about the entries that stay:
 ``methods=[fo-adamw, lora]`` keeps fo-adamw's config, train and search settings and adds
 lora with its defaults; in a mapping (``methods={mezo: {}, lora: {config: {rank: 8}}}``)
 an entry given as ``{}`` or null keeps its settings and an entry with settings gets
-exactly those. A typed task entry (``type: jsonl``) takes any key of its type
-(``tasks.my-task.metric=f1``); the type checks it.
+exactly those. ``methods.M.config.K=V`` sets K on every task: it replaces K in M's
+``by_task`` entries too (a suite's per-task tuned rates would otherwise hide it). A
+typed task entry (``type: jsonl``) takes any key of its type (``tasks.my-task.metric=f1``);
+the type checks it.
 
 Filters (``--methods``, ``--tasks``, ``--models``, ``--seeds``) keep only the named
 entries; a name the suite does not have is an error rather than an empty run.
@@ -122,9 +124,24 @@ def _set(
                 f"{where}: expected {top}.{name}.<key>..., key one of {', '.join(sorted(entry_keys))}"
             )
         _assign(entry, path[2:], value, where, f"{top}.{name}")
+        if top == "methods" and path[2] == "config":
+            _unshadow(entry, path[3:], value)
         entries[name] = entry
         return
     _assign(raw, path, value, where, "")
+
+
+def _unshadow(entry: dict[str, Any], path: list[str], value: Any) -> None:
+    """A ``--set`` of ``config.K`` means K on every task: drop K from the entry's
+    ``by_task`` values, which would otherwise win on their tasks and hide the change."""
+    by_task = entry.get("by_task")
+    keys = [path[0]] if path else list(value) if isinstance(value, dict) else []
+    if not isinstance(by_task, dict) or not keys:
+        return
+    entry["by_task"] = {
+        task: {k: v for k, v in per.items() if k not in keys} if isinstance(per, dict) else per
+        for task, per in by_task.items()
+    }
 
 
 def _replace_entries(raw: dict[str, Any], top: str, value: Any, where: str) -> dict[str, Any]:

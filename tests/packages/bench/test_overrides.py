@@ -181,3 +181,42 @@ def test_replacing_methods_keeps_the_settings_of_those_that_stay(tmp_path):
     assert all(s.method_config["lr"] == pytest.approx(2e-5) and s.train.steps == 3 for s in mezo)
     with pytest.raises(ConfigError, match="expected a non-empty list or mapping"):
         load_suite(str(path), overrides=["methods=[]"])
+
+
+def test_set_of_a_config_key_reaches_every_task_over_by_task(tmp_path):
+    """A suite's per-task rates (`by_task`) must not hide `--set methods.M.config.K`:
+    the user asked for K on every task; by_task's other keys and tasks stay."""
+    suite = {
+        **SUITE,
+        "tasks": ["math-mini", "docstring-summary"],
+        "methods": {
+            "hizfo": {
+                "config": {"rho": 0.5},
+                "by_task": {
+                    "math-mini": {"fo_lr": 2e-4, "zo_lr": 1e-9},
+                    "docstring-summary": {"fo_lr": 8e-5},
+                },
+            }
+        },
+    }
+    path = tmp_path / "tuned.yaml"
+    path.write_text(json.dumps(suite))
+
+    def zo_fo(overrides: list[str]) -> dict[str, tuple[float, float]]:
+        _, specs = load_suite(str(path), overrides=overrides)
+        return {s.task: (s.method_config["zo_lr"], s.method_config["fo_lr"]) for s in specs}
+
+    default_zo = zo_fo([])["docstring-summary"][0]
+    assert zo_fo([])["math-mini"] == pytest.approx((1e-9, 2e-4))  # by_task wins by default
+    after = zo_fo(["methods.hizfo.config.zo_lr=1e-5"])
+    assert after["math-mini"] == pytest.approx((1e-5, 2e-4))  # zo_lr replaced, fo_lr kept
+    assert after["docstring-summary"] == pytest.approx((1e-5, 8e-5))
+    assert default_zo != pytest.approx(1e-5)
+    # A later by_task --set still goes over it on its own task.
+    later = zo_fo(["methods.hizfo.config.zo_lr=1e-5", "methods.hizfo.by_task.math-mini.zo_lr=3e-6"])
+    assert later["math-mini"][0] == pytest.approx(3e-6)
+    assert later["docstring-summary"][0] == pytest.approx(1e-5)
+    # The whole config mapping: each of its keys reaches every task.
+    whole = zo_fo(["methods.hizfo.config={rho: 0.5, fo_lr: 1.0e-4}"])
+    assert whole["math-mini"] == pytest.approx((1e-9, 1e-4))
+    assert json.loads(path.read_text()) == suite  # the file is not touched
