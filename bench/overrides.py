@@ -135,7 +135,12 @@ def _unshadow(entry: dict[str, Any], path: list[str], value: Any) -> None:
     """A ``--set`` of ``config.K`` means K on every task: drop K from the entry's
     ``by_task`` values, which would otherwise win on their tasks and hide the change."""
     by_task = entry.get("by_task")
-    keys = [path[0]] if path else list(value) if isinstance(value, dict) else []
+    if path:
+        keys = {path[0]}
+    elif isinstance(value, dict):  # the whole config mapping
+        keys = set(value)
+    else:
+        return
     if not isinstance(by_task, dict) or not keys:
         return
     entry["by_task"] = {
