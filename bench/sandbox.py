@@ -13,11 +13,16 @@ namespace) and as root.
 
 Resource limits (CPU, address space, file size, processes, open files) are set by a few lines of
 Python that run inside the sandbox before the program (``_BOOT``), because RLIMIT_NPROC must be
-applied after the namespaces exist: as root, bwrap runs without a user namespace (with one, the
-program would still be kernel uid 0, which RLIMIT_NPROC never limits), so the boot code drops to
-``nobody`` first; unprivileged, the user namespace makes the process count per sandbox. The
-parent enforces wall time by killing bwrap's process group; ``--die-with-parent`` then takes down
-the PID namespace and everything in it.
+applied after the namespaces exist. RLIMIT_NPROC counts every process of a (user namespace, uid),
+so each sandbox must be a user of its own, or one program forking to its limit makes a correct
+program in a concurrent sandbox fail to fork (two code trials score at once). Unprivileged, the
+user namespace bwrap creates makes the count per sandbox. As root, bwrap runs without a user
+namespace (with one, the program would still be kernel uid 0, which RLIMIT_NPROC never limits),
+so the boot code drops to a uid of its own: ``UID_BASE + slot``, the slot held for the sandbox's
+life by an ``flock`` on ``UID_LOCK_DIR/<slot>`` (host-wide, so scorers in other processes never
+share it) and skipped while any process of that uid exists. A host where that uid cannot be taken
+refuses to score code, as a missing bwrap does. The parent enforces wall time by killing bwrap's
+process group; ``--die-with-parent`` then takes down the PID namespace and everything in it.
 
 Where bwrap is missing or cannot start a sandbox, ``run`` raises ``SandboxUnavailable``; it never
 runs code unguarded.
@@ -25,21 +30,28 @@ runs code unguarded.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import os
+import random
 import select
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 INSTALL_HINT = (
     "install bubblewrap: `sudo apt-get install bubblewrap` on Debian/Ubuntu "
     "(or run scripts/ensure-sandbox.sh as root)"
 )
-NOBODY = 65534  # the uid programs run as when the scorer is root
+# As root every sandbox runs as a uid of its own from this range (module docstring).
+UID_BASE = 1_900_000_000
+UID_SLOTS = 1024
+UID_LOCK_DIR = "/run/hizfo-bench/sandbox-uids"
 
 # Runs first inside the sandbox (as `python -I -S -c _BOOT limits...`), then the program in the
 # same interpreter: one Python start-up per run instead of two.
@@ -51,7 +63,10 @@ for lim, soft, hard in ((resource.RLIMIT_CPU, cpu, cpu + 1), (resource.RLIMIT_AS
                         (resource.RLIMIT_NOFILE, nofile, nofile), (resource.RLIMIT_NPROC, nproc, nproc)):
     resource.setrlimit(lim, (soft, hard))
 if os.getuid() == 0:
-    os.setgroups([]); os.setgid(uid); os.setuid(uid)
+    try:
+        os.setgroups([]); os.setgid(uid); os.setuid(uid)
+    except OSError as e:
+        raise SystemExit(f"sandbox: cannot run as a uid of its own ({uid}): {e}")
     if os.getuid() == 0 or os.geteuid() == 0:
         raise SystemExit("sandbox: could not drop root")
 site.setquit()
@@ -82,7 +97,7 @@ class SandboxLimits:
 
     cpu_seconds: int = 10  # CPU time per process (SIGXCPU)
     memory_mb: int = 1024  # address space per process (RLIMIT_AS: MemoryError)
-    max_processes: int = 64  # processes in the sandbox; as root, of all programs running at once
+    max_processes: int = 64  # processes (and threads) in this sandbox
     max_file_mb: int = 16  # largest file written, stdout and stderr included (SIGXFSZ)
     tmp_mb: int = 64  # size of the tmpfs /tmp (the working directory) and /dev/shm, in RAM
     open_files: int = 256
@@ -126,6 +141,13 @@ def _probe(bwrap: str) -> None:
     # program "fail" with a bwrap error instead of saying the sandbox is broken.
     result = _execute(bwrap, "print('ok')", 30.0, SandboxLimits())
     if not (result.passed and result.stdout.strip() == "ok"):
+        if (result.reason or "").startswith("sandbox: cannot run as a uid of its own"):
+            raise SandboxUnavailable(
+                f"refusing to run generated code: no per-sandbox process limit here "
+                f"({result.reason}); as root each sandbox needs a uid of its own in "
+                f"{UID_BASE}..{UID_BASE + UID_SLOTS - 1} (a user namespace that maps fewer uids "
+                "cannot give it)"
+            )
         raise SandboxUnavailable(
             f"refusing to run generated code: {bwrap} cannot start a sandbox here "
             f"({result.reason}); it needs user namespaces (or root). Check "
@@ -144,11 +166,11 @@ def _python() -> tuple[str, list[str]]:
     return exe, sorted(d for d in dirs if d != "/" and not d.startswith("/usr/"))
 
 
-def _bwrap_args(bwrap: str, code_fd: int, limits: SandboxLimits) -> list[str]:
+def _bwrap_args(bwrap: str, code_fd: int, limits: SandboxLimits, uid: int) -> list[str]:
     exe, binds = _python()
     if os.geteuid() == 0:
         # No user namespace as root (see module docstring); keep only what _BOOT needs to drop
-        # to nobody. bwrap also sets no_new_privs, so setuid binaries in /usr give nothing back.
+        # to the sandbox's own uid. bwrap also sets no_new_privs, so setuid binaries in /usr give nothing back.
         args = [bwrap, "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts"]
         args += ["--unshare-cgroup-try", "--cap-drop", "ALL"]
         args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
@@ -160,7 +182,7 @@ def _bwrap_args(bwrap: str, code_fd: int, limits: SandboxLimits) -> list[str]:
             args += ["--symlink", os.readlink(top), top]
         elif os.path.isdir(top):
             args += ["--ro-bind", top, top]
-    # bwrap would create the parents of a bind (say /root) as 0700, untraversable by nobody.
+    # bwrap would create the parents of a bind (say /root) as 0700, untraversable by the program.
     for parent in sorted({a for path in binds for a in _ancestors(os.path.dirname(path))}):
         args += ["--perms", "0755", "--dir", parent]
     for path in binds:
@@ -176,7 +198,7 @@ def _bwrap_args(bwrap: str, code_fd: int, limits: SandboxLimits) -> list[str]:
         limits.max_file_mb << 20,
         limits.max_processes,
         limits.open_files,
-        NOBODY,
+        uid,
     )
     return args + [str(n) for n in numbers]
 
@@ -198,23 +220,24 @@ def _execute(bwrap: str, code: str, timeout_s: float, limits: SandboxLimits) -> 
             data = data[os.write(code_fd, data) :]
         os.lseek(code_fd, 0, os.SEEK_SET)
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/tmp"}
-        start = time.monotonic()
-        proc = subprocess.Popen(
-            _bwrap_args(bwrap, code_fd, limits),
-            stdin=subprocess.DEVNULL,
-            stdout=out_fd,
-            stderr=err_fd,
-            pass_fds=(code_fd,),
-            env=env,
-            start_new_session=True,
-        )
-        try:
-            timed_out = not _wait_for_exit(proc.pid, timeout_s)
-        finally:
-            if proc.poll() is None:  # timeout, or the scorer was interrupted
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        seconds = time.monotonic() - start
+        with _own_uid() as uid:
+            start = time.monotonic()
+            proc = subprocess.Popen(
+                _bwrap_args(bwrap, code_fd, limits, uid),
+                stdin=subprocess.DEVNULL,
+                stdout=out_fd,
+                stderr=err_fd,
+                pass_fds=(code_fd,),
+                env=env,
+                start_new_session=True,
+            )
+            try:
+                timed_out = not _wait_for_exit(proc.pid, timeout_s)
+            finally:
+                if proc.poll() is None:  # timeout, or the scorer was interrupted
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            seconds = time.monotonic() - start
         keep = limits.output_kb << 10
         stdout, stderr = _read_capped(out_fd, keep), _read_capped(err_fd, keep)
     finally:
@@ -229,6 +252,57 @@ def _execute(bwrap: str, code: str, timeout_s: float, limits: SandboxLimits) -> 
         stderr=stderr,
         seconds=seconds,
     )
+
+
+@contextlib.contextmanager
+def _own_uid() -> Iterator[int]:
+    """As root, a uid that no other sandbox on this host runs as while this one lives (held by
+    an flock, so a scorer that dies frees it); unprivileged, the user's own (the user namespace
+    already counts per sandbox)."""
+    if os.geteuid() != 0:
+        yield os.getuid()
+        return
+    os.makedirs(UID_LOCK_DIR, mode=0o700, exist_ok=True)
+    start = random.randrange(UID_SLOTS)  # spread out, so a just-freed uid is rarely taken again
+    for i in range(UID_SLOTS):
+        uid = UID_BASE + (start + i) % UID_SLOTS
+        fd = os.open(os.path.join(UID_LOCK_DIR, str(uid)), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            if _processes_of(uid):  # someone outside the suite uses it, or a sandbox dying
+                continue
+            try:
+                yield uid
+            finally:
+                # After a kill the PID namespace dies asynchronously: keep the uid until it is
+                # gone, so the next sandbox given it starts from zero processes.
+                deadline = time.monotonic() + 10
+                while _processes_of(uid) and time.monotonic() < deadline:
+                    time.sleep(0.01)
+            return
+        finally:
+            os.close(fd)
+    raise SandboxUnavailable(
+        f"refusing to run generated code: all {UID_SLOTS} sandbox uids are in use"
+    )
+
+
+def _processes_of(uid: int) -> bool:
+    """Whether any process on the host (as far as /proc shows) has the real uid `uid`, the one
+    RLIMIT_NPROC counts (read from status: a non-dumpable process's /proc folder is root's)."""
+    wanted = f"Uid:\t{uid}\t".encode()
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/status", "rb") as f:
+                    if wanted in f.read(2048):
+                        return True
+            except OSError:
+                pass
+    return False
 
 
 def _wait_for_exit(pid: int, timeout_s: float) -> bool:

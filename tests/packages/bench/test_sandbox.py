@@ -6,9 +6,12 @@ without a working sandbox must fail loudly here rather than score code unguarded
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -220,3 +223,57 @@ def test_broken_bwrap_refuses_to_run(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sandbox, "_find_bwrap", lambda: shutil.which("false"))
     with pytest.raises(SandboxUnavailable, match="cannot start a sandbox"):
         run("print('unguarded')", timeout_s=10)
+
+
+def test_a_sandbox_at_its_process_limit_leaves_another_sandbox_its_own() -> None:
+    # Two code trials score at once: one completion forks to its limit and waits, a correct
+    # one beside it runs a subprocess. Each sandbox counts its own processes only.
+    limits = SandboxLimits(max_processes=8, memory_mb=333)  # 333 MiB: a marker in the cmdline
+    marker = str(333 << 20)
+    forker = (
+        "import os, time\n"
+        "try:\n"
+        "    while True:\n"
+        "        if os.fork() == 0:\n"
+        "            time.sleep(600)\n"
+        "            os._exit(0)\n"
+        "except OSError:\n"
+        "    time.sleep(600)\n"
+    )
+    results: list[SandboxResult] = []
+    thread = threading.Thread(
+        target=lambda: results.append(run(forker, timeout_s=120, limits=limits))
+    )
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while len(processes_with(marker)) < limits.max_processes and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(processes_with(marker)) >= limits.max_processes, "the forker never filled up"
+        correct = run(
+            "import subprocess\nsubprocess.run(['true'], check=True)\nprint('forked')",
+            timeout_s=30,
+            limits=SandboxLimits(max_processes=8),
+        )
+        assert correct.passed, correct
+        assert correct.stdout == "forked\n"
+    finally:
+        for pid in processes_with(marker):
+            with contextlib.suppress(OSError):
+                os.kill(int(pid), signal.SIGKILL)
+        thread.join(timeout=60)
+    assert results and not results[0].passed
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="unprivileged, the user namespace counts per sandbox")
+def test_root_without_a_uid_of_its_own_refuses_to_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A host (say a user namespace mapping only a few uids) where the sandbox cannot run as a
+    # uid of its own cannot give it its own process limit: code tasks are refused, as without bwrap.
+    monkeypatch.setattr(sandbox, "UID_BASE", 2**32 - 1)  # the invalid uid
+    monkeypatch.setattr(sandbox, "UID_SLOTS", 1)
+    sandbox._probe.cache_clear()
+    try:
+        with pytest.raises(SandboxUnavailable, match="no per-sandbox process limit"):
+            run("print('unguarded')", timeout_s=10)
+    finally:
+        sandbox._probe.cache_clear()
