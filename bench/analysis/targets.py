@@ -26,10 +26,15 @@ last seen without it (min(budget, its last evaluation point)): "not reached", ne
 number in tables.
 
 Speed-up of a method against the reference = reference time / method time per seed, as a
-geometric mean with a t-interval over the seeds' log ratios. A censored time enters as
-its censoring time, which bounds the ratio on the side it is evidence for: a method that
-never reaches a target the reference reached gets at most reference time / censoring
-time (evidence against "less time"); seeds where neither reached it are left out.
+geometric mean with a t-interval over the seeds' log ratios. A trial that did not reach
+the target counts as "not reached within the budget" and enters at the budget, whenever
+it stopped: a trial that ended before the budget ran out (its steps were done) had its
+whole run and did not reach the target, so it can never count as faster than the budget
+(entering it at its early stop would make stopping early a speed-up). Without a budget,
+a censored time enters at the later of its censoring time and the other trial's time
+(at best as fast as the one that reached). So a method that never reaches a target the
+reference reached gets at most reference time / budget <= 1: evidence against "less
+time". Seeds where neither reached it are left out.
 """
 
 from __future__ import annotations
@@ -324,15 +329,27 @@ def annotate(
 # ---- speed-ups -------------------------------------------------------------------------
 
 
-def _time(ttt: Mapping[str, Any]) -> float | None:
-    """Seconds to the target, or the censoring time when not reached."""
-    return ttt.get("seconds") if ttt.get("reached") else ttt.get("censored_at")
+def _time(ttt: Mapping[str, Any], other: Mapping[str, Any]) -> float | None:
+    """Seconds to the target; when not reached, the time it enters at: the budget ("not
+    reached within the budget", even for a trial that stopped earlier), or without a budget
+    the later of its censoring time and `other`'s time."""
+    if ttt.get("reached"):
+        return ttt.get("seconds")
+    if ttt.get("budget"):
+        return float(ttt["budget"])
+    censored, theirs = (
+        ttt.get("censored_at"),
+        other.get("seconds") if other.get("reached") else None,
+    )
+    if censored is None:
+        return None
+    return max(censored, theirs) if theirs is not None else censored
 
 
 @dataclass
 class PairedTimes:
-    """Per-seed log(reference time / method time), censored times at their censoring
-    time (a bound on the side the censoring is evidence for)."""
+    """Per-seed log(reference time / method time), a trial that did not reach the target at
+    the budget (never at an early stop: module docstring)."""
 
     logs: list[float]
     both: int = 0  # seeds where both reached the target
@@ -352,8 +369,8 @@ class PairedTimes:
         text = ", ".join(parts)
         if self.ended_early:
             text += (
-                f"; {self.ended_early} censored trial(s) stopped before the budget ran out "
-                "(give the suite steps that fill the budget, or the bound stays loose)"
+                f"; {self.ended_early} trial(s) that did not reach it stopped before the budget "
+                "ran out: counted as not reached within the budget (entered at the budget)"
             )
         return text
 
@@ -365,7 +382,7 @@ def paired_times(
     out = PairedTimes([])
     for seed in sorted(set(method_ttt) & set(reference_ttt)):
         m, r = method_ttt[seed], reference_ttt[seed]
-        tm, tr = _time(m), _time(r)
+        tm, tr = _time(m, r), _time(r, m)
         for x in (m, r):
             if (
                 not x.get("reached")

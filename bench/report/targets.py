@@ -39,9 +39,10 @@ def time_to_target_table(records: list[dict[str, Any]], reference: str) -> str |
         "excluded), within the budget (the same for every method); mean and 95% t-interval "
         "over the seeds that reached it. Speed-up = "
         f"{reference} time / method time per seed: geometric mean and 95% t-interval over "
-        "the seeds' log ratios (n seeds as stated); a time not reached within the budget "
-        "enters at its censoring time, which bounds the speed-up (≤ when the method was "
-        "censored), and seeds where neither reached it are left out.",
+        "the seeds' log ratios (n seeds as stated); a trial that did not reach the target "
+        "enters at the budget, also when it stopped earlier (≤ when the method did not "
+        "reach it: the ratio is at most that), and seeds where neither reached it are left "
+        "out.",
         "",
         "| model | task | target | budget | method | reached | seconds to target | steps | "
         f"speed-up vs {reference} |",

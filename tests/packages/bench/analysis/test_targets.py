@@ -100,3 +100,28 @@ def test_target_errors_are_one_line():
         parse_targets({"t": {"method": "a", "seeds": [1], "budget_factor": 0.5}}, ["t"], ["a"])
     got = parse_targets({"t": {"method": "a", "seeds": [7, 8], "budget": 90}}, ["t"], ["a"])
     assert got["t"].staged and got["t"].budget == 90.0
+
+
+def test_a_trial_that_stops_early_without_the_target_is_never_a_speed_up():
+    """Hi-ZFO stepping twice as fast but stopping at 10 s, before the 40 s budget, without
+    reaching the target: it did not reach it within the budget (enters at 40 s), so the
+    speed-up is at most 20 / 40 on every seed, never 20 / 10 (issue 30)."""
+    t = Target("t", "dev_loss", value=1.0, budget=40.0)
+    recs = []
+    for seed in range(3):
+        recs.append(_rec("ref", seed, [2.0, 1.5, 0.9 - 0.01 * seed]))  # reaches at 20 s
+        recs.append(_rec("early", seed, [2.0, 1.5, 1.2], spp=5.0))  # stops at 10 s
+    annotate(recs, {"t": t})
+    early = next(r for r in speedups(recs, "ref") if r.method == "early")
+    assert early.reached == 0 and early.pairs.method_censored == 3
+    assert early.pairs.ended_early == 3 and "entered at the budget" in early.pairs.describe()
+    assert early.speedup.mean == pytest.approx(0.5)
+    assert early.speedup.hi < 1
+
+
+def test_without_a_budget_a_censored_trial_is_at_best_as_fast_as_the_one_that_reached():
+    t = Target("t", "dev_loss", value=1.0)
+    recs = [_rec("ref", 0, [2.0, 1.5, 0.9]), _rec("early", 0, [2.0, 1.5], spp=2.0)]
+    annotate(recs, {"t": t})
+    early = next(r for r in speedups(recs, "ref") if r.method == "early")
+    assert early.speedup.mean == pytest.approx(1.0)
