@@ -20,10 +20,17 @@ continues from its step, with bit for bit the losses of an uninterrupted run
 (tests/packages/bench/train/test_checkpoint.py). The final checkpoint is a loop state at
 the last step, so a trial killed during its evaluation does not train again.
 
-A checkpoint is complete once its ``checkpoint.json`` exists: it is written last, by
-rename, and intermediate checkpoints are built in a ``.tmp`` folder renamed into place,
-so a kill while writing leaves the previous checkpoint in force. When the trial ends ok,
-its intermediate checkpoints are removed (the final one, if any, stays).
+A checkpoint is complete once its ``checkpoint.json`` exists: every other file of it and
+its folders are fsynced first, ``checkpoint.json`` is written last (fsynced, renamed,
+the folder fsynced), and intermediate checkpoints are built in a ``.tmp`` folder renamed
+into place, so neither a kill nor a power cut while writing leaves a checkpoint that
+claims to be complete and is not. The two newest intermediate checkpoints are kept
+(``KEEP_INTERMEDIATE``). A checkpoint that does not load anyway (a damaged file, a
+``checkpoint.json`` that does not parse) is skipped with a warning naming its folder and
+file, and the trial resumes from the newest one that loads, or from step 0: every file
+is read and checked before the live model is touched, so a skipped checkpoint changes
+nothing and the losses stay bit for bit those of an uninterrupted run. When the trial
+ends ok, its intermediate checkpoints are removed (the final one, if any, stays).
 
 LoRA (any method that exposes its peft wrapper as ``peft_model``): the adapter goes to
 ``adapter/`` with peft's ``save_pretrained`` (resume reads it back from there), and a
@@ -56,10 +63,39 @@ METHOD_STATE = "method_state.pt"
 LOOP_STATE = "loop_state.pt"
 ADAPTER = "adapter"
 SHARD_SIZE = "256MB"
+# Intermediate checkpoints kept: the newest and the one before, to fall back on when the
+# newest does not load.
+KEEP_INTERMEDIATE = 2
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read back into this trial."""
+
+
+class UnreadableCheckpoint(CheckpointError):
+    """A checkpoint whose files do not load or do not fit the model; found before the
+    live model or method was touched, so the trial can fall back to an older one."""
+
+
+def fsync_tree(folder: Path) -> None:
+    """fsync every file below `folder`, then every folder bottom-up, `folder` last: what
+    was written there is on the disk before anything claims it complete."""
+    folders = []
+    for root, _dirs, files in os.walk(folder):
+        folders.append(root)
+        for name in files:
+            fsync_path(Path(root) / name)
+    for root in reversed(folders):
+        fsync_path(Path(root))
+
+
+def fsync_path(path: Path) -> None:
+    """fsync one file or folder by path."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class CountedStream(Iterator):
@@ -130,11 +166,68 @@ def write_model(
         tokenizer.save_pretrained(folder)
 
 
+def _unreadable(path: Path, e: BaseException) -> UnreadableCheckpoint:
+    first = (str(e).strip().splitlines() or [""])[0]
+    return UnreadableCheckpoint(f"{path} does not load: {type(e).__name__}: {first}")
+
+
+def _weight_files(folder: Path) -> list[str]:
+    index = folder / "model.safetensors.index.json"
+    if not index.exists():
+        return ["model.safetensors"]
+    try:
+        return sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise _unreadable(index, e) from e
+
+
+def check_model_files(folder: Path, model: torch.nn.Module, method: Any) -> None:
+    """Raise UnreadableCheckpoint unless the weights `write_model` wrote into `folder` load
+    and fit the live `model`: every file opens (safetensors checks that a file covers
+    its header: a torn write fails here), every tensor is one of the model's with its
+    shape, and none is missing. Reads headers only; touches nothing."""
+    from safetensors import SafetensorError, safe_open
+
+    if _peft_model(method) is not None:
+        path = folder / ADAPTER / "adapter_model.safetensors"
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                f.keys()
+        except (OSError, SafetensorError) as e:
+            raise _unreadable(path, e) from e
+        return
+    tensors = model.state_dict(keep_vars=True)
+    loaded: set[str] = set()
+    for name in _weight_files(folder):
+        path = folder / name
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                for key in f.keys():  # noqa: SIM118 (safe_open is not a mapping)
+                    if key not in tensors:
+                        raise UnreadableCheckpoint(f"{path}: {key} is not a tensor of the model")
+                    shape = list(f.get_slice(key).get_shape())
+                    if shape != list(tensors[key].shape):
+                        raise UnreadableCheckpoint(
+                            f"{path}: {key} has shape {shape}, the model's is "
+                            f"{list(tensors[key].shape)}"
+                        )
+                    loaded.add(key)
+        except (OSError, SafetensorError) as e:
+            raise _unreadable(path, e) from e
+    done = {id(tensors[k]) for k in loaded}  # tied tensors are written once
+    missing = [k for k in tensors if k not in loaded and id(tensors[k]) not in done]
+    if missing:
+        raise UnreadableCheckpoint(f"{folder}: the checkpoint lacks {missing[:3]}")
+
+
 def read_model(folder: Path, model: torch.nn.Module, method: Any) -> None:
     """Copy the weights written by `write_model` into the live `model`, one tensor at a
-    time and in place, so the method's optimizer keeps pointing at the same tensors."""
+    time and in place, so the method's optimizer keeps pointing at the same tensors.
+    Checks every file first (check_model_files), so a damaged checkpoint leaves the model
+    as it was."""
     from safetensors import safe_open
 
+    check_model_files(folder, model, method)
     peft_model = _peft_model(method)
     if peft_model is not None:
         from peft import set_peft_model_state_dict
@@ -147,25 +240,21 @@ def read_model(folder: Path, model: torch.nn.Module, method: Any) -> None:
                 f"{folder}: adapter keys not in the model: {result.unexpected_keys[:3]}"
             )
         return
-    index = folder / "model.safetensors.index.json"
-    if index.exists():
-        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-    else:
-        files = ["model.safetensors"]
     tensors = model.state_dict(keep_vars=True)
-    loaded: set[str] = set()
     with torch.no_grad():
-        for name in files:
+        for name in _weight_files(folder):
             with safe_open(str(folder / name), framework="pt") as f:
                 for key in f.keys():  # noqa: SIM118 (safe_open is not a mapping)
-                    if key not in tensors:
-                        raise CheckpointError(f"{folder}: {key} is not a tensor of the model")
                     tensors[key].copy_(f.get_tensor(key))
-                    loaded.add(key)
-    done = {id(tensors[k]) for k in loaded}  # tied tensors are written once
-    missing = [k for k in tensors if k not in loaded and id(tensors[k]) not in done]
-    if missing:
-        raise CheckpointError(f"{folder}: the checkpoint lacks {missing[:3]}")
+
+
+def _load_pickle(path: Path) -> Any:
+    """A torch.save file of the checkpoint (a method's state may hold any picklable
+    object; these files are the run's own), or UnreadableCheckpoint naming it."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # torn or missing: EOFError, UnpicklingError, RuntimeError ...
+        raise _unreadable(path, e) from e
 
 
 class TrialCheckpoints:
@@ -190,6 +279,7 @@ class TrialCheckpoints:
         self.final_written = False
         self.resumed_from_step: int | None = None
         self.resumed_from: Path | None = None
+        self.skipped: list[str] = []  # warnings about checkpoints that did not load
 
     @property
     def used(self) -> bool:
@@ -209,10 +299,27 @@ class TrialCheckpoints:
             meta_file = folder / META
             if folder.name.endswith(".tmp") or not meta_file.is_file():
                 continue
-            meta = json.loads(meta_file.read_text())
-            if meta.get("trial_id") == self.trial_id:
-                found.append((int(meta["step"]), folder))
+            try:
+                meta = json.loads(meta_file.read_text())
+                trial_id, step = meta.get("trial_id"), int(meta["step"])
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+                self.skip(_unreadable(meta_file, e))
+                continue
+            if trial_id == self.trial_id:
+                found.append((step, folder))
         return sorted(found, key=lambda x: (x[0], x[1] == self.folder))
+
+    def skip(self, error: CheckpointError) -> None:
+        """A checkpoint that does not load: say which folder and file, once per trial."""
+        message = f"{self.trial_id}: skipping a checkpoint: {error}"
+        if message not in self.skipped:
+            self.skipped.append(message)
+            log.warning("%s", message)
+
+    def complete(self) -> list[Path]:
+        """The complete checkpoints of this trial, newest first (the final one first on a
+        tie of steps)."""
+        return [folder for _, folder in reversed(self._candidates())]
 
     def latest(self) -> Path | None:
         """The complete checkpoint with the most steps (the final one on a tie), or None."""
@@ -251,7 +358,8 @@ class TrialCheckpoints:
             self._write_into(tmp, model, tokenizer, method, loop_state, meta, merged=False)
             shutil.rmtree(target, ignore_errors=True)
             tmp.rename(target)
-            self._drop_intermediate(keep=target)
+            fsync_path(self.folder)  # the rename itself is on the disk
+            self._drop_intermediate(keep=self._newest_intermediate())
         self.saved_steps.append(step)
         self.write_seconds += time.perf_counter() - t0
         log.info("%s checkpoint at step %d: %s", self.trial_id, step, target)
@@ -271,13 +379,27 @@ class TrialCheckpoints:
         write_model(folder, model, tokenizer, method, merged=merged)
         torch.save(method.state_dict(), folder / METHOD_STATE)
         torch.save(loop_state, folder / LOOP_STATE)
+        fsync_tree(folder)  # every file on the disk before checkpoint.json says complete
+        for parent in (folder.parent, self.run_dir / CHECKPOINTS):
+            fsync_path(parent)  # the folder's own entry too
         tmp_meta = folder / (META + ".tmp")
-        tmp_meta.write_text(json.dumps(meta, indent=1))
+        with open(tmp_meta, "w") as f:
+            f.write(json.dumps(meta, indent=1))
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp_meta, folder / META)  # complete from here on
+        fsync_path(folder)
 
-    def _drop_intermediate(self, keep: Path | None = None) -> None:
+    def _newest_intermediate(self) -> list[Path]:
+        """The KEEP_INTERMEDIATE newest complete intermediate checkpoints."""
+        steps = sorted(
+            p for p in self.folder.glob("step-*") if not p.name.endswith(".tmp")
+        )  # zero-padded step numbers sort by step
+        return steps[-KEEP_INTERMEDIATE:]
+
+    def _drop_intermediate(self, keep: list[Path] | None = None) -> None:
         for folder in self.folder.glob("step-*"):
-            if folder != keep:
+            if folder not in (keep or []):
                 shutil.rmtree(folder, ignore_errors=True)
 
     def finish(self) -> None:
@@ -293,12 +415,15 @@ class TrialCheckpoints:
             raise CheckpointError(
                 f"{type(method).__name__} has state but no load_state_dict(): it cannot resume"
             )
-        # A method's state may hold any picklable object; these files are the run's own.
-        state = torch.load(folder / METHOD_STATE, map_location="cpu", weights_only=False)
-        read_model(folder, model, method)
+        # Every file is read (and the weights checked) before the model or the method is
+        # touched: a damaged checkpoint raises UnreadableCheckpoint and changes nothing.
+        state = _load_pickle(folder / METHOD_STATE)
+        loop = _load_pickle(folder / LOOP_STATE)
+        if not isinstance(loop, dict) or not isinstance(loop.get("step"), int):
+            raise UnreadableCheckpoint(f"{folder / LOOP_STATE}: not a loop state")
+        read_model(folder, model, method)  # checks every weight file before copying
         if hasattr(method, "load_state_dict"):
             method.load_state_dict(state)
-        loop = torch.load(folder / LOOP_STATE, map_location="cpu", weights_only=False)
         self.resumed_from_step = int(loop["step"])
         self.resumed_from = folder
         return loop

@@ -51,6 +51,7 @@ from bench.train import precision
 from bench.train.checkpoint import (
     CountedStream,
     TrialCheckpoints,
+    UnreadableCheckpoint,
     resumable,
     rng_states,
     set_rng_states,
@@ -204,18 +205,34 @@ class TrialRecipe:
         return CountedStream(self.examples, cfg.batch_size, self.spec.seed + seed_offset, skip)
 
     def _resume(self) -> dict[str, Any] | None:
-        """Load the trial's latest checkpoint, if a run before this one left one (a retry,
-        a resumed sweep), into the model and the method, and return its loop state."""
-        folder = self.checkpoints.latest() if self.checkpoints and self.steps else None
-        if folder is None:
+        """Load the trial's newest checkpoint that loads, if a run before this one left one
+        (a retry, a resumed sweep), into the model and the method, and return its loop
+        state. A checkpoint that does not load is skipped with a warning naming its
+        folder and file (in the log and the record's warnings), for the next older one,
+        or step 0."""
+        ckpt = self.checkpoints
+        found = ckpt.complete() if ckpt and self.steps else []
+        try:
+            if found and not resumable(self.method):
+                log.warning(
+                    "%s: %s cannot resume; training from step 0", self.spec.trial_id, found[0]
+                )
+                return None
+            for folder in found:
+                try:
+                    loop = ckpt.load(folder, self.model, self.method)
+                except UnreadableCheckpoint as e:
+                    ckpt.skip(e)
+                    continue
+                self.profile_stream = self._stream(
+                    PROFILE_SEED_OFFSET, skip=loop["streams"]["profile"]
+                )
+                log.info("%s resumes from step %d (%s)", self.spec.trial_id, loop["step"], folder)
+                return loop
             return None
-        if not resumable(self.method):
-            log.warning("%s: %s cannot resume; training from step 0", self.spec.trial_id, folder)
-            return None
-        loop = self.checkpoints.load(folder, self.model, self.method)
-        self.profile_stream = self._stream(PROFILE_SEED_OFFSET, skip=loop["streams"]["profile"])
-        log.info("%s resumes from step %d (%s)", self.spec.trial_id, loop["step"], folder)
-        return loop
+        finally:
+            if ckpt and ckpt.skipped:
+                self.record.warnings = [*(self.record.warnings or []), *ckpt.skipped]
 
     def _collate(self, batch: list) -> dict[str, torch.Tensor]:
         return collate(batch, self.tokenizer, self.spec.train.max_length, self.device)
