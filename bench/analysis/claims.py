@@ -10,11 +10,15 @@ measures how often each verdict is wrong. In short:
 2. time: the time-to-target speed-up (reference time / Hi-ZFO time, train clock + setup,
    geometric mean over seeds, censored times as bounds: bench/analysis/targets.py); a run
    without targets compares train-clock time for the same steps.
-3. stochasticity: Hi-ZFO against its ``zo-off`` twin. First the ZO dose: did the ZO part
-   change the dev loss beyond seed noise at any evaluation point? If not, the claim is
-   "not testable at this configuration". Otherwise two parts, each with its own verdict:
-   flatness (random-direction sharpness, seed-paired t-interval) and score (as claim 1);
-   combined symmetrically.
+3. stochasticity: Hi-ZFO against its ``zo-off`` twin. First the ZO dose, one primary
+   statistic declared before data: the dev-loss difference at the last evaluation point,
+   paired by seed (95% t-interval, with the gate's power for the declared dose). If its
+   interval contains 0, the claim is "not testable at this configuration"; a ZO rate
+   below ZO_LR_OFF is "ZO part off at this rate", left out of the overall verdict.
+   Otherwise two parts, each with its own verdict: flatness (random-direction sharpness,
+   seed-paired t-interval) and score (as claim 1); combined symmetrically. Every
+   ``hizfo[zo-lr...]`` variant of the run is a point of the dose-response, judged the
+   same way, beside the verdict.
 
 Every interval is two-sided 95%, so under no effect each of "supported" and
 "contradicted" has at most a 2.5% chance per task. A task is:
@@ -44,6 +48,7 @@ from bench.analysis.stats import (
     geometric_interval,
     mean_interval,
     paired_bootstrap,
+    power,
     seed_interval,
     seeds_for_power,
 )
@@ -53,6 +58,7 @@ SUPPORTED, CONTRADICTED, INCONCLUSIVE, MIXED = "supported", "contradicted", "inc
 NOT_MEASURED = "not measured"
 ONE_SEED = "no verdict (one seed)"
 NOT_TESTABLE = "not testable at this configuration"
+ZO_OFF = "ZO part off at this rate"
 
 # The smallest effect of interest per claim, declared before data (docs/claims.md):
 # score differences in score units (0..1), time as log of the speed-up, sharpness as a
@@ -62,8 +68,13 @@ EFFECTS = {
     "time": math.log(1.1),
     "score": 0.02,
     "sharpness": 0.10,
+    "dose": 0.01,
 }
 POWER = 0.8
+# Claim 3: a ZO rate below this is the ZO part off in effect, by choice (docs/claims.md):
+# on SmolLM2-135M MeZO's 16-step dev-loss drop grows with its rate, 0.0045 at 1.63e-6
+# (claims-tune), so at 1e-7 it would be about 0.0003, far below the declared dose.
+ZO_LR_OFF = 1.0e-7
 
 Outcomes = Mapping[str, Mapping[int, float]]  # trial_id -> doc_id -> per-document score
 
@@ -230,6 +241,7 @@ class ClaimVerdict:
     verdict: str
     tasks: list[TaskVerdict] = field(default_factory=list)
     note: str = ""
+    sweep: list[Any] = field(default_factory=list)  # claim 3: DosePoints by ZO rate
 
 
 def decide(c: Comparison, sign: int = 1) -> str:
@@ -244,6 +256,9 @@ def decide(c: Comparison, sign: int = 1) -> str:
 def combine(verdicts: Sequence[str]) -> str:
     """A claim over several tasks: supported / contradicted only when every task is,
     mixed when some are supported and some contradicted, inconclusive otherwise."""
+    if verdicts and all(v == ZO_OFF for v in verdicts):
+        return ZO_OFF
+    verdicts = [v for v in verdicts if v != ZO_OFF]  # off by choice: left out
     measured = [v for v in verdicts if v not in (NOT_MEASURED, NOT_TESTABLE)]
     if not measured:
         return NOT_TESTABLE if NOT_TESTABLE in verdicts else NOT_MEASURED
@@ -437,16 +452,51 @@ def claim_time(
     )
 
 
+def zo_rate(
+    records: Sequence[Mapping[str, Any]], method: str, task: str, model: str
+) -> float | None:
+    """The ZO learning rate `method`'s trials ran with on (task, model), if they name one."""
+    for r in _ok(records, method, task, model).values():
+        rate = ((r.get("config") or {}).get("method_config") or {}).get("zo_lr")
+        if isinstance(rate, int | float) and not isinstance(rate, bool):
+            return float(rate)
+    return None
+
+
+@dataclass
+class Dose:
+    """The gate of claim 3: did the ZO part change the dev loss? The primary statistic,
+    declared before data (docs/claims.md): `method`'s dev loss minus its zo-off twin's at
+    the last evaluation point both reached, paired by seed, 95% t-interval over seeds."""
+
+    changed: bool | None  # None: the run cannot tell (one seed, no points)
+    comparison: Comparison | None
+    step: int | None
+    zo_lr: float | None
+    power: float | None  # of the gate for the declared dose at this run's seeds and sd
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def off(self) -> bool:
+        """The ZO part is off in effect by choice: its rate is below ZO_LR_OFF."""
+        return self.zo_lr is not None and self.zo_lr < ZO_LR_OFF
+
+
 def zo_dose(
-    records: Sequence[Mapping[str, Any]], method: str, ablation: str, task: str, model: str
-) -> tuple[bool | None, list[str]]:
-    """Did the ZO part change the dev loss beyond seed noise? Per evaluation point (after
-    step 0), `method` minus `ablation` dev loss paired by seed, t-interval over seeds.
-    Returns (True: some point's interval excludes 0 / False: none does / None: the run
-    cannot tell) and the lines that say so."""
+    records: Sequence[Mapping[str, Any]],
+    method: str,
+    ablation: str,
+    task: str,
+    model: str,
+    effects: Mapping[str, float] = EFFECTS,
+) -> Dose:
+    """The ZO dose of `method` against `ablation` on (task, model): the primary statistic
+    (final-point dev-loss difference) with its interval and the gate's power for the
+    declared dose (EFFECTS["dose"]); the other points are shown, never tested."""
     mine, abl = _ok(records, method, task, model), _ok(records, ablation, task, model)
     seeds = sorted(s for s in set(mine) & set(abl) if mine[s].get("eval_curve"))
-    lines = []
+    rate = zo_rate(records, method, task, model)
+    lines = [] if rate is None else [f"zo_lr {rate:.3g}"]
     gains = []
     for s in seeds:
         extra = mine[s].get("step_extra") or {}
@@ -462,67 +512,153 @@ def zo_dose(
             f"{', '.join(f'{g:.2g}' for g in gains)} (per seed)"
         )
     if not seeds:
-        return None, [*lines, f"no evaluation points on both {method} and {ablation}"]
-    by_step: dict[int, list[float]] = {}
+        lines.append(f"no evaluation points on both {method} and {ablation}")
+        return Dose(None, None, None, rate, None, lines)
+    by_step: dict[int, dict[int, float]] = {}
     for s in seeds:
         a = {p["step"]: p.get("dev_loss") for p in mine[s]["eval_curve"]}
         b = {p["step"]: p.get("dev_loss") for p in abl[s]["eval_curve"]}
         for step in sorted(set(a) & set(b)):
             if step > 0 and a[step] is not None and b[step] is not None:
-                by_step.setdefault(step, []).append(a[step] - b[step])
-    points = []
-    changed = False
-    # Bonferroni over the points: "beyond seed noise" at one point or more is a 95% claim
-    # for the whole curve, not for each point.
-    level = 1 - 0.05 / max(1, len(by_step))
-    for step, diffs in sorted(by_step.items()):
-        iv = mean_interval(diffs, level)
-        if iv is None:
-            continue
-        moved = iv.lo is not None and (iv.lo > 0 or iv.hi < 0)
-        changed |= moved
-        points.append(f"step {step}: {_fmt(iv, digits=4)}" + (" *" if moved else ""))
-    lines.append(
-        f"dev loss of {method} minus {ablation} per evaluation point, paired by seed "
-        f"({len(seeds)} seeds, t-intervals at {100 * level:.2f}% each, i.e. 95% over the "
-        f"{len(by_step)} points; * = excludes 0): " + "; ".join(points)
+                by_step.setdefault(step, {})[s] = a[step] - b[step]
+    # The primary statistic: the last point every paired seed reached.
+    common = [st for st, d in by_step.items() if len(d) == len(seeds)]
+    if not common:
+        lines.append(f"no evaluation point after step 0 shared by every seed of {method}")
+        return Dose(None, None, None, rate, None, lines)
+    last = max(common)
+    c = seed_difference(
+        records,
+        method,
+        ablation,
+        task,
+        model,
+        lambda r: next((p.get("dev_loss") for p in r["eval_curve"] if p["step"] == last), None),
+        f", dev loss at step {last}",
     )
-    if len(seeds) < 2:
-        return None, [*lines, "one seed: the run cannot tell the ZO part's effect from noise"]
-    return changed, lines
+    dose = effects["dose"]
+    gate_power = power(dose, c.comps, c.seeds) if c.comps is not None else None
+    others = [
+        f"step {st}: {_fmt(mean_interval(list(d.values())), digits=4)}"
+        for st, d in sorted(by_step.items())
+        if st != last
+    ]
+    text = (
+        f"dose (dev loss of {method} minus {ablation} at step {last}, the primary "
+        f"statistic): {_fmt(c.interval, digits=4)} over {c.unit}"
+    )
+    if gate_power is not None:
+        need = seeds_for_power(dose, c.comps) if c.comps.seed > 0 else 2
+        text += (
+            f"; the gate's power for a dose of {dose:g}: {gate_power:.0%} at {c.seeds} seeds"
+            + (f" ({POWER:.0%} at {need} seeds)" if need else "")
+        )
+    lines.append(text)
+    if others:
+        lines.append("earlier points, shown, not tested: " + "; ".join(others))
+    if c.seeds < 2:
+        lines.append("one seed: the run cannot tell the ZO part's effect from noise")
+        return Dose(None, c, last, rate, None, lines)
+    return Dose(c.direction != 0, c, last, rate, gate_power, lines)
 
 
-def dose_sweep(
+def _stochasticity_task(
     records: Sequence[Mapping[str, Any]],
     outcomes: Outcomes,
     method: str,
     ablation: str,
     task: str,
     model: str,
-) -> list[str]:
-    """The dose sweep's points: every ``method[zo-lr...]`` variant of the run against the
-    same ablation, its ZO dose and, where the ZO part moved the dev loss, its flatness and
-    score against the ablation. Evidence beside the verdict, never the verdict: the claim
-    is about `method` at the suite's settings."""
-    lines = []
-    sweep = sorted({r["method"] for r in records if r["method"].startswith(f"{method}[zo-lr")})
-    for variant in sweep:
-        if not _ok(records, variant, task, model):
+    effects: Mapping[str, float],
+) -> TaskVerdict:
+    """Claim 3 for one (method, task, model): the dose gate, then flatness and score."""
+    d = zo_dose(records, method, ablation, task, model, effects)
+    dose = list(d.lines)
+    if d.off:
+        dose.append(
+            f"the ZO rate {d.zo_lr:.3g} is below {ZO_LR_OFF:g}, the declared rate at which "
+            "the ZO part is off in effect: left out of the overall verdict"
+        )
+        return TaskVerdict(task, model, ZO_OFF, [], [], "", dose=dose)
+    if d.changed is False:
+        dose.append(
+            "the ZO part did not change the dev loss beyond seed noise: the claim cannot be "
+            "tested at this configuration"
+        )
+        return TaskVerdict(task, model, NOT_TESTABLE, [], [], "", dose=dose)
+    if d.changed is True:
+        dose.append("the ZO part changed the dev loss beyond seed noise")
+    sharp = seed_difference(
+        records, method, ablation, task, model, random_direction_sharpness, ", sharpness"
+    )
+    eig = seed_difference(records, method, ablation, task, model, top_eigenvalue)
+    score = score_difference(records, outcomes, method, ablation, task, model)
+    flat_v = decide(sharp, sign=-1)
+    score_v = decide(score)
+    evidence = [
+        f"flatness: {flat_v}: random-direction sharpness, {method} minus {ablation}: "
+        f"{_fmt(sharp.interval, digits=2, kind='e')} over {sharp.unit} (negative = flatter "
+        "with ZO on)",
+        f"top Hessian eigenvalue, {method} minus {ablation}: "
+        + (f"{_fmt(eig.interval, digits=3)} over {eig.unit}" if eig.interval else "not measured"),
+        f"score: {score_v}: score difference x100, {method} minus {ablation}: "
+        f"{_fmt(score.interval, 100)} over {score.unit}",
+    ]
+    abl_sharp = [
+        random_direction_sharpness(r) for r in _ok(records, ablation, task, model).values()
+    ]
+    abl_sharp = [x for x in abl_sharp if x is not None]
+    notes = [power_note(score, effects["score"], f"{100 * effects['score']:g} points")]
+    if abl_sharp:
+        eff = effects["sharpness"] * abs(sum(abl_sharp) / len(abl_sharp))
+        notes.append(
+            power_note(sharp, eff, f"{effects['sharpness']:.0%} of {ablation}'s sharpness")
+        )
+    return TaskVerdict(
+        task,
+        model,
+        combine_parts(flat_v, score_v),
+        evidence,
+        [sharp, eig, score],
+        "; ".join(notes),
+        {"flatness": flat_v, "score": score_v},
+        dose,
+    )
+
+
+@dataclass
+class DosePoint:
+    """One point of the dose-response: a variant's ZO rate, its dose and claim 3 there."""
+
+    method: str
+    zo_lr: float | None
+    dose: Dose
+    verdict: TaskVerdict
+
+
+def dose_response(
+    records: Sequence[Mapping[str, Any]],
+    outcomes: Outcomes,
+    method: str,
+    ablation: str,
+    task: str,
+    model: str,
+    effects: Mapping[str, float] = EFFECTS,
+) -> list[DosePoint]:
+    """`method` and every ``method[zo-lr...]`` variant of the run against the same
+    ablation, by ZO rate: each one's dose and claim 3's verdict at that rate. The claim's
+    verdict is `method`'s at the suite's settings; the other rates are evidence beside it."""
+    names = [method] + sorted(
+        {r["method"] for r in records if r["method"].startswith(f"{method}[zo-lr")}
+    )
+    out = []
+    for name in names:
+        if not _ok(records, name, task, model):
             continue
-        changed, dose = zo_dose(records, variant, ablation, task, model)
-        lines.append(f"dose sweep, {variant}: " + "; ".join(dose))
-        if changed:
-            sharp = seed_difference(
-                records, variant, ablation, task, model, random_direction_sharpness
-            )
-            score = score_difference(records, outcomes, variant, ablation, task, model)
-            lines.append(
-                f"dose sweep, {variant}: the ZO part moved the dev loss; random-direction "
-                f"sharpness minus {ablation}: {_fmt(sharp.interval, digits=2, kind='e')} over "
-                f"{sharp.unit}; score difference x100: {_fmt(score.interval, 100)} over "
-                f"{score.unit} (evidence at that rate, not the verdict)"
-            )
-    return lines
+        d = zo_dose(records, name, ablation, task, model, effects)
+        v = _stochasticity_task(records, outcomes, name, ablation, task, model, effects)
+        out.append(DosePoint(name, d.zo_lr, d, v))
+    return sorted(out, key=lambda p: (p.zo_lr is None, p.zo_lr or 0.0))
 
 
 def claim_stochasticity(
@@ -532,73 +668,24 @@ def claim_stochasticity(
     ablation: str,
     effects: Mapping[str, float] = EFFECTS,
 ) -> ClaimVerdict:
-    tasks = []
+    tasks, sweep = [], []
     for task, model in _cells(records, method, ablation):
-        changed, dose = zo_dose(records, method, ablation, task, model)
-        dose += dose_sweep(records, outcomes, method, ablation, task, model)
-        if changed is False:
-            dose.append(
-                "the ZO part did not change the dev loss beyond seed noise at any evaluation "
-                "point: the claim cannot be tested at this configuration"
-            )
-            tasks.append(TaskVerdict(task, model, NOT_TESTABLE, [], dose=dose))
-            continue
-        if changed is True:
-            dose.append("the ZO part changed the dev loss beyond seed noise")
-        sharp = seed_difference(
-            records, method, ablation, task, model, random_direction_sharpness, ", sharpness"
-        )
-        eig = seed_difference(records, method, ablation, task, model, top_eigenvalue)
-        score = score_difference(records, outcomes, method, ablation, task, model)
-        flat_v = decide(sharp, sign=-1)
-        score_v = decide(score)
-        verdict = combine_parts(flat_v, score_v)
-        evidence = [
-            f"flatness: {flat_v}: random-direction sharpness, {method} minus {ablation}: "
-            f"{_fmt(sharp.interval, digits=2, kind='e')} over {sharp.unit} (negative = flatter "
-            "with ZO on)",
-            f"top Hessian eigenvalue, {method} minus {ablation}: "
-            + (
-                f"{_fmt(eig.interval, digits=3)} over {eig.unit}"
-                if eig.interval
-                else "not measured"
-            ),
-            f"score: {score_v}: score difference x100, {method} minus {ablation}: "
-            f"{_fmt(score.interval, 100)} over {score.unit}",
-        ]
-        abl_sharp = [
-            random_direction_sharpness(r) for r in _ok(records, ablation, task, model).values()
-        ]
-        abl_sharp = [x for x in abl_sharp if x is not None]
-        notes = [power_note(score, effects["score"], f"{100 * effects['score']:g} points")]
-        if abl_sharp:
-            eff = effects["sharpness"] * abs(sum(abl_sharp) / len(abl_sharp))
-            notes.append(
-                power_note(sharp, eff, f"{effects['sharpness']:.0%} of {ablation}'s sharpness")
-            )
-        tasks.append(
-            TaskVerdict(
-                task,
-                model,
-                verdict,
-                evidence,
-                [sharp, eig, score],
-                "; ".join(notes),
-                {"flatness": flat_v, "score": score_v},
-                dose,
-            )
-        )
+        points = dose_response(records, outcomes, method, ablation, task, model, effects)
+        tasks += [p.verdict for p in points if p.method == method]
+        if len(points) > 1:
+            sweep += points
     return ClaimVerdict(
         "stochasticity",
         f"{method}'s ZO part is beneficial stochasticity: against the same FO set with ZO "
         f"off ({ablation}) it reaches flatter solutions and scores higher.",
-        "first the ZO dose (dev loss with ZO on minus off, per evaluation point, paired by "
-        "seed); then two parts: flatness (random-direction sharpness, seed-paired 95% "
-        "t-interval) and score (as claim 1), combined: supported / contradicted only when "
-        "both parts are.",
+        "first the ZO dose (dev loss with ZO on minus off at the last evaluation point, "
+        "paired by seed, 95% t-interval: the gate); where it moved, two parts: flatness "
+        "(random-direction sharpness, seed-paired 95% t-interval) and score (as claim 1), "
+        "combined: supported / contradicted only when both parts are.",
         combine([t.verdict for t in tasks]) if tasks else NOT_MEASURED,
         tasks,
         note="" if tasks else f"the run has no {ablation} rows beside {method}",
+        sweep=sweep,
     )
 
 

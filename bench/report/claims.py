@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.analysis.claims import ClaimVerdict, final_records
+from bench.analysis.claims import ClaimVerdict, DosePoint, final_records
 
 _TITLES = {
     "accuracy": "Claim 1: better accuracy than first-order fine-tuning",
@@ -63,6 +63,45 @@ def _one_seed(records: Sequence[Mapping[str, Any]]) -> bool:
     return bool(seeds) and max(len(s) for s in seeds.values()) < 2
 
 
+def _interval_text(iv: Any, digits: int = 4, scale: float = 1.0, kind: str = "f") -> str:
+    if iv is None:
+        return "n/a"
+    text = f"{iv.mean * scale:+.{digits}{kind}}"
+    if iv.lo is not None and iv.hi is not None:
+        text += f" [{iv.lo * scale:+.{digits}{kind}}, {iv.hi * scale:+.{digits}{kind}}]"
+    return text
+
+
+def _dose_response(points: Sequence[DosePoint]) -> list[str]:
+    """Claim 3 at every ZO rate of the run: the dose (final dev loss, ZO on minus off),
+    the gate's power for the declared dose, and the verdict with its parts there."""
+    lines = [
+        "### Dose-response (claim 3 at each ZO rate; the verdict above is the first row's "
+        "method at the suite's settings)",
+        "",
+        "| method | zo_lr | task | dose: dev loss, ZO on - off (95%) | seeds | gate power "
+        "(declared dose) | sharpness, on - off (95%) | score x100, on - off (95%) | "
+        "verdict at this rate |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for p in points:
+        c = p.dose.comparison
+        sharp = score = "-"
+        comps = {i: comp for i, comp in enumerate(p.verdict.comparisons)}
+        if comps:
+            sharp = _interval_text(comps[0].interval, 2, kind="e")
+            score = _interval_text(comps[2].interval, 1, 100)
+        rate = "-" if p.zo_lr is None else f"{p.zo_lr:.3g}"
+        power = "-" if p.dose.power is None else f"{p.dose.power:.0%}"
+        lines.append(
+            f"| {p.method} | {rate} | {p.verdict.task} | "
+            f"{_interval_text(None if c is None else c.interval)} | "
+            f"{'-' if c is None else c.seeds} | {power} | {sharp} | {score} | "
+            f"{p.verdict.verdict} |"
+        )
+    return [*lines, ""]
+
+
 def render_claims(
     claims: Sequence[ClaimVerdict],
     records: Sequence[Mapping[str, Any]],
@@ -94,6 +133,8 @@ def render_claims(
             for t in doses:
                 lines.append(f"- {t.task} ({_short(t.model)}): " + "; ".join(t.dose))
             lines.append("")
+        if c.sweep:
+            lines += _dose_response(c.sweep)
         if c.tasks:
             lines += ["| task | model | verdict | evidence | power |", "|---|---|---|---|---|"]
             for t in c.tasks:
@@ -156,5 +197,54 @@ def claims_plot(claims: Sequence[ClaimVerdict], folder: Path) -> list[Path]:
     paths = [folder / "claims.png", folder / "claims.pdf"]
     for p in paths:
         fig.savefig(p, bbox_inches="tight")
+    plt.close(fig)
+    for c in claims:
+        if c.sweep:
+            paths += dose_response_plot(c.sweep, folder)
+    return paths
+
+
+def dose_response_plot(points: Sequence[DosePoint], folder: Path) -> list[Path]:
+    """Claim 3's dose-response: dev-loss difference and sharpness difference (ZO on minus
+    off, 95% intervals over seeds) against the ZO rate, one line per task."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
+    tasks = sorted({p.verdict.task for p in points})
+    for k, task in enumerate(tasks):
+        mine = [p for p in points if p.verdict.task == task and p.zo_lr]
+        for ax, get in (
+            (axes[0], lambda p: p.dose.comparison),
+            (axes[1], lambda p: (p.verdict.comparisons or [None])[0]),
+        ):
+            xs, ys, lo, hi = [], [], [], []
+            for p in mine:
+                comp = get(p)
+                if comp is None or comp.interval is None:
+                    continue
+                iv = comp.interval
+                xs.append(p.zo_lr)
+                ys.append(iv.mean)
+                lo.append(iv.mean - (iv.lo if iv.lo is not None else iv.mean))
+                hi.append((iv.hi if iv.hi is not None else iv.mean) - iv.mean)
+            if xs:
+                ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o-", capsize=4, color=f"C{k}", label=task)
+    for ax, label in (
+        (axes[0], "dev loss, ZO on - off (last point)"),
+        (axes[1], "random-direction sharpness, on - off"),
+    ):
+        ax.axhline(0, color="0.4", linestyle=":")
+        ax.set_xscale("log")
+        ax.set_xlabel("zo_lr")
+        ax.set_ylabel(label)
+        ax.legend(fontsize=8)
+    axes[1].set_title("sharpness only where the dose gate opened", fontsize=9)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / "dose_response.png", folder / "dose_response.pdf"]
+    for p in paths:
+        fig.savefig(p)
     plt.close(fig)
     return paths

@@ -17,6 +17,7 @@ from bench.analysis.claims import (
     NOT_TESTABLE,
     ONE_SEED,
     SUPPORTED,
+    ZO_OFF,
     combine,
     combine_parts,
     doc_outcomes,
@@ -271,27 +272,94 @@ def test_two_settings_of_one_method_are_two_rows_not_seeds(tmp_path):
     assert "| fo-adamw | **50.0** |" in table  # not averaged with the other setting
 
 
-def test_the_dose_sweep_reports_a_rate_where_the_zo_part_acts(tmp_path):
+def test_the_dose_response_judges_every_rate_and_the_verdict_stays_hizfos(tmp_path):
     """hizfo at an inert zo_lr is not testable; hizfo[zo-lr=...] at a rate where the ZO
-    part moves the dev loss is reported beside it (dose, sharpness, score), and a sweep
-    point that does not move it says so: evidence, the verdict stays hizfo's."""
+    part moves the dev loss gets claim 3's verdict at that rate, a sweep point that does
+    not move it is not testable there: evidence beside the verdict, which stays hizfo's."""
     spec = {
         ("fo-adamw", "math-mini"): (0.5, None, None),
         ("hizfo", "math-mini"): (0.5, None, [0.02, 0.021, 0.02]),
-        ("hizfo[zo-lr=1e-4]", "math-mini"): (0.6, None, [0.01, 0.011, 0.012]),
+        ("hizfo[zo-lr=1e-4]", "math-mini"): (0.8, None, [0.01, 0.011, 0.012]),
         ("hizfo[zo-lr=1e-5]", "math-mini"): (0.5, None, [0.02, 0.02, 0.021]),
         ("hizfo[zo-off]", "math-mini"): (0.5, None, [0.02, 0.02, 0.021]),
     }
     records = _run(tmp_path, spec)
     noise = {0: 1e-4, 1: -2e-4, 2: 1e-4}
+    rates = {"hizfo": 1e-6, "hizfo[zo-lr=1e-4]": 1e-4, "hizfo[zo-lr=1e-5]": 1e-5}
     for r in records:
         if r["method"].startswith("hizfo"):
             moved = -0.1 if r["method"] == "hizfo[zo-lr=1e-4]" else 0.0
             shift = 0.0 if r["method"] == "hizfo[zo-off]" else noise[r["seed"]] + moved
             r["eval_curve"] = _curve([2.0, 1.5 + shift, 1.2 + shift])
+            r["config"]["method_config"] = {"zo_lr": rates.get(r["method"], 1e-6)}
     claim3 = _verdicts(tmp_path, records)["stochasticity"]
     assert claim3.verdict == NOT_TESTABLE
+    points = {p.method: p for p in claim3.sweep}
+    assert [p.zo_lr for p in claim3.sweep] == [1e-6, 1e-5, 1e-4]  # by rate
+    assert points["hizfo[zo-lr=1e-4]"].verdict.verdict == SUPPORTED
+    assert points["hizfo[zo-lr=1e-4]"].dose.changed is True
+    assert points["hizfo[zo-lr=1e-5]"].verdict.verdict == NOT_TESTABLE
+    assert points["hizfo"].dose.power is not None  # the gate states its power, untested too
+    write_run(tmp_path, records)
+    write_report(tmp_path)
+    text = (tmp_path / "report" / "claims.md").read_text()
+    assert "### Dose-response" in text
+    assert "| hizfo[zo-lr=1e-4] | 0.0001 |" in text
+    assert (tmp_path / "report" / "plots" / "dose_response.png").is_file()
+
+
+def test_the_gate_is_one_final_point_statistic_with_its_power(tmp_path):
+    """The gate reads the last evaluation point only: a dose at an earlier point that is
+    gone by the end does not open it; a consistent final dose does, and its line gives
+    the estimate, its interval and the power for the declared dose."""
+    spec = {
+        ("fo-adamw", "math-mini"): (0.5, None, None),
+        ("hizfo", "math-mini"): (0.5, None, [0.02, 0.021, 0.02]),
+        ("hizfo[zo-off]", "math-mini"): (0.5, None, [0.02, 0.02, 0.021]),
+    }
+    records = _run(tmp_path, spec)
+    noise = {0: 1e-4, 1: -2e-4, 2: 1e-4}
+    for r in records:
+        if r["method"] == "hizfo":
+            r["eval_curve"] = _curve([2.0, 1.3 + noise[r["seed"]], 1.2 + noise[r["seed"]]])
+        elif r["method"] == "hizfo[zo-off]":
+            r["eval_curve"] = _curve([2.0, 1.5, 1.2])
+    claim3 = _verdicts(tmp_path, records)["stochasticity"]
+    assert claim3.verdict == NOT_TESTABLE  # step 4 moved, step 8 (the last) did not
     dose = "\n".join(claim3.tasks[0].dose)
-    assert "dose sweep, hizfo[zo-lr=1e-4]: the ZO part moved the dev loss" in dose
-    assert "dose sweep, hizfo[zo-lr=1e-5]: the ZO part moved" not in dose
-    assert "dose sweep, hizfo[zo-lr=1e-5]: dev loss of hizfo[zo-lr=1e-5] minus" in dose
+    assert "at step 8, the primary statistic" in dose and "the gate's power for a dose" in dose
+    assert "earlier points, shown, not tested: step 4" in dose
+    for r in records:
+        if r["method"] == "hizfo":
+            r["eval_curve"] = _curve([2.0, 1.5, 1.15 + noise[r["seed"]]])
+    assert _verdicts(tmp_path, records)["stochasticity"].tasks[0].dose[-1] == (
+        "the ZO part changed the dev loss beyond seed noise"
+    )
+
+
+def test_a_zo_rate_below_the_declared_minimum_is_left_out_of_the_overall_verdict(tmp_path):
+    """docstring-summary tuned to zo_lr 3e-9 (off in effect) no longer caps claim 3: its
+    row says so and the overall verdict is math-mini's (issue 30)."""
+    spec = {}
+    for task in ("math-mini", "docstring-summary"):
+        spec[("fo-adamw", task)] = (0.5, None, None)
+        spec[("hizfo", task)] = (0.6, None, [0.01, 0.011, 0.012])
+        spec[("hizfo[zo-off]", task)] = (0.3, None, [0.05, 0.052, 0.049])
+    records = _run(tmp_path, spec)
+    noise = {0: 1e-4, 1: -2e-4, 2: 1e-4}
+    for r in records:
+        if r["method"].startswith("hizfo"):
+            on = r["method"] == "hizfo" and r["task"] == "math-mini"
+            shift = -0.1 + noise[r["seed"]] if on else 0.0
+            r["eval_curve"] = _curve([2.0, 1.5 + shift, 1.2 + shift])
+            rate = 3e-9 if r["task"] == "docstring-summary" else 1e-4
+            r["config"]["method_config"] = {"zo_lr": rate}
+    claim3 = _verdicts(tmp_path, records)["stochasticity"]
+    by_task = {t.task: t.verdict for t in claim3.tasks}
+    assert by_task == {"math-mini": SUPPORTED, "docstring-summary": ZO_OFF}
+    assert claim3.verdict == SUPPORTED
+    # The same docstring-summary at an active rate that did not move: inconclusive overall.
+    for r in records:
+        if r["task"] == "docstring-summary" and r["method"].startswith("hizfo"):
+            r["config"]["method_config"] = {"zo_lr": 1e-4}
+    assert _verdicts(tmp_path, records)["stochasticity"].verdict == INCONCLUSIVE
