@@ -11,12 +11,15 @@ run directory holds them, to be committed with a suite as fixed ``value``s.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from bench import store
 from bench.analysis.targets import annotate, set_targets, target_specs
+from bench.orchestrate import runlock
+from bench.orchestrate.session import ResourceError
 from bench.orchestrate.sweep import run_sweep
 from bench.orchestrate.tuning import TuningPlan, final_specs, run_tuning
 
@@ -34,9 +37,29 @@ def run_plan(
 
     Returns the Sweep of each phase. Writes ``tuning.json`` (every point tried and the
     choice) and ``targets.json`` (the targets and budgets the stage fixed) into the run
-    directory.
+    directory. Holds the run directory's lock (bench/orchestrate/runlock.py) from the
+    first write to the last; RunDirBusyError when another run holds it.
     """
     run_dir = Path(run_dir)
+    created = not run_dir.exists()
+    try:
+        # One lock from the first write to the last: no second run may start between the
+        # stages, nor race the targets and the annotation.
+        with runlock.held(run_dir):
+            return _run_stages(specs, run_dir, tuning, targets, sweep_kwargs)
+    except ResourceError:
+        if created:  # the cluster cannot hold a trial: nothing ran, leave no run directory
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def _run_stages(
+    specs: Sequence[Any],
+    run_dir: Path,
+    tuning: TuningPlan | None,
+    targets: Mapping[str, Any] | None,
+    sweep_kwargs: dict[str, Any],
+) -> list[Any]:
     sweeps = []
     final = list(specs)
     if tuning is not None and tuning.spaces:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import store
-from bench.orchestrate import session
+from bench.orchestrate import runlock, session
 from bench.orchestrate.display import SweepDisplay, phase_label
 from bench.spec import TrialSpec
 from bench.train.progress import clear_progress, progress_dir, read_progress
@@ -222,7 +222,7 @@ def _run_locked(
     log_to_driver: bool,
     trials_per_worker: int,
 ) -> None:
-    with store.run_dir_lock(run_dir):
+    with runlock.held(run_dir):  # joins the plan's lock when a plan runs this sweep
         store.remove_temp_files(run_dir)
         todo = pending_specs(specs, run_dir)
         sweep.skipped = len(specs) - len(todo)
