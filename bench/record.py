@@ -7,13 +7,18 @@ Bump SCHEMA when a field changes meaning; a new optional field does not need a b
 
 Readers get a typed object (``TrialRecord.from_dict``); fields this version does not
 know (written by a newer version, or added by hand) are kept in ``extra`` and written
-back unchanged, so a round trip never loses data.
+back unchanged, so a round trip never loses data. ``validate_record`` is the one check a
+trial file passes before anyone reads it (report, compare, resume, show): every required
+field present, every field of the type annotated here (strictly: ``true`` is not a number,
+``"3"`` not an int), ``status`` "ok" or "failed", and ``schema`` no newer than SCHEMA.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -242,3 +247,72 @@ NUMERIC_COLUMNS = (
     "tokens_per_second",
     "target_seconds",
 )
+
+
+class ContractError(ValueError):
+    """A trial file's object that breaks the contract; the message names the field.
+
+    ``newer`` is set when the file's schema is newer than this code reads: nothing may
+    read it, resume included (the others are skipped by reports and re-run by resume).
+    """
+
+    def __init__(self, message: str, *, newer: bool = False) -> None:
+        super().__init__(message)
+        self.newer = newer
+
+
+@functools.cache
+def _record_model() -> Any:
+    """A pydantic model of TrialRecord's fields, derived from the dataclass (one definition):
+    required fields as REQUIRED_FIELDS, the rest optional, unknown keys allowed (``extra``)."""
+    import pydantic
+
+    hints = typing.get_type_hints(TrialRecord)
+    fields: dict[str, Any] = {}
+    for f in dataclasses.fields(TrialRecord):
+        if f.name == "extra":
+            continue
+        kind = hints[f.name]
+        if f.name == "status":
+            kind = typing.Literal["ok", "failed"]
+        elif f.name == "schema":
+            kind = typing.Annotated[int, pydantic.Field(ge=1)]
+        # An optional field may be absent (its default applies), null only where annotated so.
+        spec = pydantic.Field(... if f.name in REQUIRED_FIELDS else None, alias=f.name)
+        fields[f"{f.name}_"] = (kind, spec)  # "_": `schema` would shadow BaseModel.schema
+    config = pydantic.ConfigDict(strict=True, extra="allow")
+    return pydantic.create_model("TrialRecordContract", __config__=config, **fields)
+
+
+def validate_record(data: Any) -> TrialRecord:
+    """The trial file's object as a TrialRecord, or ContractError naming the first field that
+    breaks the contract (``field 'memory': Input should be a valid dictionary (got [1, 2])``)."""
+    import pydantic
+
+    if not isinstance(data, dict):
+        raise ContractError(f"not a trial record (a JSON {type(data).__name__}, not an object)")
+    schema = data.get("schema")
+    if isinstance(schema, int) and not isinstance(schema, bool) and schema > SCHEMA:
+        raise ContractError(
+            f"schema {schema} is newer than this hizfo-bench reads (schema {SCHEMA}); "
+            "read it with the hizfo-bench that wrote it",
+            newer=True,
+        )
+    try:
+        _record_model().model_validate(data)
+    except pydantic.ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(part) for part in err["loc"][:1])
+        detail = ".".join(str(part) for part in err["loc"][1:] if isinstance(part, int))
+        if err["type"] == "missing":
+            raise ContractError(f"field {where!r} is missing") from None
+        at = f" at {where}[{detail}]" if detail else ""
+        raise ContractError(
+            f"field {where!r}: {err['msg']}{at} (got {_short(err['input'])})"
+        ) from None
+    return TrialRecord.from_dict(data)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

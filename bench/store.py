@@ -13,6 +13,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,19 @@ from bench.record import (  # SCHEMA and the columns stay importable from here
     NUMERIC_COLUMNS,
     REQUIRED_FIELDS,
     SCHEMA,
+    ContractError,
     TrialRecord,
+    validate_record,
 )
 
-__all__ = ["FRAME_COLUMNS", "REQUIRED_FIELDS", "SCHEMA", "TrialRecord"]
+__all__ = [
+    "FRAME_COLUMNS",
+    "REQUIRED_FIELDS",
+    "SCHEMA",
+    "ContractError",
+    "TrialRecord",
+    "validate_record",
+]
 
 log = logging.getLogger("hizfo_bench.store")
 
@@ -121,32 +131,67 @@ def write_trial(run_dir: Path, record: TrialRecord | dict[str, Any]) -> Path:
     return path
 
 
-def read_trials(run_dir: Path) -> list[dict[str, Any]]:
-    """Every complete trial file in a run (temp files of an interrupted write are ignored).
+@dataclass
+class TrialFiles:
+    """A run's trial files as read: the records that keep the contract, and one line per
+    file that does not (``<path>: field 'memory': ...``), which readers skip."""
 
-    A file that does not parse (edited by hand, or damaged outside this suite) is
-    skipped with a warning, so resume runs that trial again and replaces it.
-    """
+    records: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def read_trial(path: Path) -> dict[str, Any]:
+    """One trial file, checked against the contract (`validate_record`); ContractError
+    (its message starting with the path) when it does not parse or breaks it."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ContractError(f"{path}: unreadable ({e})") from None
+    try:
+        validate_record(data)
+    except ContractError as e:
+        raise ContractError(f"{path}: {e}", newer=e.newer) from None
+    return data
+
+
+def read_run(run_dir: Path) -> TrialFiles:
+    """Every complete trial file of a run that keeps the contract (temp files of an
+    interrupted write are ignored); a file that does not parse or breaks the contract is
+    named in ``skipped`` with the field, so reports skip it and resume runs that trial
+    again. A file of a newer schema raises ContractError: nothing here may read it."""
     folder = trials_dir(run_dir)
+    files = TrialFiles()
     if not folder.is_dir():
-        return []
-    records = []
+        return files
     for p in sorted(folder.glob("*.json")):
         try:
-            record = json.loads(p.read_text())
-        except (OSError, ValueError) as e:
-            log.warning("skipping unreadable trial file %s: %s", p, e)
-            continue
-        if isinstance(record, dict) and "trial_id" in record:
-            records.append(record)
-        else:
-            log.warning("skipping %s: not a trial record", p)
-    return records
+            files.records.append(read_trial(p))
+        except ContractError as e:
+            if e.newer:
+                raise
+            files.skipped.append(str(e))
+    return files
+
+
+_warned: set[str] = set()
+
+
+def read_trials(run_dir: Path) -> list[dict[str, Any]]:
+    """The records of `read_run`; each skipped file is logged once per process with its
+    reason (edited by hand, damaged, or written by other code), and resume runs it again."""
+    files = read_run(run_dir)
+    for line in files.skipped:
+        if line not in _warned:
+            _warned.add(line)
+            log.warning("skipping trial file %s", line)
+    return files.records
 
 
 def finished_ids(run_dir: Path) -> set[str]:
-    """Trials that completed successfully; failed ones are run again on resume."""
-    return {t["trial_id"] for t in read_trials(run_dir) if t.get("status") == "ok"}
+    """Trials that completed successfully and keep the contract; failed ones and files that
+    break it are run again on resume."""
+    return {t["trial_id"] for t in read_trials(run_dir) if t["status"] == "ok"}
 
 
 def records_frame(records: list[TrialRecord | dict[str, Any]], run: str = ""):

@@ -118,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from bench.config import ConfigError
     from bench.models import ModelSourceError
+    from bench.record import ContractError
     from bench.registry import MethodError
     from bench.tasks import UnknownTaskError
 
@@ -129,7 +130,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return args.func(args)
-    except (UsageError, ConfigError, MethodError, ModelSourceError, UnknownTaskError) as e:
+    except (
+        UsageError,
+        ConfigError,
+        ContractError,  # a trial file a command must not read (a newer schema, ...)
+        MethodError,
+        ModelSourceError,
+        UnknownTaskError,
+    ) as e:
         print(f"hizfo-bench: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

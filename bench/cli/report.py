@@ -22,9 +22,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
         return _cmd_join(runs, args)
     if len(paths) == 1 and runs == paths:
         run_dir = paths[0]
-        if not store.read_trials(run_dir):
-            raise UsageError(f"{run_dir} holds no trial files")
-        print(report.summary_table(store.load_frame(run_dir)))
+        files = store.read_run(run_dir)  # a newer schema: ContractError, one line, exit 2
+        if not files.records:
+            raise UsageError(f"{run_dir} holds no trial files that keep the contract")
+        for line in report.skipped_lines(files.skipped)[:1]:
+            print(f"warning: {line}")
+        print(report.summary_table(store.records_frame(files.records, run=run_dir.name)))
         written = report.write_report(run_dir, Path(args.out) if args.out else None)
     else:
         # Several runs (or a folder of them): a history, written beside the runs.

@@ -32,9 +32,13 @@ def _clip(text: object, limit: int) -> str:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
+    from bench import store
     from bench.evaluate import read_samples
 
     path = _find_samples(Path(args.run_dir), args.trial)
+    record = store.trials_dir(Path(args.run_dir)) / f"{path.stem}.json"
+    if record.is_file():  # a file that breaks the contract: ContractError, one line, exit 2
+        store.read_trial(record)
     samples = read_samples(path)
     scores = [s["score"] for s in samples if s.get("score") is not None]
     mean = f", mean score {sum(scores) / len(scores):.4f}" if scores else ""

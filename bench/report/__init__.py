@@ -15,7 +15,7 @@ from bench.analysis.stats import split_settings
 from bench.format import fmt_memory, fmt_relative, fmt_seconds, method_order, tex_escape
 from bench.report.claims import claims_plot, render_claims
 from bench.report.history import find_runs, write_history
-from bench.report.index import write_index
+from bench.report.index import skipped_lines, write_index
 from bench.report.plots import run_plots
 from bench.report.tables import (
     BASELINE,
@@ -55,6 +55,7 @@ __all__ = [
     "render_csv",
     "render_latex",
     "render_markdown",
+    "skipped_lines",
     "summary_table",
     "task_family",
     "tex_escape",
@@ -71,11 +72,13 @@ def write_report(run_dir: Path, out_dir: Path | None = None) -> list[Path]:
     shows the final trials.
     """
     run_dir = Path(run_dir)
-    records = store.read_trials(run_dir)
+    files = store.read_run(run_dir)
+    records = files.records
     if not records:
-        raise ValueError(f"{run_dir} holds no trial files")
+        raise ValueError(f"{run_dir} holds no trial files that keep the contract")
     records = [r for r in records if (r.get("config") or {}).get("phase", "final") == "final"]
     records, setting_warnings = split_settings(records)  # never average two settings
+    setting_warnings = [*skipped_lines(files.skipped)[:1], *setting_warnings]
     out_dir = Path(out_dir) if out_dir else run_dir / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
     frame = store.records_frame(records, run=run_dir.name)

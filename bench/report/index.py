@@ -116,18 +116,37 @@ def _trial_rows(run_dir: Path, out_dir: Path, records: list[dict[str, Any]]) -> 
     return rows
 
 
+def skipped_lines(skipped: list[str]) -> list[str]:
+    """The report header's count of trial files skipped for breaking the contract, then one
+    line per file (`store.read_run`); [] when none was."""
+    if not skipped:
+        return []
+    n = len(skipped)
+    head = f"{n} trial file{'s' if n > 1 else ''} skipped (they break the result contract): "
+    return [head + "; ".join(skipped), *skipped]
+
+
 def render_index(run_dir: Path, out_dir: Path) -> str:
     """The page for `run_dir` whose report is in `out_dir` (both must exist)."""
     run_dir, out_dir = Path(run_dir).resolve(), Path(out_dir).resolve()
-    records = store.read_trials(run_dir)
+    files = store.read_run(run_dir)
+    records = files.records
     ok = sum(r.get("status") == "ok" for r in records)
     title = f"hizfo-bench report: {run_dir.name}"
+    skipped = skipped_lines(files.skipped)
     body = [
         f"<h1>{html.escape(title)}</h1>",
         f"<p>{len(records)} trials ({ok} ok, {len(records) - ok} failed) in "
         f"<code>{html.escape(str(run_dir))}</code>. TensorBoard events, when the run had "
         f"<code>--tracker tensorboard</code>: <code>tensorboard --logdir "
         f"{html.escape(str(run_dir / 'tb'))}</code>.</p>",
+        *(
+            [f'<p class="failed">{html.escape(skipped[0].split(": ", 1)[0])}:</p><ul>']
+            + [f"<li>{html.escape(line)}</li>" for line in skipped[1:]]
+            + ["</ul>"]
+            if skipped
+            else []
+        ),
         '<nav><a href="#tables">tables</a><a href="#plots">plots</a>'
         '<a href="#trials">trials</a></nav>',
         '<h2 id="tables">Tables</h2>',

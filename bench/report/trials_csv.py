@@ -90,7 +90,7 @@ def write_trials_csv(run_dir: Path, out_dir: Path) -> Path:
     Written with the csv module, not pandas: a column that is empty for some trials
     keeps its integers as integers."""
     run_dir = Path(run_dir)
-    records = sorted(store.read_trials(run_dir), key=lambda r: r["trial_id"])
+    records = sorted(store.read_run(run_dir).records, key=lambda r: r["trial_id"])
     rows = [trial_row(r, run_dir.name) for r in records]
     path = Path(out_dir) / "trials.csv"
     path.parent.mkdir(parents=True, exist_ok=True)

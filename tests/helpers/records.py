@@ -56,9 +56,11 @@ def make_record(
 
 
 def bare_record(trial_id: str, status: str = "ok", **extra: Any) -> dict[str, Any]:
-    """A record with every required field present but empty (None), as the store must
-    still accept and resume from."""
+    """A record with every required field present and as empty as the contract allows
+    (numbers null, containers empty), as the store must still accept and resume from."""
     record: dict[str, Any] = {k: None for k in REQUIRED_FIELDS}
+    record.update(method="m", task="t", model="tiny", seed=0, steps=0)
+    record.update(metrics={}, curve=[], config={}, environment={})
     record.update(trial_id=trial_id, status=status, schema=SCHEMA, **extra)
     return record
 

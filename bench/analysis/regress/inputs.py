@@ -44,18 +44,10 @@ def load_records(path: Path | str) -> list[dict[str, Any]]:
     records = [r for f in files for r in _records_from_json(f)]
     if not records:
         raise UnusableInput(f"{path} holds no trial records")
-    for r in records:
-        if not isinstance(r, dict):
-            raise UnusableInput(f"{path}: a trial record is not a JSON object")
-        missing = [k for k in store.REQUIRED_FIELDS if k not in r]
-        if missing:
-            raise UnusableInput(
-                f"{path}: trial {r.get('trial_id', '?')} lacks {', '.join(missing)} "
-                "(not a hizfo-bench trial file?)"
-            )
-        if r["schema"] != store.SCHEMA:
-            raise UnusableInput(
-                f"{path}: trial {r['trial_id']} has schema {r['schema']}, this hizfo-bench "
-                f"reads schema {store.SCHEMA}; re-run the reference with this version"
-            )
+    for r in records:  # the one contract check (bench.record.validate_record)
+        try:
+            store.validate_record(r)
+        except store.ContractError as e:
+            trial = r.get("trial_id", "?") if isinstance(r, dict) else "?"
+            raise UnusableInput(f"{path}: trial {trial}: {e}") from None
     return records
