@@ -39,8 +39,11 @@ from hizfo.selection import (
 )
 from hizfo.zo import (
     DISTRIBUTIONS,
-    ESTIMATORS,
+    GUIDED_ESTIMATORS,
     SPSA,
+    ZO_ESTIMATORS,
+    GuidedConfig,
+    GuidedSPSA,
     SPSAConfig,
     derive_seed,
     single_intra_op_thread,
@@ -100,7 +103,19 @@ class HiZFOConfig:
             O(eps^2)) or "one-sided" ((L(theta + eps z) - L(theta)) / eps with L(theta)
             the FO forward's loss, taken at the unperturbed point: 1 forward per
             direction, bias O(eps); docs/hizfo.md). With no FO set L(theta) costs one
-            forward of its own.
+            forward of its own. "gv" (MeZO-GV) or "greedy" (MeZO-Greedy; Jin, Cen and
+            Tan, arXiv 2601.04710; hizfo.zo.GuidedSPSA): score zo_candidates seeded
+            perturbations of the ZO tensors by L(theta + eps z_i) (one forward each), then
+            MeZO's two-point step along the elite-minus-rest contrast (gv) or the best
+            candidate (greedy): zo_candidates + 2 forwards (2 when zo_candidates is 1,
+            which is the two-sided step exactly). They need zo_q = 1; shared_forward has
+            no effect with them. With rho = 0 each equals the mezo-gv / mezo-greedy
+            plugin with the same settings and seed.
+        zo_candidates: the pool M of "gv" and "greedy" (4, the plugins' default; ours).
+        zo_elite_fraction: "gv"'s elite share alpha, floor(alpha M) candidates, at least
+            one (0.5, the authors' code).
+        zo_normalize_direction: "gv": scale the guiding vector to unit per-entry variance
+            (False, the authors' code).
         zo_keep_z: keep z in memory during a step (hizfo.zo.SPSA keep_z: one draw instead
             of three, one more copy of the ZO weights). False, the seed trick.
         zo_distribution: "gaussian" (MeZO) or "rademacher" (+-1 entries, cheaper draws).
@@ -139,6 +154,9 @@ class HiZFOConfig:
     zo_q: int = 1
     zo_weight_decay: float = 0.0
     zo_estimator: str = "two-sided"
+    zo_candidates: int = 4
+    zo_elite_fraction: float = 0.5
+    zo_normalize_direction: bool = False
     zo_keep_z: bool = False
     zo_distribution: str = "gaussian"
     max_grad_norm: float | None = 1.0
@@ -160,10 +178,15 @@ class HiZFOConfig:
             raise ValueError("HiZFOConfig.reprofile_every must be >= 0")
         check_schedule(self.fo_schedule, self.fo_warmup_steps, owner="HiZFOConfig.fo_schedule")
         check_schedule(self.zo_schedule, self.zo_warmup_steps, owner="HiZFOConfig.zo_schedule")
-        if self.zo_estimator not in ESTIMATORS:
+        if self.zo_estimator not in ZO_ESTIMATORS:
             raise ValueError(
-                f"HiZFOConfig.zo_estimator must be one of {', '.join(ESTIMATORS)}, "
+                f"HiZFOConfig.zo_estimator must be one of {', '.join(ZO_ESTIMATORS)}, "
                 f"got {self.zo_estimator!r}"
+            )
+        if self.zo_estimator in GUIDED_ESTIMATORS and self.zo_q != 1:
+            raise ValueError(
+                f"HiZFOConfig.zo_estimator={self.zo_estimator!r} takes one direction per "
+                f"step: zo_q must be 1, got {self.zo_q}"
             )
         if self.zo_distribution not in DISTRIBUTIONS:
             raise ValueError(
@@ -174,6 +197,21 @@ class HiZFOConfig:
         # Fail early on a bad lr, warmup, clipping, eps, q or weight decay.
         self.adamw_config()
         SPSAConfig(eps=self.zo_eps, q=self.zo_q, weight_decay=self.zo_weight_decay)
+        self.guided_config()  # zo_candidates, zo_elite_fraction
+
+    @property
+    def guided(self) -> bool:
+        """True when the ZO part is MeZO-GV or MeZO-Greedy."""
+        return self.zo_estimator in GUIDED_ESTIMATORS
+
+    def guided_config(self) -> GuidedConfig:
+        """The ZO part's pool settings as hizfo.zo.GuidedConfig ("gv" unless "greedy")."""
+        return GuidedConfig(
+            method="greedy" if self.zo_estimator == "greedy" else "gv",
+            candidates=self.zo_candidates,
+            elite_fraction=self.zo_elite_fraction,
+            normalize=self.zo_normalize_direction,
+        )
 
     def adamw_config(self) -> AdamWConfig:
         """The FO part's settings as the shared hizfo.adamw.AdamWConfig."""
@@ -292,6 +330,7 @@ class HiZFO:
         self.last_profile_step: int | None = None
         self.optimizer: torch.optim.AdamW | None = None
         self.spsa: SPSA | None = None
+        self.guided: GuidedSPSA | None = None  # the ZO part's step with "gv" / "greedy"
         self.backward_depth = 0.0
         self._clip_coef = 1.0  # the last FO backward's clipping factor
 
@@ -456,13 +495,19 @@ class HiZFO:
                     eps=cfg.zo_eps,
                     q=cfg.zo_q,
                     weight_decay=cfg.zo_weight_decay,
-                    estimator=cfg.zo_estimator,
+                    # MeZO-GV and MeZO-Greedy step with the two-point estimate.
+                    estimator="two-sided" if cfg.guided else cfg.zo_estimator,
                 ),
                 keep_z=cfg.zo_keep_z,
                 distribution=cfg.zo_distribution,
             )
         else:
             self.spsa = None
+        self.guided = (
+            GuidedSPSA(self.spsa, cfg.guided_config())
+            if self.spsa is not None and cfg.guided
+            else None
+        )
 
     def step(self, closure: Callable[[], torch.Tensor]) -> HiZFOStepResult:
         """One Hi-ZFO step on the batch `closure` evaluates (it must not call backward)."""
@@ -478,6 +523,7 @@ class HiZFO:
         if (
             cfg.shared_forward
             and not one_sided
+            and self.guided is None
             and self.optimizer is not None
             and self.spsa is not None
         ):
@@ -490,7 +536,15 @@ class HiZFO:
                 loss = self._fo_backward(closure)
                 forward_passes += 1
                 backward_passes += 1
-            if self.spsa is not None:
+            if self.guided is not None:
+                # MeZO-GV / MeZO-Greedy on the ZO tensors, at the pre-update FO values.
+                guided = self.guided.step(closure, lr=zo_lr, seed=seed)
+                forward_passes += guided.forward_passes
+                grads = guided.projected_grads
+                z_draws = guided.z_draws
+                if loss is None:
+                    loss = guided.loss
+            elif self.spsa is not None:
                 # One-sided: the FO forward ran at theta itself, so its loss is L(theta).
                 result = self.spsa.step(
                     closure,

@@ -10,7 +10,11 @@ One two-sided step with q = 1 (Malladi et al., 2023, arXiv 2305.17333):
 Methods built on other updates (the ZO plugins) use the public parts: SPSA.probe, the
 two-point estimate above (perturb, two losses, restore), and SPSA.tensor_z, the z of a
 seed one tensor at a time (for a momentum buffer or an optimizer's .grad), so none of
-them copies the probe or holds a second copy of the weights for z.
+them copies the probe or holds a second copy of the weights for z. A direction may also
+be a combination u = sum_i c_i z(s_i) of seeded z's (perturb_along_,
+restore_and_update_along_), regenerated term by term in every pass and never stored:
+GuidedSPSA (at the end of this file) uses it for MeZO-GV and MeZO-Greedy, which choose
+u from a pool of candidate perturbations (Jin, Cen and Tan, arXiv 2601.04710).
 
 The one-sided estimator (SPSAConfig.estimator = "one-sided") replaces L- by L(theta)
 itself, g = (L+ - L(theta)) / eps: one forward fewer when L(theta) is already known
@@ -52,7 +56,8 @@ On a CPU two more things keep a pass near the cost of the draws themselves
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Iterator
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -67,6 +72,11 @@ _MASK32 = (1 << 32) - 1
 DEFAULT_CHUNK_NUMEL = 1 << 18
 DISTRIBUTIONS = ("gaussian", "rademacher")
 ESTIMATORS = ("two-sided", "one-sided")
+# Estimators that choose the step's direction from a pool of candidates (GuidedSPSA):
+# MeZO-GV and MeZO-Greedy (Jin, Cen and Tan, arXiv 2601.04710).
+GUIDED_ESTIMATORS = ("gv", "greedy")
+# Every estimator a ZO part can name (Hi-ZFO's zo_estimator).
+ZO_ESTIMATORS = (*ESTIMATORS, *GUIDED_ESTIMATORS)
 
 
 def _tag_value(value: int | str) -> int:
@@ -523,6 +533,52 @@ class SPSA:
                     target.add_(z, alpha=restore - lr * projected_grad)
 
     @torch.no_grad()
+    def perturb_along_(self, terms: Sequence[tuple[int, float]], scale: float) -> None:
+        """In place: theta += scale * eps * u, with u = sum_i c_i z(s_i) over `terms`
+        ((s_i, c_i) pairs): one pass per term, nothing stored. A single term (s, 1.0) is
+        perturb_(s, scale), the same floating-point operations."""
+        for s, c in terms:
+            self.perturb_(s, scale * c)
+
+    @torch.no_grad()
+    def restore_and_update_along_(
+        self,
+        terms: Sequence[tuple[int, float]],
+        projected_grad: float,
+        lr: float,
+        *,
+        restore_scale: float = 1.0,
+    ) -> None:
+        """restore_and_update_ along u = sum_i c_i z(s_i): with theta0 = theta +
+        restore_scale * eps * u, sets theta = theta0 - lr * (projected_grad * u + wd *
+        theta0), decay once (not on no-decay tensors). One pass per term when weight
+        decay is 0 (each term's restore fused with its update); with decay and several
+        terms, the restores run first (one more pass per term) so that the decay acts
+        on theta0 exactly. A single term (s, 1.0) is restore_and_update_(s, g, lr,
+        restore_scale=r): the same floating-point operations as SPSA.step's q = 1 update.
+        """
+        if len(terms) == 1:
+            s, c = terms[0]
+            self.restore_and_update_(s, projected_grad * c, lr, restore_scale=restore_scale * c)
+            return
+        if self.config.weight_decay == 0.0:
+            for s, c in terms:
+                self.restore_and_update_(
+                    s,
+                    projected_grad * c,
+                    lr,
+                    restore_scale=restore_scale * c,
+                    apply_weight_decay=False,
+                )
+            return
+        for s, c in terms:
+            self.perturb_(s, restore_scale * c)
+        for i, (s, c) in enumerate(terms):
+            self.restore_and_update_(
+                s, projected_grad * c, lr, restore_scale=0.0, apply_weight_decay=i == 0
+            )
+
+    @torch.no_grad()
     def probe(
         self, loss_fn: Callable[[], torch.Tensor | float], seed: int, *, restore: bool = True
     ) -> SPSAProbe:
@@ -637,3 +693,255 @@ class SPSA:
                 continue
             grads.append(self.probe(loss_fn, s).projected_grad)
         return grads
+
+
+# --- MeZO-GV and MeZO-Greedy: a pool of candidate perturbations per step -------------
+#
+# Jin, Cen and Tan, "Steering the Noise: Turning Random Perturbations into Effective
+# Descent for Memory-Efficient LLM Fine-Tuning", arXiv 2601.04710 v2 (June 2026). Only
+# its abstract and front matter could be read here, not its method section, so no
+# section or equation number of the paper is cited below. What the abstract states: draw
+# a small pool of candidate perturbations, evaluate their losses, then either form a
+# guiding vector from the contrast between the low-loss and the high-loss group (MeZO-GV)
+# or keep the single best perturbation within a fixed evaluation budget (MeZO-Greedy).
+# The rest follows the authors' public code (github.com/stan-anony/MeZO-GV,
+# large_models/trainer_fwa_mem_eff.py: _compute_mgfwa_fitness, zo_perturb_parameters,
+# zo_update), read but not copied:
+#   - candidate i is scored by the one-sided loss L(theta + eps z_i) on the step's batch,
+#     each z_i regenerated from its seed (perturb, forward, restore);
+#   - the candidates are sorted by that loss; the first floor(alpha M) are the elite, the
+#     rest the other group; u = mean(elite z) - mean(other z) (the code's split_ratio 0.5
+#     and pool of 2: u = z_best - z_worst), never normalised;
+#   - MeZO's two-point step is then taken along u: g = (L(theta + eps u) -
+#     L(theta - eps u)) / (2 eps), theta -= lr (g u + wd theta), u rebuilt from the seeds
+#     in every pass (the code's memory-efficient trainer).
+# Our choices where neither source says: at least one elite (M = 1 has no other group,
+# and u = z_1); a pool of one evaluates nothing (no ranking to make), so both methods
+# are MeZO exactly there; ties keep the lower index; Greedy steps along the best z with
+# the same two-point step. See docs/methods.md ("MeZO-GV and MeZO-Greedy").
+
+
+@dataclass
+class GuidedConfig:
+    """Settings of a pool-guided SPSA step (GuidedSPSA).
+
+    Attributes:
+        method: "gv" (MeZO-GV: step along the elite-minus-rest contrast) or "greedy"
+            (MeZO-Greedy: step along the best candidate).
+        candidates: M, the pool of perturbations evaluated per step (MeZO-Greedy's
+            evaluation budget). Each costs one forward when M > 1; M = 1 evaluates
+            nothing and is MeZO. Default 4 (ours; the authors' public code uses 2, at
+            which MeZO-GV's direction is, for a noiseless loss, distributed as sqrt(2) z:
+            see docs/methods.md).
+        elite_fraction: alpha, the share of the pool in the elite group (MeZO-GV):
+            floor(alpha M) candidates, at least one. 0.5, the authors' code's split_ratio.
+        normalize: MeZO-GV: scale u by 1 / sqrt(1/k + 1/(M - k)) (k elites), so that its
+            entries have unit variance as a single z's do and a learning rate means the
+            same step size as MeZO's. False (the authors' code: u as it is).
+        keep_direction: MeZO-GV: build u once per step and keep it (one more copy of
+            the perturbed tensors) instead of regenerating it from the M seeds in each
+            of its three passes (3M draws of z -> M). False: the seed trick.
+    """
+
+    method: str = "gv"
+    candidates: int = 4
+    elite_fraction: float = 0.5
+    normalize: bool = False
+    keep_direction: bool = False
+
+    def __post_init__(self) -> None:
+        if self.method not in GUIDED_ESTIMATORS:
+            raise ValueError(
+                f"GuidedConfig.method must be one of {', '.join(GUIDED_ESTIMATORS)}, "
+                f"got {self.method!r}"
+            )
+        if isinstance(self.candidates, bool) or int(self.candidates) != self.candidates:
+            raise ValueError(f"GuidedConfig.candidates must be an int, got {self.candidates!r}")
+        if self.candidates < 1:
+            raise ValueError(f"GuidedConfig.candidates must be >= 1, got {self.candidates}")
+        if not 0.0 < self.elite_fraction < 1.0:
+            raise ValueError(
+                f"GuidedConfig.elite_fraction must be in (0, 1), got {self.elite_fraction}"
+            )
+
+    @property
+    def forward_passes(self) -> int:
+        """Forwards of one step: M candidates (none when M = 1) plus the two-point probe."""
+        return (self.candidates if self.candidates > 1 else 0) + 2
+
+
+@dataclass
+class GuidedStepResult:
+    """What one GuidedSPSA step measured.
+
+    Attributes:
+        loss: (L(theta + eps u) + L(theta - eps u)) / 2, as MeZO reports for a step.
+        projected_grads: [g], g = (L(theta + eps u) - L(theta - eps u)) / (2 eps).
+        forward_passes: M + 2 (2 when M = 1).
+        z_draws: passes over the perturbed tensors that drew a z.
+        candidate_losses: L(theta + eps z_i) of the pool (empty when M = 1).
+        terms: u as (seed, coefficient) pairs: u = sum_i c_i z(s_i).
+    """
+
+    loss: float
+    projected_grads: list[float]
+    forward_passes: int
+    z_draws: int
+    candidate_losses: list[float] = field(default_factory=list)
+    terms: list[tuple[int, float]] = field(default_factory=list)
+
+
+def elite_count(candidates: int, elite_fraction: float) -> int:
+    """k = floor(alpha M), at least 1 (M = 1 has only the elite)."""
+    return max(1, math.floor(elite_fraction * candidates))
+
+
+def guiding_terms(
+    seeds: Sequence[int],
+    losses: Sequence[float],
+    elite_fraction: float,
+    *,
+    normalize: bool = False,
+) -> list[tuple[int, float]]:
+    """MeZO-GV's guiding vector as (seed, coefficient) pairs: +1/k for the k lowest
+    losses (the elite), -1/(M - k) for the rest, so u = mean(elite z) - mean(rest z);
+    ties keep the lower index first. With `normalize`, every coefficient is scaled by
+    1 / sqrt(1/k + 1/(M - k)) (1/sqrt(1/k) when the rest is empty), the inverse of one
+    entry's standard deviation for independent z. M = 1 gives [(s_1, 1.0)]."""
+    m = len(seeds)
+    if m != len(losses) or m == 0:
+        raise ValueError(f"need one loss per seed, got {m} seeds and {len(losses)} losses")
+    order = sorted(range(m), key=lambda i: (losses[i], i))
+    k = elite_count(m, elite_fraction)
+    rest = m - k
+    scale = 1.0
+    if normalize:
+        scale = 1.0 / math.sqrt(1.0 / k + (1.0 / rest if rest else 0.0))
+    coef = {i: scale / k for i in order[:k]}
+    coef.update({i: -scale / rest for i in order[k:]})
+    return [(seeds[i], coef[i]) for i in range(m)]
+
+
+def greedy_terms(seeds: Sequence[int], losses: Sequence[float]) -> list[tuple[int, float]]:
+    """MeZO-Greedy's direction: the candidate of lowest loss (the lower index on a tie)."""
+    if len(seeds) != len(losses) or not seeds:
+        raise ValueError(f"need one loss per seed, got {len(seeds)} and {len(losses)}")
+    best = min(range(len(seeds)), key=lambda i: (losses[i], i))
+    return [(seeds[best], 1.0)]
+
+
+class GuidedSPSA:
+    """MeZO-GV and MeZO-Greedy on an SPSA's tensors, generator and seed trick.
+
+    One step with seed s (candidate i's seed is spsa.perturbation_seed(s, i), so
+    candidate 0's z is the z a MeZO step with seed s draws):
+
+        for i < M: theta += eps z_i; l_i = L(theta); theta -= eps z_i     # M forwards
+        u = guiding_terms(...) (gv) or greedy_terms(...) (greedy)         # seeds only
+        theta += eps u; L+ = L(theta); theta -= 2 eps u; L- = L(theta)    # 2 forwards
+        g = (L+ - L-) / (2 eps); theta += eps u; theta -= lr (g u + wd theta)
+
+    With M = 1 nothing is evaluated and the step is SPSA.step's with q = 1, the same
+    floating-point operations (MeZO bit for bit).
+
+    Memory: by default u is never stored; every pass over the weights regenerates it
+    from its seeds (one z per term in the reused buffer), so the state is M (seed,
+    coefficient) pairs, as MeZO's is one seed. z draws per step: 2M for the candidates,
+    then M per pass along u (3 passes; 4 with weight decay and M > 1): 5M in all for
+    MeZO-GV (3 when M = 1), 2M + 3 for MeZO-Greedy. keep_direction (MeZO-GV) keeps u
+    as one more copy of the perturbed tensors for the step: 2M + M draws.
+    """
+
+    def __init__(self, spsa: SPSA, config: GuidedConfig) -> None:
+        if spsa.config.q != 1 or spsa.config.estimator != "two-sided":
+            raise ValueError("GuidedSPSA needs an SPSA with q = 1 and the two-sided estimator")
+        self.spsa = spsa
+        self.config = config
+
+    def candidate_seeds(self, seed: int) -> list[int]:
+        """The seeds of the step's pool (the first is `seed` itself)."""
+        return [self.spsa.perturbation_seed(seed, i) for i in range(self.config.candidates)]
+
+    @torch.no_grad()
+    def evaluate(
+        self, loss_fn: Callable[[], torch.Tensor | float], seeds: Sequence[int]
+    ) -> list[float]:
+        """L(theta + eps z(s)) for each seed, theta restored after each (2 passes each)."""
+        losses = []
+        for s in seeds:
+            self.spsa.perturb_(s, 1.0)
+            losses.append(float(loss_fn()))
+            self.spsa.perturb_(s, -1.0)
+        return losses
+
+    def terms(self, seeds: Sequence[int], losses: Sequence[float]) -> list[tuple[int, float]]:
+        """The step's direction from the pool's losses."""
+        c = self.config
+        if c.method == "greedy":
+            return greedy_terms(seeds, losses)
+        return guiding_terms(seeds, losses, c.elite_fraction, normalize=c.normalize)
+
+    @torch.no_grad()
+    def step(
+        self, loss_fn: Callable[[], torch.Tensor | float], lr: float, seed: int
+    ) -> GuidedStepResult:
+        """One step (see the class docstring); parameters updated in place."""
+        spsa = self.spsa
+        draws = spsa.draws
+        seeds = self.candidate_seeds(seed)
+        losses: list[float] = []
+        if len(seeds) > 1:
+            losses = self.evaluate(loss_fn, seeds)
+            terms = self.terms(seeds, losses)
+        else:
+            terms = [(seeds[0], 1.0)]
+        eps = spsa.config.eps
+        if self.config.keep_direction and len(terms) > 1:
+            loss_plus, loss_minus, g = self._probe_and_update_kept(loss_fn, terms, lr)
+        else:
+            spsa.perturb_along_(terms, 1.0)
+            loss_plus = float(loss_fn())
+            spsa.perturb_along_(terms, -2.0)
+            loss_minus = float(loss_fn())
+            g = (loss_plus - loss_minus) / (2 * eps)
+            spsa.restore_and_update_along_(terms, g, lr, restore_scale=1.0)
+        return GuidedStepResult(
+            loss=(loss_plus + loss_minus) / 2,
+            projected_grads=[g],
+            forward_passes=len(losses) + 2,
+            z_draws=spsa.draws - draws,
+            candidate_losses=losses,
+            terms=terms,
+        )
+
+    def _probe_and_update_kept(
+        self,
+        loss_fn: Callable[[], torch.Tensor | float],
+        terms: Sequence[tuple[int, float]],
+        lr: float,
+    ) -> tuple[float, float, float]:
+        """The two-point step along u built once and kept (keep_direction): one copy of
+        the perturbed tensors, freed at the end of the step."""
+        spsa = self.spsa
+        eps, wd = spsa.config.eps, spsa.config.weight_decay
+        u: list[torch.Tensor] = [torch.zeros_like(e.param) for e in spsa.entries]
+        for s, c in terms:
+            for k, (_, _, z) in enumerate(spsa.tensor_z(s)):
+                u[k].add_(z, alpha=c)
+        with spsa._pass_threads():
+            for e, v in zip(spsa.entries, u, strict=True):
+                e.param.add_(v, alpha=eps)
+        loss_plus = float(loss_fn())
+        with spsa._pass_threads():
+            for e, v in zip(spsa.entries, u, strict=True):
+                e.param.add_(v, alpha=-2 * eps)
+        loss_minus = float(loss_fn())
+        g = (loss_plus - loss_minus) / (2 * eps)
+        with spsa._pass_threads():
+            for e, v in zip(spsa.entries, u, strict=True):
+                if e.decay and wd != 0.0:
+                    keep = 1.0 - lr * wd
+                    e.param.mul_(keep).add_(v, alpha=keep * eps - lr * g)
+                else:
+                    e.param.add_(v, alpha=eps - lr * g)
+        return loss_plus, loss_minus, g
