@@ -13,6 +13,7 @@ from bench.cli.errors import UsageError
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     from bench.analysis import calibrate
+    from bench.report.claims import verdicts_of_run
 
     for name, low in (("seeds", 1), ("documents", 2), ("replicates", 10), ("workers", 1)):
         value = getattr(args, name)
@@ -21,7 +22,9 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     if args.json and not Path(args.json).parent.is_dir():
         raise UsageError(f"--json: folder {Path(args.json).parent} does not exist")
     seeds = (args.seeds,) if args.seeds else (3, 5)
-    rates, seconds = calibrate.run(seeds, args.documents, args.replicates, args.workers, args.seed)
+    rates, seconds = calibrate.run(
+        verdicts_of_run, seeds, args.documents, args.replicates, args.workers, args.seed
+    )
     print(calibrate.render(rates, seconds))
     if args.json:
         Path(args.json).write_text(

@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench import store
-from bench.analysis.claims import doc_outcomes, evaluate_claims, score_difference
+from bench.analysis.claims import doc_outcomes, score_difference
 from bench.analysis.stats import split_settings
 from bench.format import fmt_memory, fmt_relative, fmt_seconds, method_order, tex_escape
-from bench.report.claims import claims_plot, render_claims
+from bench.report.claims import claims_of_run, claims_plot, render_claims
 from bench.report.history import find_runs, write_history
 from bench.report.index import skipped_lines, write_index
 from bench.report.plots import run_plots
@@ -102,9 +102,10 @@ def write_report(run_dir: Path, out_dir: Path | None = None) -> list[Path]:
         ("tuning.md", tuning_table(run_dir)),
     ]
     claims = None
-    if "hizfo" in {r["method"] for r in records}:
-        claims = evaluate_claims(records, outcomes, method="hizfo", reference=baseline)
-        texts.append(("claims.md", render_claims(claims, records, setting_warnings)))
+    got = claims_of_run(run_dir, reference=baseline)
+    if got is not None:
+        claims = got[0]
+        texts.append(("claims.md", render_claims(*got)))
     written = []
     for name, text in texts:
         if text is None:

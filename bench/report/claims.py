@@ -13,13 +13,56 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.analysis.claims import ClaimVerdict, DosePoint, final_records
+from bench import store
+from bench.analysis.claims import (
+    ClaimVerdict,
+    DosePoint,
+    doc_outcomes,
+    evaluate_claims,
+    final_records,
+)
+from bench.analysis.stats import split_settings
 
 _TITLES = {
     "accuracy": "Claim 1: better accuracy than first-order fine-tuning",
     "time": "Claim 2: less training time",
     "stochasticity": "Claim 3: the ZO part is beneficial stochasticity (escapes sharp minima)",
 }
+
+
+def claims_of_run(
+    run_dir: Path, method: str = "hizfo", reference: str | None = None
+) -> tuple[list[ClaimVerdict], list[dict[str, Any]], list[str]] | None:
+    """The claims of one run directory as `hizfo-bench report` reads them: its trial files
+    (store.read_trials), the final trials, one row per setting (stats.split_settings),
+    the per-document outcomes of samples/, evaluate_claims. None without `method` rows.
+    Returns (claims, the records they were read from, the settings warnings)."""
+    from bench.report.tables import reference_of
+
+    records = [
+        r
+        for r in store.read_trials(Path(run_dir))
+        if (r.get("config") or {}).get("phase", "final") == "final"
+    ]
+    records, warnings = split_settings(records)
+    if method not in {r["method"] for r in records}:
+        return None
+    reference = reference or reference_of({r["method"] for r in records})
+    claims = evaluate_claims(
+        records, doc_outcomes(Path(run_dir)), method=method, reference=reference
+    )
+    return claims, records, warnings
+
+
+def verdicts_of_run(run_dir: Path) -> dict[str, dict[str, str]]:
+    """Each claim's verdict per task and overall ("overall"), read through the report's
+    path, claims.md rendered as `report` renders it (`hizfo-bench calibrate`'s reader)."""
+    got = claims_of_run(run_dir)
+    if got is None:
+        return {}
+    claims, records, warnings = got
+    render_claims(claims, records, warnings)
+    return {c.key: {"overall": c.verdict, **{t.task: t.verdict for t in c.tasks}} for c in claims}
 
 
 def _short(model: str) -> str:
