@@ -8,7 +8,9 @@ its abstract and second-hand reports; this is our documented reconstruction (doc
    FO gradients are clipped.
 2. ZO: an SPSA step (MeZO's seed trick, hizfo.zo) on the ZO tensors, at the same FO
    parameter values, with a seed derived from (seed, step): two-sided by default; the
-   one-sided estimator takes L(theta) from the FO forward, so it costs one forward.
+   one-sided estimator takes L(theta) from the FO forward, so it costs one forward;
+   "gv" and "greedy" (MeZO-GV, MeZO-Greedy: hizfo.zo.GuidedSPSA) score a pool of
+   perturbations first and step along their contrast or the best of them.
 3. AdamW step on the FO tensors (hizfo.adamw, with its LR schedule); gradients freed.
 
 The FO set comes from profile(): per-tensor importance on a few batches, then a selection
@@ -237,7 +239,8 @@ class HiZFOStepResult:
             (L+ + L-) / 2; one-sided: L(theta)).
         forward_passes: 1 for the FO part (if any) plus the ZO part's (2 q two-sided,
             one fewer with shared_forward when both parts run; q one-sided with an FO
-            set, q + 1 without).
+            set, q + 1 without; zo_candidates + 2 with "gv" or "greedy", 2 when
+            zo_candidates is 1).
         backward_passes: 1 if the FO set is not empty, else 0.
         projected_grads: the SPSA projected gradients, one per direction; empty when the
             ZO set is.
@@ -246,7 +249,8 @@ class HiZFOStepResult:
             an FO set, 1 when every tensor is FO. Compare methods by forward_passes +
             backward_depth * backward_passes rather than by pass counts alone.
         z_draws: passes over the ZO weights that drew z from the generator (3 for a
-            two-sided q = 1 step, 2 one-sided, 1 with zo_keep_z, 0 without a ZO set).
+            two-sided q = 1 step, 2 one-sided, 1 with zo_keep_z, 0 without a ZO set; 5M
+            for "gv" and 2M + 3 for "greedy" with M = zo_candidates > 1).
         zo_gain: the first-order decrease of the batch loss that the ZO update predicts,
             (lr_t / q) * sum_i g_i^2 with lr_t the step's ZO learning rate and g_i the
             projected gradients: the update is -(lr_t / q) sum_i g_i z_i, its first-order
