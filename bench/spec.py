@@ -48,6 +48,11 @@ class TrainConfig:
     # which a retried or resumed trial continues. Neither changes the trial id.
     save: str = field(default="none", metadata={"choices": SAVE_CHOICES})
     save_every: int = 0
+    # Seconds a trial may go without progress (a step, or a forward pass while it loads,
+    # evaluates or scores) before the driver stops it and records it failed with
+    # "TimeoutError: no progress for N s at step K"; None: derived from the trial's own
+    # seconds per step (bench/orchestrate/stall.py). Does not change the trial id.
+    stall_timeout_s: float | None = field(default=None, metadata={"gt": 0})
 
 
 @dataclass
@@ -116,6 +121,7 @@ class TrialSpec:
             del d["train"]["precision"]
         # Saving changes no result (tested bit for bit), so it never changes the id.
         del d["train"]["save"], d["train"]["save_every"]
+        del d["train"]["stall_timeout_s"]  # a watchdog's setting, no part of the result
         if self.measure == SharpnessConfig():
             del d["measure"]
         if self.phase == "final":

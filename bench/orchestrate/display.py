@@ -8,7 +8,10 @@ started, finished or failed, and the tally every minute. It goes to stderr so th
 
 What a running trial is doing comes from its progress file (bench/train/
 progress.py), so the view works with Ray's log forwarding off. A trial counts as
-running once its worker wrote that file; until then it is queued.
+running once its worker wrote that file; until then it is queued. A running trial
+without progress for a quarter of its stall limit (bench/orchestrate/stall.py) is marked
+``STALLED: no progress for t (stopped at T)`` and counted in the tally, before the sweep
+stops it at T; on a pipe the first mark is one line.
 
 The tally names the phase the sweep runs (``tuning``, ``target setting`` or ``final``,
 from the trial specs' ``phase``) and a rough ETA for the whole sweep (``sweep_eta``):
@@ -27,6 +30,8 @@ from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
 from tqdm import tqdm
+
+from bench.orchestrate.stall import marked
 
 _REDRAW_SECONDS = 0.5  # terminal: at most two redraws a second
 _TALLY_SECONDS = 60.0  # pipe: the tally once a minute
@@ -92,10 +97,22 @@ def trial_line(trial_id: str, progress: dict[str, Any] | None) -> str:
     loss_text = f"  loss {loss:.4f}" if isinstance(loss, int | float) else ""
     if phase == "training" and step:
         eta = tqdm.format_interval(_train_eta(progress) or 0.0)
-        return f"{trial_id}  step {step}/{total}{loss_text}  ETA {eta}"
-    if phase == "evaluating":
-        return f"{trial_id}  evaluating ({step}/{total} steps{loss_text})"
-    return f"{trial_id}  {phase}"
+        line = f"{trial_id}  step {step}/{total}{loss_text}  ETA {eta}"
+    elif phase == "evaluating":
+        line = f"{trial_id}  evaluating ({step}/{total} steps{loss_text})"
+    else:
+        line = f"{trial_id}  {phase}"
+    return line + stall_mark(progress)
+
+
+def stall_mark(progress: dict[str, Any] | None) -> str:
+    """``  STALLED: no progress for t (stopped at T)`` for a trial stall.marked, else ''."""
+    if not marked(progress):
+        return ""
+    assert progress is not None
+    silent = tqdm.format_interval(float(progress["silent_seconds"]))
+    limit = tqdm.format_interval(float(progress["stall_limit"]))
+    return f"  STALLED: no progress for {silent} (stopped at {limit})"
 
 
 class SweepDisplay:
@@ -130,6 +147,7 @@ class SweepDisplay:
         self.ok = self.failed = 0
         self.running: dict[str, dict[str, Any] | None] = {}
         self._seen: set[str] = set()
+        self._stalled: set[str] = set()  # trials marked stalled so far
         self._drawn = 0  # lines of the block on screen now
         self._last_draw = 0.0
         self._last_tally = clock()
@@ -149,9 +167,12 @@ class SweepDisplay:
     def tally(self) -> str:
         queued = self.total - self.ok - self.failed - len(self.running)
         elapsed = tqdm.format_interval(self._clock() - self._t0)
+        stalled = sum(marked(p) for p in self.running.values())
         text = (
             f"trials: {self.ok + self.failed}/{self.total} finished ({self.ok} ok, "
-            f"{self.failed} failed), {len(self.running)} running, {queued} queued, {elapsed}"
+            f"{self.failed} failed), {len(self.running)} running"
+            + (f" ({stalled} stalled)" if stalled else "")
+            + f", {queued} queued, {elapsed}"
         )
         if self.ok + self.failed < self.total:
             eta = self.eta()
@@ -173,6 +194,11 @@ class SweepDisplay:
             self._started[trial_id] = now
             if not self.live:
                 self._print(f"started: {trial_id}")
+        for trial_id, progress in sorted(self.running.items()):
+            if marked(progress) and trial_id not in self._stalled:
+                self._stalled.add(trial_id)  # once per trial on a pipe
+                if not self.live:
+                    self._print(f"stalled: {trial_line(trial_id, progress)}")
         if self.live and now - self._last_draw >= _REDRAW_SECONDS:
             self._draw()
         elif not self.live and now - self._last_tally >= _TALLY_SECONDS:

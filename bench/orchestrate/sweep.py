@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import store
-from bench.orchestrate import runlock, session
+from bench.orchestrate import runlock, session, stall
 from bench.orchestrate.display import SweepDisplay, phase_label
 from bench.spec import TrialSpec
 from bench.train.progress import clear_progress, progress_dir, read_progress
@@ -311,7 +311,9 @@ def _collect(
     submit: Any,
 ) -> None:
     """Wait for each trial, write its file as soon as it arrives, keep the display current;
-    a trial whose worker died is submitted again until it has had 1 + max_retries attempts."""
+    a trial whose worker died is submitted again until it has had 1 + max_retries attempts;
+    a trial without progress for longer than its stall limit is stopped and recorded
+    failed (bench/orchestrate/stall.py)."""
     import ray
 
     from bench.train.recipe import failed_record
@@ -321,9 +323,7 @@ def _collect(
         # the display sees the progress files between results.
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
         if not ready:
-            display.update(
-                {a.spec.trial_id: read_progress(run_dir, a.spec.trial_id) for a in pending.values()}
-            )
+            display.update(_watch(pending, run_dir, sweep, display))
             continue
         attempt = pending.pop(ready[0])
         spec = attempt.spec
@@ -355,21 +355,75 @@ def _collect(
             who = {"pid": worker.get("pid"), "node_id": worker.get("node_id")}
             outcome = "ok" if record.get("status") == "ok" else "failed"
             entry = _attempt_entry(attempt, run_dir, end, outcome, who)
-        each = [*attempt.history, entry]
-        lost = [a for a in each[:-1] if a["outcome"].startswith("worker died")]
-        record["attempts"] = {
-            "count": len(each),
-            "lost_seconds": sum(a["seconds"] for a in lost),
-            "each": each,
-        }
-        try:
-            store.write_trial(run_dir, record)
-        except OSError as e:
-            target = store.trials_dir(run_dir) / f"{spec.trial_id}.json"
-            raise _write_error(target, e, len(sweep.records)) from None
-        sweep.records.append(record)
-        display.finished(spec.trial_id, record)
-        (progress_dir(run_dir) / f"{spec.trial_id}.json").unlink(missing_ok=True)
+        _keep(record, attempt, entry, run_dir, sweep, display)
+
+
+def _keep(
+    record: dict[str, Any],
+    attempt: _Attempt,
+    entry: dict[str, Any],
+    run_dir: Path,
+    sweep: Sweep,
+    display: SweepDisplay,
+) -> None:
+    """Write a trial's file with its attempts, count it, show it, drop its progress file."""
+    spec = attempt.spec
+    each = [*attempt.history, entry]
+    lost = [a for a in each[:-1] if a["outcome"].startswith("worker died")]
+    record["attempts"] = {
+        "count": len(each),
+        "lost_seconds": sum(a["seconds"] for a in lost),
+        "each": each,
+    }
+    try:
+        store.write_trial(run_dir, record)
+    except OSError as e:
+        target = store.trials_dir(run_dir) / f"{spec.trial_id}.json"
+        raise _write_error(target, e, len(sweep.records)) from None
+    sweep.records.append(record)
+    display.finished(spec.trial_id, record)
+    (progress_dir(run_dir) / f"{spec.trial_id}.json").unlink(missing_ok=True)
+
+
+def _watch(
+    pending: dict[Any, _Attempt], run_dir: Path, sweep: Sweep, display: SweepDisplay
+) -> dict[str, dict[str, Any] | None]:
+    """The progress of every pending trial, for the display, each with its silence and
+    stall limit; a trial silent for longer than its limit is stopped here: its worker is
+    killed (its checkpoints stay) and it is recorded failed with a TimeoutError."""
+    import ray
+
+    from bench.train.recipe import failed_record
+
+    now = time.time()
+    shown: dict[str, dict[str, Any] | None] = {}
+    for ref, attempt in list(pending.items()):
+        spec = attempt.spec
+        progress = read_progress(run_dir, spec.trial_id)
+        if progress and attempt.number > 1 and progress.get("time", 0) < attempt.submitted:
+            progress = None  # an earlier attempt's file: this one has not started yet
+        silent = stall.silence(progress, now)
+        if progress is None or silent is None:
+            shown[spec.trial_id] = progress
+            continue
+        limit = stall.stall_limit(spec, progress)
+        if silent <= limit:
+            shown[spec.trial_id] = {**progress, "silent_seconds": silent, "stall_limit": limit}
+            continue
+        ray.cancel(ref, force=True)  # kills the worker: a hung step never returns
+        pending.pop(ref)
+        error = stall.stall_error(silent, progress)
+        log.warning("%s: stopped, %s", spec.trial_id, error)
+        record = failed_record(spec, error)
+        source = "train.stall_timeout_s" if spec.train.stall_timeout_s else "derived"
+        record["traceback"] = (
+            f"stopped by the driver: no progress for {silent:.0f} s, over the stall limit "
+            f"of {limit:.0f} s ({source}); last seen {progress.get('phase')} at step "
+            f"{progress.get('step')} of {progress.get('total_steps')}"
+        )
+        entry = _attempt_entry(attempt, run_dir, time.time(), "stalled", None)
+        _keep(record, attempt, entry, run_dir, sweep, display)
+    return shown
 
 
 def _release(pending: dict[Any, _Attempt], started_here: bool) -> None:

@@ -12,6 +12,13 @@ those trials as queued until their result arrives (docs/orchestration.md).
 A file holds: ``phase`` (``loading`` | ``training`` | ``evaluating``), ``step``,
 ``total_steps``, ``loss`` (the last window mean, or null), ``train_seconds`` (train
 clock at that step), ``pid`` and ``time`` (wall-clock of the write, for staleness).
+
+``time`` is the trial's heartbeat (``Heartbeat``): it is refreshed, at most once every
+``BEAT_SECONDS``, after every training step and, outside the training steps (loading,
+set-up, evaluation points, sharpness, test scoring), after every forward pass of the
+model. The driver stops a trial whose heartbeat is older than its stall limit
+(bench/orchestrate/stall.py). Inside a step only the step's end counts, so a ``step()``
+that never returns stops the heartbeat even if it runs forward passes.
 """
 
 from __future__ import annotations
@@ -20,10 +27,14 @@ import contextlib
 import json
 import os
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from bench.train.hooks import Hook, LoopState
+
+# The heartbeat rewrites the progress file at most this often (seconds).
+BEAT_SECONDS = 1.0
 
 
 def progress_dir(run_dir: Path) -> Path:
@@ -58,27 +69,77 @@ def clear_progress(run_dir: Path, trial_ids: list[str]) -> None:
         (progress_dir(run_dir) / f"{trial_id}.json").unlink(missing_ok=True)
 
 
-class ProgressFile(Hook):
-    """The training loop's side of the progress file: step and loss every log point."""
+class Heartbeat:
+    """A trial's progress file, kept fresh while the trial makes progress.
 
-    def __init__(self, run_dir: Path, trial_id: str) -> None:
+    ``write`` sets fields and rewrites the file now; ``beat`` rewrites it with the same
+    fields and a new ``time`` when BEAT_SECONDS have passed since the last write.
+    ``attach`` makes every forward pass of a model a beat while ``armed`` (the recipe
+    disarms it for the training steps, where only a finished step counts).
+    """
+
+    def __init__(
+        self, run_dir: Path, trial_id: str, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.run_dir, self.trial_id = Path(run_dir), trial_id
-        self.loss: float | None = None
+        self.fields: dict[str, Any] = {"phase": "loading", "step": 0, "total_steps": 0}
+        self.fields["loss"] = None
+        self.armed = True
+        self._clock = clock
+        self._last = float("-inf")
 
-    def _write(self, state: LoopState, phase: str) -> None:
-        write_progress(
-            self.run_dir,
-            self.trial_id,
-            phase=phase,
-            step=state.step,
-            total_steps=state.total_steps,
-            loss=self.loss,
-            train_seconds=state.clock.seconds,
-        )
+    def write(self, **fields: Any) -> None:
+        self.fields.update(fields)
+        self._last = self._clock()
+        write_progress(self.run_dir, self.trial_id, **self.fields)
+
+    def beat(self, **fields: Any) -> None:
+        self.fields.update(fields)
+        if self._clock() - self._last >= BEAT_SECONDS:
+            self.write()
+
+    def _on_forward(self, module: Any, args: Any, output: Any) -> None:
+        if self.armed:
+            self.beat()
+
+    def attach(self, model: Any) -> Any:
+        """Beat after every forward pass of `model` while armed; returns the hook handle."""
+        return model.register_forward_hook(self._on_forward)
+
+    @contextlib.contextmanager
+    def forwards_count(self) -> Iterator[None]:
+        """Forward passes count as progress inside the block (an evaluation point)."""
+        armed, self.armed = self.armed, True
+        try:
+            yield
+        finally:
+            self.armed = armed
+
+
+class ProgressFile(Hook):
+    """The training loop's side of the progress file: the step after every step (at most
+    once every BEAT_SECONDS), the loss every log point."""
+
+    def __init__(self, run_dir: Path, trial_id: str, heartbeat: Heartbeat | None = None) -> None:
+        self.heartbeat = heartbeat or Heartbeat(run_dir, trial_id)
+
+    def _fields(self, state: LoopState, phase: str) -> dict[str, Any]:
+        return {
+            "phase": phase,
+            "step": state.step,
+            "total_steps": state.total_steps,
+            "train_seconds": state.clock.seconds,
+        }
+
+    def on_step(self, state: LoopState, stats: Any) -> None:
+        self.heartbeat.beat(**self._fields(state, "training"))
 
     def on_log(self, state: LoopState, point: dict[str, Any]) -> None:
-        self.loss = float(point["loss"])
-        self._write(state, "training" if state.step < state.total_steps else "evaluating")
+        phase = "training" if state.step < state.total_steps else "evaluating"
+        self.heartbeat.write(loss=float(point["loss"]), **self._fields(state, phase))
+
+    def on_eval_point(self, state: LoopState, point: dict[str, Any]) -> None:
+        self.heartbeat.beat()
 
     def on_end(self, state: LoopState) -> None:
-        self._write(state, "evaluating")
+        self.heartbeat.write(**self._fields(state, "evaluating"))

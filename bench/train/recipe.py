@@ -20,6 +20,7 @@ Measurements (the exact definitions the report relies on; all wall-clock times a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
@@ -67,7 +68,7 @@ from bench.train.hooks import (
     TrainClock,
     loss_point,
 )
-from bench.train.progress import ProgressFile
+from bench.train.progress import Heartbeat, ProgressFile
 from bench.train.trackers import tracker_hooks
 
 log = logging.getLogger("hizfo_bench.train")
@@ -135,6 +136,8 @@ class TrialRecipe:
         self.extra_hooks: list[Hook] = list(hooks or [])  # the caller's: trackers, tests
         self.checkpoints = trial_checkpoints(spec, self.run_dir)
         self.resumed: dict[str, Any] | None = None  # the loop state a checkpoint restored
+        # The progress file's heartbeat (bench/train/progress.py), in a run folder only.
+        self.heartbeat = Heartbeat(self.run_dir, spec.trial_id) if self.run_dir else None
 
     # ---- setup: data, method, model, profiling -------------------------------------
 
@@ -153,6 +156,8 @@ class TrialRecipe:
             spec.model, dtype=self.precision.weights_dtype, device=self.device
         )
         self.model = self.place(self.model)
+        if self.heartbeat is not None:  # forward passes outside the steps are progress
+            self.heartbeat.attach(self.model)
         record.model_info = {
             "parameters": info.parameters,
             "dtype": info.dtype,
@@ -281,7 +286,7 @@ class TrialRecipe:
         if self.run_dir is not None:
             trial_id = self.spec.trial_id
             hooks.append(MetricsFile(self.run_dir / "metrics" / f"{trial_id}.jsonl"))
-            hooks.append(ProgressFile(self.run_dir, trial_id))
+            hooks.append(ProgressFile(self.run_dir, trial_id, self.heartbeat))
         return Hooks([*hooks, *self.extra_hooks])
 
     # ---- train: the loop, on the train clock ----------------------------------------
@@ -309,6 +314,10 @@ class TrialRecipe:
         elif evaluator:  # step 0: where every method starts
             hooks.on_eval_point(state, evaluator.measure(state))
         clock.start(*(self.resumed["clock"] if self.resumed else (0.0, 0.0)))
+        beat = self.heartbeat
+        if beat is not None:  # inside the loop only a finished step is progress
+            beat.write(phase="training", step=start, total_steps=steps)
+            beat.armed = False
         for step in bar:
             batch = self._collate(next(stream))
             state.tokens += int(batch["attention_mask"].sum())
@@ -324,11 +333,15 @@ class TrialRecipe:
                 window.clear()
                 hooks.on_log(state, point)
             if evaluator and evaluator.due(state):
-                hooks.on_eval_point(state, evaluator.measure(state))
+                with beat.forwards_count() if beat else contextlib.nullcontext():
+                    dev_point = evaluator.measure(state)
+                hooks.on_eval_point(state, dev_point)
             if ckpt and ckpt.due(state.step, steps):  # off the train clock
                 loop = self._loop_state(state, stream, window)
                 with clock.paused():
                     self._checkpoint(loop, final=False)
+        if beat is not None:
+            beat.armed = True
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         final = self._loop_state(state, stream, window) if self._final_due() else None
