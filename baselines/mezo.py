@@ -12,7 +12,7 @@ default, so a default run is MeZO as published.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -31,7 +31,8 @@ class MeZOConfig:
             1e-7 (batch 16, eps 1e-3, 20k steps); the embedded 135M model trains for a
             few dozen to a few hundred steps here, so the mini suite uses the value a
             small sweep chose (see the defaults table in docs/methods.md).
-        eps: perturbation scale; 1e-3 as in MeZO.
+        eps: perturbation scale, > 0 (the projected gradient divides by 2 eps); 1e-3 as
+            in MeZO.
         q: perturbations per step (each costs two forward passes); MeZO uses 1.
         weight_decay: applied to every tensor but biases and norm weights, as in MeZO.
         schedule: "constant" (MeZO's default), "linear" or "cosine" decay to 0
@@ -50,7 +51,7 @@ class MeZOConfig:
     """
 
     lr: float = 1e-6
-    eps: float = 1e-3
+    eps: float = field(default=1e-3, metadata={"gt": 0})  # 0 divides by zero in SPSA
     q: int = 1
     weight_decay: float = 0.0
     schedule: str = "constant"

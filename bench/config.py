@@ -173,6 +173,40 @@ def build(cls: type[T], data: dict[str, Any] | None, where: str) -> T:
         raise ConfigError(f"{where}: {e}") from None
 
 
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` that refuses a key given twice in one mapping (PyYAML keeps the
+    last silently: a method listed twice would drop the first's settings); the error is a
+    ``yaml.YAMLError`` with the second key's position, for `yaml_error_line`."""
+    import yaml
+
+    return yaml.load(text, Loader=_unique_key_loader())
+
+
+@functools.cache
+def _unique_key_loader() -> type:
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+            first: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    if key in first:
+                        raise yaml.constructor.ConstructorError(
+                            None,
+                            None,
+                            f"duplicate key {key!r} (first at line {first[key] + 1})",
+                            key_node.start_mark,
+                        )
+                    first[key] = key_node.start_mark.line
+                except TypeError:  # an unhashable key: SafeLoader's own error follows
+                    continue
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
+
+
 def yaml_error_line(path: Any, e: Exception) -> str:
     """A YAML error (yaml.YAMLError) as one line: ``file:line:column: problem`` (1-based,
     like compilers); `path` names the source (a file, or ``--set KEY`` for a value)."""

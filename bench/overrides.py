@@ -38,7 +38,7 @@ from typing import Any
 
 import yaml
 
-from bench.config import ConfigError, yaml_error_line
+from bench.config import ConfigError, load_yaml, yaml_error_line
 
 _ENTRY_SECTIONS = ("methods", "tasks")  # mappings of name -> {config:, train:, ...}
 FILTER_KEYS = ("methods", "tasks", "models", "seeds")
@@ -52,7 +52,7 @@ def parse_assignment(text: str) -> tuple[list[str], Any]:
     if not sep or not all(path):
         raise ConfigError(f"--set {text!r}: expected KEY=VALUE with a dotted KEY")
     try:
-        parsed = yaml.safe_load(value) if value.strip() else None
+        parsed = load_yaml(value) if value.strip() else None
     except yaml.YAMLError as e:
         raise ConfigError(yaml_error_line(f"--set {text!r}", e)) from None
     return path, parsed

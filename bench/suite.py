@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from bench.config import ConfigError, build, yaml_error_line
+from bench.config import ConfigError, build, load_yaml, yaml_error_line
 from bench.measure.sharpness import SharpnessConfig
 from bench.spec import DevConfig, EvalConfig, ResourcesConfig, TrainConfig, TrialSpec
 
@@ -50,6 +50,27 @@ _SUITE_KEYS = {
 _OVERRIDE_KEYS = {"config", "by_task", "train", "eval", "dev", "measure", "resources", "search"}
 # Keys that only a method entry has (a task has no method config).
 _METHOD_ONLY_KEYS = {"config", "by_task", "search"}
+
+
+# Seeds seed torch, NumPy and the data order: torch takes any 64-bit seed, so a larger
+# integer would pass here and fail in every worker.
+MAX_SEED = 2**63 - 1
+
+
+def check_name(name: Any, where: str) -> None:
+    """A suite's `name` names its run folder (``results/runs/<name>-<time>``): it must be a
+    plain file name, never a path (``../x``, ``a/b``) or empty."""
+    plain = (
+        isinstance(name, str)
+        and name not in ("", ".", "..")
+        and not any(c in name for c in "/\\\0")
+        and name.isprintable()
+    )
+    if not plain:
+        raise ConfigError(
+            f"{where}: {name!r} is not a plain file name (it names the run folder "
+            "results/runs/<name>-<time>: no '/', not empty, not '.' or '..')"
+        )
 
 
 def bundled_suites() -> list[str]:
@@ -107,7 +128,7 @@ def read_suite(name_or_path: str) -> tuple[Path, dict[str, Any]]:
     """The suite file's path and its raw mapping (YAML checked, nothing else yet)."""
     path = resolve_suite_path(name_or_path)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = load_yaml(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(yaml_error_line(path, e)) from None
     except (OSError, UnicodeDecodeError) as e:
@@ -181,9 +202,15 @@ def expand(
     definitions, raw_tasks = split_definitions(raw["tasks"])
     tasks = _as_mapping(raw_tasks, f"{where}.tasks", _OVERRIDE_KEYS - _METHOD_ONLY_KEYS)
     methods = _as_mapping(raw["methods"], f"{where}.methods")
+    if "name" in raw:
+        check_name(raw["name"], f"{where}.name")
     seeds = raw.get("seeds", [0])
-    if not isinstance(seeds, list) or not all(type(s) is int and s >= 0 for s in seeds):
-        raise ConfigError(f"{where}.seeds: expected a list of integers >= 0, got {seeds!r}")
+    if not isinstance(seeds, list) or not all(type(s) is int and 0 <= s <= MAX_SEED for s in seeds):
+        raise ConfigError(
+            f"{where}.seeds: expected a list of integers in 0..{MAX_SEED}, got {seeds!r}"
+        )
+    if not seeds:
+        raise ConfigError(f"{where}.seeds: must name at least one seed, got []")
     if len(set(seeds)) < len(seeds):
         raise ConfigError(f"{where}.seeds: {seeds!r} repeats a seed (a trial would run twice)")
     for key in ("train", "eval", "dev", "measure", "resources"):
@@ -449,7 +476,8 @@ def suite_schema(methods: list[str] | None = None) -> dict[str, Any]:
             },
             "seeds": {
                 "type": "array",
-                "items": {"type": "integer", "minimum": 0},
+                "items": {"type": "integer", "minimum": 0, "maximum": MAX_SEED},
+                "minItems": 1,
                 "uniqueItems": True,
             },
             **sections,

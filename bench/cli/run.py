@@ -85,6 +85,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from bench.cli.suites import print_config
 
         return print_config(suite, run_dir)
+    from bench.resume import settings_note  # an edited suite resumed into its old run dir
+
+    if note := settings_note(specs, run_dir):
+        print(note, file=sys.stderr)
     if args.dry_run:
         done = store.finished_ids(run_dir) if run_dir.exists() else set()
         tune = tuning_specs(specs, suite.tuning) if suite.tuning else []

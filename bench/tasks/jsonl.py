@@ -122,6 +122,10 @@ class JsonlTask(Task):
             cfg.target_delimiter = "" if cfg.family == "code" else " "
         for split in SPLITS:
             path = Path(getattr(cfg, split))
+            if path.is_dir():
+                raise TaskDataError(
+                    f"{where}: {split} file {str(path)!r} is a directory, not a JSONL file"
+                )
             if not path.is_file():
                 raise TaskDataError(f"{where}: {split} file {str(path)!r} does not exist")
         digest = _digest([Path(getattr(cfg, s)) for s in SPLITS])
@@ -211,6 +215,12 @@ def _digest(paths: list[Path]) -> str:
 
 
 @cache
+def _no_constant(name: str) -> Any:
+    """NaN, Infinity and -Infinity, which Python's json reads but JSON does not have: an
+    answer of NaN would train on the text "nan"."""
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def read_rows(
     path: str, size: int, mtime_ns: int, fields: tuple[tuple[str, str], ...]
 ) -> tuple[dict[str, str], ...]:
@@ -230,7 +240,7 @@ def read_rows(
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = json.loads(line, parse_constant=_no_constant)
         except ValueError as e:
             raise TaskDataError(f"{path}:{lineno}: not valid JSON ({e})") from None
         if not isinstance(obj, dict):
