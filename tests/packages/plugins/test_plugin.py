@@ -3,10 +3,10 @@ through the entry-point group only, run through a suite, present in the results 
 
 from __future__ import annotations
 
-import fcntl
-import importlib
 import importlib.util
+import os
 import shutil
+import site
 import subprocess
 import sys
 from importlib.metadata import EntryPoint
@@ -34,32 +34,39 @@ SUITE = {
 
 @pytest.fixture(scope="session")
 def zo_signsgd_installed(tmp_path_factory):
-    """Install the example plugin into this interpreter's environment (idempotent).
+    """Install the example plugin into a folder of its own (pip --target, as the plugin
+    guide's test does), never into the running venv; yields that folder.
 
-    Non-editable, so the package lands in site-packages, which this process and the Ray
-    workers already have on sys.path (an editable install's .pth file is only read at
-    start-up). Built from a copy, so no build/ or egg-info lands in the source tree;
-    offline when the venv has setuptools (--no-index, --no-deps, no build isolation);
-    under a file lock, since other test sessions may share the venv.
+    The folder goes first on this process's sys.path (entry points are found there) and
+    on the Ray workers' PYTHONPATH (the sweep's per-task environment), so both see the
+    plugin while the venv stays as it was. Built from a copy, so no build/ or egg-info
+    lands in the source tree; offline when the venv has setuptools (--no-index, --no-deps,
+    no build isolation).
     """
-    src = tmp_path_factory.mktemp("plugin") / EXAMPLE.name
+    from bench.orchestrate import session
+
+    root = tmp_path_factory.mktemp("plugin")
+    src, target = root / EXAMPLE.name, root / "site"
     shutil.copytree(
         EXAMPLE, src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__")
     )
-    cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--force-reinstall"]
+    cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(target)]
     cmd += ["--disable-pip-version-check", "-q"]
     if importlib.util.find_spec("setuptools") is not None:
         cmd += ["--no-index", "--no-build-isolation"]
     # else (venvs of Python >= 3.12 ship without setuptools): pip fetches the build
     # backend into an isolated build environment, which needs the package index.
-    with open(Path(sys.prefix) / ".hizfo-bench-plugin-install.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        done = subprocess.run([*cmd, str(src)], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([*cmd, str(src)], capture_output=True, text=True, timeout=300)
     if done.returncode != 0:
         pytest.fail(f"installing {EXAMPLE} failed:\n{done.stdout}\n{done.stderr}")
-    importlib.invalidate_caches()
-    registry._entry_points.cache_clear()
-    yield
+    worker_env = session._worker_env
+    path = os.pathsep.join(p for p in (str(target), os.environ.get("PYTHONPATH", "")) if p)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.syspath_prepend(str(target))
+        mp.setattr(session, "_worker_env", lambda: {**worker_env(), "PYTHONPATH": path})
+        registry._entry_points.cache_clear()
+        yield target
+        sys.modules.pop("zo_signsgd", None)
     registry._entry_points.cache_clear()
 
 
@@ -69,6 +76,10 @@ def test_plugin_registers_through_its_own_distribution(zo_signsgd_installed):
     assert ep.dist is not None and ep.dist.name == "hizfo-bench-zo-signsgd"
     cls = load_method("zo-signsgd")
     assert cls.__module__ == "zo_signsgd"
+    # From the temporary target; the running venv never gets it.
+    assert Path(sys.modules["zo_signsgd"].__file__).is_relative_to(zo_signsgd_installed)
+    venv = [Path(p) for p in [*site.getsitepackages(), site.getusersitepackages()]]
+    assert not [p for p in venv if (p / "zo_signsgd").exists() or [*p.glob("*zo_signsgd*")]]
 
 
 @pytest.mark.integration
