@@ -29,6 +29,7 @@ SUBCOMMANDS = (
     "cp",
     "perf",
     "calibrate",
+    "published",
 )
 
 # `hizfo-bench COMMAND --help` ends with these, unless the command's module gives its own.
@@ -140,12 +141,12 @@ def main(argv: list[str] | None = None) -> int:
     ) as e:
         print(f"hizfo-bench: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM during run (exit 143)
         print(
             "hizfo-bench: interrupted; finished trials are saved (run again to resume)",
             file=sys.stderr,
         )
-        return 130
+        return int(getattr(e, "exit_code", 130))
     except BrokenPipeError:  # `hizfo-bench run --dry-run | head`: the reader left
         sys.stderr.close()
         return 0

@@ -65,8 +65,9 @@ __all__ = [
 ]
 
 
-def write_report(run_dir: Path, out_dir: Path | None = None) -> list[Path]:
-    """Tables and plots of one run into RUN_DIR/report/; returns the files written.
+def write_report(run_dir: Path, out_dir: Path | None = None, plots: bool = True) -> list[Path]:
+    """Tables and plots of one run into RUN_DIR/report/; returns the files written
+    (`plots` False: the text files only).
 
     Tuning trials (phase "tune") only appear in tuning.md; every other table and plot
     shows the final trials.
@@ -113,9 +114,10 @@ def write_report(run_dir: Path, out_dir: Path | None = None) -> list[Path]:
         path = out_dir / name
         path.write_text(text)
         written.append(path)
-    written += run_plots(records, frame, out_dir / "plots")
-    if claims:
-        written += claims_plot(claims, out_dir / "plots")
+    if plots:
+        written += run_plots(records, frame, out_dir / "plots")
+        if claims:
+            written += claims_plot(claims, out_dir / "plots")
     written.append(write_trials_csv(run_dir, out_dir))
     written.append(write_index(run_dir, out_dir))  # last: it links what is on disk
     return written
