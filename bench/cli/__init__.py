@@ -142,11 +142,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hizfo-bench: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM during run (exit 143)
+        from bench.orchestrate.signals import exit_code
+
         print(
             "hizfo-bench: interrupted; finished trials are saved (run again to resume)",
             file=sys.stderr,
         )
-        return int(getattr(e, "exit_code", 130))
+        return exit_code(e)
     except BrokenPipeError:  # `hizfo-bench run --dry-run | head`: the reader left
         sys.stderr.close()
         return 0

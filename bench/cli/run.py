@@ -69,6 +69,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(json.dumps(suite_schema(methods), indent=1))
         return 0
     check_flags(args)
+    from bench.orchestrate import signals
+
+    # SIGTERM stops the run like Ctrl-C (exit 143), and Ctrl-C works even when the run
+    # was started with SIGINT ignored (in the background of a script).
+    signals.install()
     try:  # a tracker whose package is missing fails here, before anything runs
         check_tracker(args.tracker)
     except TrackerError as e:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.orchestrate import signals
 from bench.spec import TrialSpec
 
 log = logging.getLogger("hizfo_bench.sweep")
@@ -238,8 +239,23 @@ def _release_memory() -> None:
     release_freed_memory()
 
 
+def _watch_driver(driver: dict[str, Any] | None) -> None:
+    """End this worker when its driver dies (bench/orchestrate/deathwatch.py): a watch
+    thread, and a check before every checkpoint write."""
+    if not driver:
+        return
+    from bench.orchestrate import deathwatch
+    from bench.train import checkpoint
+
+    deathwatch.watch(driver)
+    checkpoint.WRITE_GUARDS[:] = [lambda: deathwatch.exit_if_orphaned(driver)]
+
+
 def _execute(
-    spec_dict: dict[str, Any], run_dir: str | None = None, tracker: str = "none"
+    spec_dict: dict[str, Any],
+    run_dir: str | None = None,
+    tracker: str = "none",
+    driver: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Body of the Ray task: threads sized to the CPUs Ray gave this trial.
 
@@ -249,6 +265,7 @@ def _execute(
     threads, memory window) is set up again here.
     """
     global _served
+    _watch_driver(driver)  # first: a worker of a dead driver writes nothing more
     t0 = time.perf_counter()
     age = _process_age_seconds()
     _served += 1
@@ -341,7 +358,9 @@ def start_ray(address: str | None, num_cpus: int | None, *, log_to_driver: bool 
         # A private cluster that lives as long as this process needs no token (Ray >=
         # 2.59 turns token authentication on by default and warns about it).
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(**kwargs)
+    # ray.init sets its own SIGTERM handler (it aborts a driver inside ray.wait); the
+    # CLI's, SIGTERM like Ctrl-C, stays in force (bench/orchestrate/signals.py).
+    signals.keeping_ours(lambda: ray.init(**kwargs))
     return True
 
 

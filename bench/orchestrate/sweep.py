@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import store
-from bench.orchestrate import runlock, session, stall
+from bench.orchestrate import deathwatch, runlock, session, stall
 from bench.orchestrate.display import SweepDisplay, phase_label
 from bench.spec import TrialSpec
 from bench.train.progress import clear_progress, progress_dir, read_progress
@@ -252,13 +252,14 @@ def _run_locked(
                 f"1 GPU + {res.num_cpus:g} CPU" if res.num_gpus else f"{res.num_cpus:g} CPU",
             )
             remote = session.remote_trial(res, 0, trials_per_worker)
+            driver = deathwatch.driver_identity()  # workers end when this process dies
 
             def submit(spec: TrialSpec, number: int, history: list[dict[str, Any]]) -> Any:
                 # A trial over several devices holds them all, with CPUs in proportion.
                 n = spec.resources.gpus if res.num_gpus else spec.resources.processes or 1
                 many = {"num_gpus": n if res.num_gpus else 0, "num_cpus": n * res.num_cpus}
                 task = remote.options(**many) if n > 1 else remote
-                ref = task.remote(spec.to_dict(), str(run_dir), tracker)
+                ref = task.remote(spec.to_dict(), str(run_dir), tracker, driver)
                 pending[ref] = _Attempt(spec, number, time.time(), history)
                 return ref
 

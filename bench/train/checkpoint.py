@@ -47,7 +47,7 @@ import os
 import random
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,10 @@ METHOD_STATE = "method_state.pt"
 LOOP_STATE = "loop_state.pt"
 ADAPTER = "adapter"
 SHARD_SIZE = "256MB"
+# Called before every checkpoint write; one may end the process (a worker whose driver
+# died: bench/orchestrate/deathwatch.py) so that no checkpoint is begun after that.
+WRITE_GUARDS: list[Callable[[], None]] = []
+
 # Intermediate checkpoints kept: the newest and the one before, to fall back on when the
 # newest does not load.
 KEEP_INTERMEDIATE = 2
@@ -338,6 +342,8 @@ class TrialCheckpoints:
     ) -> Path:
         """Write a checkpoint after `step` steps: intermediate into ``step-<step>/``
         (replacing older ones), final into the trial's folder itself."""
+        for guard in WRITE_GUARDS:
+            guard()
         t0 = time.perf_counter()
         meta = {
             "trial_id": self.trial_id,
