@@ -57,3 +57,22 @@ def test_claims_suite_runs_the_whole_argument():
             base = dict(by[("hizfo", s.task, s.seed)].method_config)
             assert {**base, "zo_lr": s.method_config["zo_lr"]} == s.method_config
             assert s.method_config["zo_lr"] == by[("mezo", s.task, s.seed)].method_config["lr"]
+
+
+def test_mezo_gv_rows_take_mezos_settings_in_smoke_and_their_papers_in_paper():
+    """plugins/mezo-gv's methods: smoke runs them at mezo's smoke settings; paper at their
+    paper's (Jin, Cen and Tan: q = 1, batch 16, eps 1e-3, lr 2e-7 on OPT, 10,000 steps)."""
+    pools = ("mezo-gv", "mezo-greedy")
+    smoke = {s.method: s for s in load_plan("smoke", check_sources=False).specs}
+    for name in pools:
+        assert smoke[name].method_config["lr"] == smoke["mezo"].method_config["lr"]
+        assert smoke[name].method_config["eps"] == smoke["mezo"].method_config["eps"]
+        assert smoke[name].train == smoke["mezo"].train
+    paper = load_plan("paper", check_sources=False).specs
+    for name in pools:
+        rows = [s for s in paper if s.method == name]
+        assert len(rows) == 4 * 4 * 3  # every model, task and seed
+        for s in rows:
+            assert s.train.steps == 10_000 and s.train.batch_size == 16
+            assert s.method_config["lr"] == 2.0e-7 and s.method_config["eps"] == 1.0e-3
+            assert s.method_config["candidates"] == 4  # ours: the paper's M is unknown

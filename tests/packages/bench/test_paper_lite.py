@@ -15,6 +15,8 @@ METHODS = {
     "hizfo[zo-lr=mezo]",
     "mezo[zo-part]",
     "addax",
+    "mezo-gv",  # plugins/mezo-gv at MeZO's tuned rate and steps
+    "mezo-greedy",
 }
 TASKS = {"math-mini", "humaneval", "docstring-summary"}
 
@@ -23,13 +25,13 @@ def test_paper_lite_dry_run_lists_every_trial(capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # nothing in it needs the hub
     assert main(["run", "--suite", "paper-lite", "--dry-run"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("suite paper-lite: 90 trials")
+    assert out[0].startswith("suite paper-lite: 108 trials")
     trials = [
         line.split()[-1]
         for line in out
         if line.strip().startswith("[todo]") and "target" not in line
     ]
-    assert len(trials) == 90
+    assert len(trials) == 108  # 12 methods x 3 tasks x 3 seeds
     assert {t.split("__")[0] for t in trials} == METHODS
     assert {t.split("__")[1] for t in trials} == TASKS
     assert {t.split("__")[2] for t in trials} == {"smollm2_135m"}
@@ -61,8 +63,16 @@ def test_paper_lite_settings():
         assert by["hizfo[random]", task]["zo_lr"] == hizfo["zo_lr"]
         assert by["mezo[zo-part]", task]["lr"] == hizfo["zo_lr"]
         assert by["hizfo[zo-lr=mezo]", task]["zo_lr"] == by["mezo", task]["lr"]
+        for pool in ("mezo-gv", "mezo-greedy"):  # MeZO's tuned rate and eps, a pool of 4
+            assert by[pool, task]["lr"] == by["mezo", task]["lr"]
+            assert by[pool, task]["eps"] == by["mezo", task]["eps"]
+            assert by[pool, task]["candidates"] == 4
     assert set(suite.targets) == TASKS
     assert {t.method for t in suite.targets.values()} == {"fo-adamw"}
-    # MeZO's 1000 steps make its trials the longest: they are submitted first.
-    longest = max(specs, key=estimated_cost)
-    assert longest.method == "mezo"
+    # MeZO's 1000 steps make the ZO rows' trials the longest, submitted first: the pool
+    # methods' (M + 2 = 6 forwards a step, at MeZO's steps) and then mezo's.
+    assert steps["mezo-gv"] == steps["mezo-greedy"] == steps["mezo"]
+    order = sorted(specs, key=estimated_cost, reverse=True)
+    assert order[0].method in {"mezo-gv", "mezo-greedy"}
+    rest = [s for s in order if s.method not in {"mezo-gv", "mezo-greedy"}]
+    assert rest[0].method == "mezo"

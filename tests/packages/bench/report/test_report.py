@@ -196,9 +196,9 @@ def test_paper_suite_dry_run_lists_trials_offline(capsys, monkeypatch):
     out = capsys.readouterr().out.splitlines()
     # The final trials after the tuning of the ZO rates (hizfo's zo_lr, mezo[hizfo-budget]'s
     # lr: 8 points x 16 (model, task) each), which the dry run lists first.
-    assert out[0].startswith("suite paper: 432 trials after 256 tuning trials")
+    assert out[0].startswith("suite paper: 528 trials after 256 tuning trials")
     trials = [line.split()[-1] for line in out if line.strip().startswith("[todo]")]
-    assert len(trials) == 432 + 256
+    assert len(trials) == 528 + 256  # 11 methods x 4 models x 4 tasks x 3 seeds
     assert {t.split("__")[0] for t in trials} == {
         "none",
         "fo-adamw",
@@ -209,6 +209,8 @@ def test_paper_suite_dry_run_lists_trials_offline(capsys, monkeypatch):
         "hizfo[zo-off]",
         "hizfo[random]",
         "mezo[hizfo-budget]",
+        "mezo-gv",  # plugins/mezo-gv, at its paper's settings (not tuned)
+        "mezo-greedy",
     }
     assert {t.split("__")[1] for t in trials} == {"gsm8k", "mbpp", "humaneval", "squad"}
     assert any("__opt_13b__" in t for t in trials)
