@@ -1,7 +1,8 @@
 """Ratios of the perf rows, their 95% intervals, and the targets (each a ratio to a floor).
 
-A ZO step cannot beat the two forward passes it evaluates and ZO memory cannot beat
-inference memory; Hi-ZFO's step cannot beat its own passes (a forward + backward down to
+A ZO step cannot beat the two forward passes it evaluates (MeZO-GV's and MeZO-Greedy's
+the M + 2 they report: step_over_own_forwards) and ZO memory cannot beat inference
+memory; Hi-ZFO's step cannot beat its own passes (a forward + backward down to
 its deepest FO tensor, plus one no-grad forward for every other forward). Targets are
 only set on such ratios to a floor, timed beside the step (interleaved, timing.py):
 "Hi-ZFO step / AdamW step" is printed but has no target, since a two-sided Hi-ZFO step
@@ -70,13 +71,19 @@ RATIO_KINDS: dict[str, tuple[str, ...]] = {
     "step_over_two_forwards": ("forward",),  # step / 2 x forward
     "step_over_forward": ("forward",),  # step / forward
     "step_over_own_floor": FLOOR_PHASES,  # step / (partial fwd+bwd + other forwards)
+    "step_over_own_forwards": ("forward",),  # step / (its forwards per step x forward)
     "peak_over_inference_peak": (),  # peak / the no-grad forward's peak
     "step_over_naive_mezo_step": (),  # step / the naive MeZO reference (no target)
     "step_over_fo_step": (),  # step / the reference method's default step (no target)
     "step_over_default": (),  # a variant's step / the method's default step (no target)
 }
 # Kinds that are ratios to a floor: the only ones a target may be set on.
-FLOOR_KINDS = ("step_over_two_forwards", "step_over_own_floor", "peak_over_inference_peak")
+FLOOR_KINDS = (
+    "step_over_two_forwards",
+    "step_over_own_forwards",
+    "step_over_own_floor",
+    "peak_over_inference_peak",
+)
 
 METHOD_RATIOS: tuple[MethodRatio, ...] = (
     MethodRatio("mezo", "mezo", "step_over_two_forwards", (("cpu", 1.3), ("cuda", 1.1))),
@@ -88,6 +95,19 @@ METHOD_RATIOS: tuple[MethodRatio, ...] = (
     MethodRatio("hizfo", "hizfo", "step_over_fo_step"),
     MethodRatio("hizfo", "hizfo", "step_over_own_floor", (("any", 1.1),)),
     MethodRatio("hizfo", "hizfo", "step_over_default", variants_only=True),
+    # The MeZO-GV plugins (plugins/mezo-gv; rows only where it is installed): a step runs
+    # M + 2 no-grad forwards (M scoring the pool, 2 along the chosen direction), its own
+    # floor; no time target (not measured yet: the 5M z draws of MeZO-GV's step weigh on
+    # it as MeZO's 3 do on its). Memory is MeZO's (the seed trick), so MeZO's peak
+    # target; MeZO-GV's keep_direction row misses it by design (one more copy of the
+    # weights).
+    MethodRatio("mezo-gv", "mezo-gv", "step_over_own_forwards"),
+    MethodRatio("mezo-gv", "mezo-gv", "peak_over_inference_peak", (("cpu", 1.1), ("cuda", 1.05))),
+    MethodRatio("mezo-gv", "mezo-gv", "step_over_default", variants_only=True),
+    MethodRatio("mezo-greedy", "mezo-greedy", "step_over_own_forwards"),
+    MethodRatio(
+        "mezo-greedy", "mezo-greedy", "peak_over_inference_peak", (("cpu", 1.1), ("cuda", 1.05))
+    ),
 )
 
 # Ratios of the references alone (references.measure_references' workloads), each
@@ -112,6 +132,10 @@ def paired_samples(kind: str, result: dict[str, Any]) -> tuple[list[float], list
     steps = result.get("seconds") or []
     if kind in ("step_over_two_forwards", "step_over_forward") and "forward" in floors:
         n = 2 if kind == "step_over_two_forwards" else 1
+        return steps, [n * t for t in floors["forward"]["seconds"]]
+    if kind == "step_over_own_forwards" and "forward" in floors:
+        # A forward-only step (no backward): as many no-grad forwards as it reports.
+        n = result["passes_per_step"]["forward"]
         return steps, [n * t for t in floors["forward"]["seconds"]]
     if kind == "step_over_own_floor" and all(f in floors for f in FLOOR_PHASES):
         # The passes the step runs: one forward with its (partial) backward when it has
@@ -165,6 +189,9 @@ def ratio_value(
     if kind in ("step_over_two_forwards", "step_over_forward"):
         n = 2 if kind == "step_over_two_forwards" else 1
         return _unpaired(_div(step, n * refs["forward"]["median_seconds"]))
+    if kind == "step_over_own_forwards":
+        n = (result.get("passes_per_step") or {}).get("forward")
+        return _unpaired(_div(step, n * refs["forward"]["median_seconds"]) if n else None)
     if kind == "step_over_own_floor":
         return _unpaired(None)
     if kind == "peak_over_inference_peak":

@@ -115,6 +115,47 @@ def test_perf_command_writes_ratios_and_contract_trials(tmp_path, capsys) -> Non
     assert config["hizfo[one_sided]"]["zo_estimator"] == "one-sided"
 
 
+def test_perf_rows_of_the_mezo_gv_plugins_against_their_m_plus_2_forwards(tmp_path, capsys) -> None:
+    """plugins/mezo-gv's methods get perf rows (MeZO-GV in both its variants) on the tiny
+    model, each paired with M + 2 = 6 no-grad forwards (M = 4), and MeZO's peak target."""
+    from bench import registry
+    from bench.cli import main
+
+    registry._entry_points.cache_clear()
+    try:
+        registry.load_method("mezo-gv")
+    except registry.MethodError:
+        pytest.skip("plugins/mezo-gv is not installed here (scripts/setup.sh installs it)")
+    json_path = tmp_path / "perf.json"
+    argv = ["perf", "--model", "tiny", "--repeats", "2", "--max-repeats", "2", "--warmup", "0"]
+    argv += ["--threads", "1", "--no-naive", "--methods", "mezo-gv,mezo-greedy"]
+    argv += ["--json", str(json_path)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads(json_path.read_text())
+    rows = summary["models"][0]["methods"]
+    assert set(rows) == {"mezo-gv", "mezo-gv[keep_direction]", "mezo-greedy"}
+    ratios = summary["ratios"]
+    for label, row in rows.items():
+        assert row["status"] == "ok", row
+        assert row["passes_per_step"] == {"forward": 6, "backward": 0}  # M + 2, no backward
+        assert set(row["floors"]) == {"forward"}  # no partial backward timed for them
+        forwards = row["floors"]["forward"]["seconds"]
+        own = [s / (6 * f) for s, f in zip(row["seconds"], forwards, strict=True)]
+        key = f"{label}_step_over_own_forwards"
+        assert ratios[key] == pytest.approx(math.sqrt(own[0] * own[1]))
+        assert ratios[f"{label}_peak_over_inference_peak"] > 0
+        assert any(line.lstrip().startswith(label) for line in printed.splitlines()), label
+    assert rows["mezo-greedy"]["step_extras"]["z_draws"] == 2 * 4 + 3  # 2M + 3 draws
+    assert rows["mezo-gv"]["step_extras"]["z_draws"] == 5 * 4
+    assert rows["mezo-gv[keep_direction]"]["step_extras"]["z_draws"] == 3 * 4
+    assert rows["mezo-gv[keep_direction]"]["method_config"]["keep_direction"] is True
+    assert ratios["mezo-gv[keep_direction]_step_over_mezo-gv_step"] > 0
+    # Targets: only the peak (MeZO's limits); the step has a floor but no target yet.
+    targets = {t["ratio"]: t["limit"] for t in summary["targets"]}
+    assert targets == {f"{label}_peak_over_inference_peak": 1.1 for label in rows}
+
+
 def test_strict_exits_1_on_a_missed_target(monkeypatch) -> None:
     from bench.cli import main
 
