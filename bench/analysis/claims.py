@@ -496,7 +496,7 @@ def zo_dose(
     mine, abl = _ok(records, method, task, model), _ok(records, ablation, task, model)
     seeds = sorted(s for s in set(mine) & set(abl) if mine[s].get("eval_curve"))
     rate = zo_rate(records, method, task, model)
-    lines = [] if rate is None else [f"zo_lr {rate:.3g}"]
+    lines = [] if rate is None else [f"zo_lr {rate:.3g}" if rate >= 1e-3 else f"zo_lr {rate:.2e}"]
     gains = []
     for s in seeds:
         extra = mine[s].get("step_extra") or {}
@@ -551,7 +551,7 @@ def zo_dose(
         need = seeds_for_power(dose, c.comps) if c.comps.seed > 0 else 2
         text += (
             f"; the gate's power for a dose of {dose:g}: {gate_power:.0%} at {c.seeds} seeds"
-            + (f" ({POWER:.0%} at {need} seeds)" if need else "")
+            + (f" ({POWER:.0%} power needs {need} seeds)" if need else "")
         )
     lines.append(text)
     if others:
@@ -576,7 +576,7 @@ def _stochasticity_task(
     dose = list(d.lines)
     if d.off:
         dose.append(
-            f"the ZO rate {d.zo_lr:.3g} is below {ZO_LR_OFF:g}, the declared rate at which "
+            f"the ZO rate {d.zo_lr:.2e} is below {ZO_LR_OFF:g}, the declared rate at which "
             "the ZO part is off in effect: left out of the overall verdict"
         )
         return TaskVerdict(task, model, ZO_OFF, [], [], "", dose=dose)

@@ -134,7 +134,7 @@ def _dose_response(points: Sequence[DosePoint]) -> list[str]:
         if comps:
             sharp = _interval_text(comps[0].interval, 2, kind="e")
             score = _interval_text(comps[2].interval, 1, 100)
-        rate = "-" if p.zo_lr is None else f"{p.zo_lr:.3g}"
+        rate = "-" if p.zo_lr is None else f"{p.zo_lr:.2e}"
         power = "-" if p.dose.power is None else f"{p.dose.power:.0%}"
         lines.append(
             f"| {p.method} | {rate} | {p.verdict.task} | "

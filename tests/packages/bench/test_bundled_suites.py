@@ -34,7 +34,7 @@ def test_claims_suite_runs_the_whole_argument():
     suite = load_plan("claims", check_sources=False)
     methods = {s.method for s in suite.specs}
     assert {"fo-adamw", "mezo", "hizfo", "hizfo[zo-off]", "hizfo[random]"} <= methods
-    assert {"hizfo[reverse]", "hizfo[zo-lr=mezo]"} <= methods  # ablation and dose sweep
+    assert "hizfo[reverse]" in methods  # the reversed-importance ablation
     assert {s.task for s in suite.specs} == {"math-mini", "docstring-summary"}
     assert {s.seed for s in suite.specs} == {0, 1, 2}
     # Claim 3 compares sharpness of hizfo and its zo-off twin: both measure it, paired.
@@ -53,10 +53,28 @@ def test_claims_suite_runs_the_whole_argument():
         if s.method == "hizfo[reverse]":
             base = dict(by[("hizfo", s.task, s.seed)].method_config)
             assert {**base, "selection": "reverse"} == s.method_config
-        if s.method == "hizfo[zo-lr=mezo]":  # the ZO part at MeZO's tuned rate, per task
-            base = dict(by[("hizfo", s.task, s.seed)].method_config)
-            assert {**base, "zo_lr": s.method_config["zo_lr"]} == s.method_config
+        if s.method == "hizfo":  # the ZO part at MeZO's tuned rate, per task (issue 30)
             assert s.method_config["zo_lr"] == by[("mezo", s.task, s.seed)].method_config["lr"]
+
+
+def test_claims_zo_is_a_dose_response_with_its_twin_and_mezo_at_each_rate():
+    from bench.analysis.claims import ZO_LR_OFF
+
+    suite = load_plan("claims-zo", check_sources=False)
+    by = {(s.method, s.seed): s for s in suite.specs}
+    seeds = {s.seed for s in suite.specs}
+    assert len(seeds) >= 8 and {s.task for s in suite.specs} == {"math-mini"}
+    hizfo = [m for m in {s.method for s in suite.specs} if m.startswith("hizfo") and "off" not in m]
+    rates = sorted(by[(m, 0)].method_config["zo_lr"] for m in hizfo)
+    assert len(rates) >= 3 and rates[0] > ZO_LR_OFF
+    mezo = sorted(s.method_config["lr"] for s in suite.specs if s.method.startswith("mezo"))
+    assert sorted(set(mezo)) == rates  # MeZO alone at every rate of the ZO part
+    for m in hizfo:  # each rate differs from its twin in the ZO part only
+        cfg = dict(by[(m, 0)].method_config)
+        twin = by[("hizfo[zo-off]", 0)].method_config
+        assert {**cfg, "zo_enabled": False, "zo_lr": twin["zo_lr"]} == twin
+        assert by[(m, 0)].measure.sharpness
+    assert load_plan("claims-zo-gpu", check_sources=False).specs
 
 
 def test_mezo_gv_rows_take_mezos_settings_in_smoke_and_their_papers_in_paper():

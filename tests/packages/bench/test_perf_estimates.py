@@ -85,12 +85,13 @@ def test_estimate_command(capsys) -> None:
 
 def test_estimate_counts_a_suites_tuning_trials(capsys, tmp_path) -> None:
     """A suite that tunes gets a tuning line: every stage's points on every tuning seed
-    (claims-tune: fo-adamw 8 + mezo 8 + hizfo 16 per task, 2 tasks = 64)."""
+    (claims-tune: fo-adamw 8 + mezo 8 + hizfo 8 (fo_lr; zo_lr is not searched) per task,
+    2 tasks = 48)."""
     from bench.cli import main
 
     assert main(["perf", "--estimate", "claims-tune"]) == 0
     out = capsys.readouterr().out
     (line,) = [ln for ln in out.splitlines() if ln.startswith("tuning (before extensions)")]
-    assert line.split()[3] == "64"
+    assert line.split()[3] == "48"
     assert main(["perf", "--estimate", "claims"]) == 0
     assert "tuning" not in capsys.readouterr().out

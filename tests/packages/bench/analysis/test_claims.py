@@ -304,7 +304,7 @@ def test_the_dose_response_judges_every_rate_and_the_verdict_stays_hizfos(tmp_pa
     write_report(tmp_path)
     text = (tmp_path / "report" / "claims.md").read_text()
     assert "### Dose-response" in text
-    assert "| hizfo[zo-lr=1e-4] | 0.0001 |" in text
+    assert "| hizfo[zo-lr=1e-4] | 1.00e-04 |" in text
     assert (tmp_path / "report" / "plots" / "dose_response.png").is_file()
 
 
