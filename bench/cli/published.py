@@ -12,6 +12,15 @@ from bench.cli.errors import UsageError
 def _cmd_published(args: argparse.Namespace) -> int:
     from bench.report import published
 
+    if args.add:
+        try:
+            dest = published.publish(
+                Path(args.add), args.name or Path(args.add).name, Path(args.root)
+            )
+        except (FileNotFoundError, FileExistsError, ValueError) as e:
+            raise UsageError(str(e)) from None
+        print(f"published {args.add} as {dest} (kept: {', '.join(published.KEPT)}; report/)")
+        return 0
     files = [Path(f) for f in args.files]
     for f in files:
         if not f.is_file():
@@ -50,4 +59,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("files", nargs="*", default=["README.md"], help="Markdown files (README.md)")
     p.add_argument("--root", default="results/published", help="published run directories")
     p.add_argument("--write", action="store_true", help="rewrite the blocks from the runs")
+    p.add_argument(
+        "--add",
+        metavar="RUN_DIR",
+        help="publish a run: copy its trials, samples, targets/tuning files (and suite.yaml, "
+        "run.log when present) under --root and write its report",
+    )
+    p.add_argument("--name", help="the published folder's name (with --add; default: RUN_DIR's)")
     p.set_defaults(func=_cmd_published)

@@ -29,6 +29,9 @@ MARK = re.compile(
     re.S,
 )
 ROOT = Path("results/published")
+# What a published run keeps of a run directory: the evidence, not the by-products
+# (logs/, metrics/, progress/, checkpoints and tb/ stay behind).
+KEPT = ("trials", "samples", "targets.json", "tuning.json", "suite.yaml", "run.log")
 
 
 @dataclass(frozen=True)
@@ -119,3 +122,28 @@ def render_blocks(text: str, root: Path = ROOT) -> tuple[str, list[str]]:
         return "".join(pieces), changed
     finally:
         shutil.rmtree(next(iter(folders.values())).parent, ignore_errors=True)
+
+
+def publish(run_dir: Path, name: str, root: Path = ROOT) -> Path:
+    """Copy a run's evidence (KEPT) into root/name and write its report there; returns the
+    published folder. Refuses to overwrite an existing one."""
+    import shutil
+
+    from bench.report import write_report
+
+    run_dir, dest = Path(run_dir), Path(root) / name
+    if not re.fullmatch(r"[\w.-]+", name):
+        raise ValueError(f"name {name!r} must be a plain folder name")
+    if not (run_dir / "trials").is_dir():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no trials/)")
+    if dest.exists():
+        raise FileExistsError(f"{dest} exists: remove it first to publish anew")
+    dest.mkdir(parents=True)
+    for item in KEPT:
+        src = run_dir / item
+        if src.is_dir():
+            shutil.copytree(src, dest / item)
+        elif src.is_file():
+            shutil.copy2(src, dest / item)
+    write_report(dest)
+    return dest

@@ -101,3 +101,19 @@ def test_deleting_a_number_from_a_committed_run_fails_the_readme_check(tmp_path)
         for b in readme_blocks
     )
     assert render_blocks(only_mini, root)[1] != []
+
+
+def test_publish_keeps_the_evidence_and_refuses_to_overwrite(tmp_path, capsys):
+    run = tmp_path / "run"
+    write_run(run, [make_record("fo-adamw", seed=0, score=0.5)])
+    for junk in ("logs", "progress", "checkpoints"):
+        (run / junk).mkdir()
+    (run / "targets.json").write_text("{}")
+    root = tmp_path / "published"
+    assert main(["published", "--add", str(run), "--name", "r1", "--root", str(root)]) == 0
+    kept = {p.name for p in (root / "r1").iterdir()}
+    assert kept == {"trials", "targets.json", "report"}
+    assert (root / "r1" / "report" / "table.md").is_file()
+    assert main(["published", "--add", str(run), "--name", "r1", "--root", str(root)]) == 2
+    assert "exists" in capsys.readouterr().err
+    assert main(["published", "--add", str(run), "--name", "../x", "--root", str(root)]) == 2
