@@ -689,6 +689,32 @@ def claim_stochasticity(
     )
 
 
+def fo_sizes(records: Sequence[Mapping[str, Any]], method: str) -> dict[str, float]:
+    """Each ``method[...]`` variant's FO parameters relative to `method`'s (mean over its
+    trials, per task and model, then over cells): which ablations are the same size."""
+    import statistics
+
+    def mean_fo(name: str, task: str, model: str) -> float | None:
+        counts = [
+            (r.get("method_summary") or {}).get("fo_parameters")
+            for r in _ok(records, name, task, model).values()
+        ]
+        counts = [c for c in counts if isinstance(c, int | float) and c > 0]
+        return statistics.fmean(counts) if counts else None
+
+    variants = sorted({r["method"] for r in records if r["method"].startswith(f"{method}[")})
+    out = {}
+    for v in variants:
+        ratios = []
+        for task, model in _cells(records, v, method):
+            a, b = mean_fo(v, task, model), mean_fo(method, task, model)
+            if a is not None and b:
+                ratios.append(a / b)
+        if ratios:
+            out[v] = statistics.fmean(ratios)
+    return out
+
+
 def final_records(records: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """The final trials (no tuning or target-setting trials)."""
     return [r for r in records if (r.get("config") or {}).get("phase", "final") == "final"]

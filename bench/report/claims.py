@@ -20,6 +20,7 @@ from bench.analysis.claims import (
     doc_outcomes,
     evaluate_claims,
     final_records,
+    fo_sizes,
 )
 from bench.analysis.stats import split_settings
 
@@ -152,6 +153,15 @@ def render_claims(
 ) -> str:
     lines = ["# The paper's claims, tested on this run", "", _scale(records), ""]
     lines += _rows(records) + [""]
+    sizes = {v: x for v, x in fo_sizes(records, "hizfo").items() if "zo-off" not in v}
+    if sizes:
+        lines += [
+            "FO set of each variant, in parameters relative to hizfo's (a same-size "
+            "ablation is near 1; one far below trains a smaller FO part, so its difference "
+            "from hizfo mixes the selection with the FO budget): "
+            + ", ".join(f"{v} {x:.2f}x" for v, x in sorted(sizes.items())),
+            "",
+        ]
     if _one_seed(records):
         lines += [
             "**One seed.** Every interval below is over the test documents of one trained "

@@ -363,3 +363,23 @@ def test_a_zo_rate_below_the_declared_minimum_is_left_out_of_the_overall_verdict
         if r["task"] == "docstring-summary" and r["method"].startswith("hizfo"):
             r["config"]["method_config"] = {"zo_lr": 1e-4}
     assert _verdicts(tmp_path, records)["stochasticity"].verdict == INCONCLUSIVE
+
+
+def test_claims_md_says_how_big_each_ablations_fo_set_is(tmp_path):
+    """hizfo[reverse] trained about 0.6x hizfo's FO parameters on SmolLM2: claims.md says
+    so beside hizfo[random]'s same-size set (issue 30)."""
+    spec = {
+        ("fo-adamw", "math-mini"): (0.5, None, None),
+        ("hizfo", "math-mini"): (0.5, None, None),
+        ("hizfo[random]", "math-mini"): (0.5, None, None),
+        ("hizfo[reverse]", "math-mini"): (0.5, None, None),
+    }
+    records = _run(tmp_path, spec)
+    fo = {"hizfo": 1000, "hizfo[random]": 950, "hizfo[reverse]": 600}
+    for r in records:
+        if r["method"] in fo:
+            r["method_summary"] = {"fo_parameters": fo[r["method"]]}
+    write_run(tmp_path, records)
+    write_report(tmp_path)
+    text = (tmp_path / "report" / "claims.md").read_text()
+    assert "hizfo[random] 0.95x, hizfo[reverse] 0.60x" in text
