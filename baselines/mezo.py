@@ -31,8 +31,8 @@ class MeZOConfig:
             1e-7 (batch 16, eps 1e-3, 20k steps); the embedded 135M model trains for a
             few dozen to a few hundred steps here, so the mini suite uses the value a
             small sweep chose (see the defaults table in docs/methods.md).
-        eps: perturbation scale, > 0 (the projected gradient divides by 2 eps); 1e-3 as
-            in MeZO.
+        eps: perturbation scale; 1e-3 as in MeZO; > 0 (the projected gradient divides
+            by 2 eps).
         q: perturbations per step (each costs two forward passes); MeZO uses 1.
         weight_decay: applied to every tensor but biases and norm weights, as in MeZO.
         schedule: "constant" (MeZO's default), "linear" or "cosine" decay to 0

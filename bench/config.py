@@ -190,6 +190,8 @@ def _unique_key_loader() -> type:
         def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
             first: dict[Any, int] = {}
             for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # `<<: *anchor`: its keys may be overridden here, by design
                 key = self.construct_object(key_node, deep=True)
                 try:
                     if key in first:

@@ -262,7 +262,13 @@ def _own_uid() -> Iterator[int]:
     if os.geteuid() != 0:
         yield os.getuid()
         return
-    os.makedirs(UID_LOCK_DIR, mode=0o700, exist_ok=True)
+    try:
+        os.makedirs(UID_LOCK_DIR, mode=0o700, exist_ok=True)
+    except OSError as e:
+        raise SandboxUnavailable(
+            f"refusing to run generated code: cannot hold a uid for the sandbox "
+            f"({UID_LOCK_DIR}: {e.strerror or e})"
+        ) from None
     start = random.randrange(UID_SLOTS)  # spread out, so a just-freed uid is rarely taken again
     for i in range(UID_SLOTS):
         uid = UID_BASE + (start + i) % UID_SLOTS

@@ -135,3 +135,16 @@ def test_a_resume_with_other_settings_says_so_in_one_line(tmp_path, capsys):
     (line,) = err.splitlines()
     assert f"{run} holds 1 trial with other settings than this suite's" in line
     assert "train.steps: 2 there, 3 now" in line
+
+
+def test_yaml_merge_keys_may_still_be_overridden():
+    text = (
+        "base: &base {steps: 2, batch_size: 2}\n"
+        "models: [tiny]\ntasks: [math-mini]\nmethods: [none]\n"
+        "train:\n  <<: *base\n  steps: 3\n"
+    )
+    from bench.config import load_yaml
+
+    assert load_yaml(text)["train"] == {"steps": 3, "batch_size": 2}
+    with pytest.raises(Exception, match="duplicate key 'steps'"):
+        load_yaml("train:\n  <<: {batch_size: 2}\n  steps: 2\n  steps: 3\n")

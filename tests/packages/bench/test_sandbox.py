@@ -225,9 +225,18 @@ def test_broken_bwrap_refuses_to_run(monkeypatch: pytest.MonkeyPatch) -> None:
         run("print('unguarded')", timeout_s=10)
 
 
-def test_a_sandbox_at_its_process_limit_leaves_another_sandbox_its_own() -> None:
-    # Two code trials score at once: one completion forks to its limit and waits, a correct
-    # one beside it runs a subprocess. Each sandbox counts its own processes only.
+def _program_processes(marker: str) -> list[str]:
+    """The sandboxed Python processes carrying `marker` (bwrap's own carry it too)."""
+    return [
+        pid
+        for pid in processes_with(marker)
+        if not Path("/proc", pid, "cmdline").read_bytes().split(b"\0")[0].endswith(b"bwrap")
+    ]
+
+
+def _beside_a_full_sandbox() -> SandboxResult:
+    """The crosstalk case: one completion forks to its process limit and waits, and a correct
+    one that runs a subprocess is scored beside it (two code trials score at once)."""
     limits = SandboxLimits(max_processes=8, memory_mb=333)  # 333 MiB: a marker in the cmdline
     marker = str(333 << 20)
     forker = (
@@ -247,22 +256,36 @@ def test_a_sandbox_at_its_process_limit_leaves_another_sandbox_its_own() -> None
     thread.start()
     try:
         deadline = time.monotonic() + 60
-        while len(processes_with(marker)) < limits.max_processes and time.monotonic() < deadline:
+        while len(_program_processes(marker)) < 8 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert len(processes_with(marker)) >= limits.max_processes, "the forker never filled up"
-        correct = run(
+        assert len(_program_processes(marker)) == 8, "the forker never filled its sandbox"
+        return run(
             "import subprocess\nsubprocess.run(['true'], check=True)\nprint('forked')",
             timeout_s=30,
             limits=SandboxLimits(max_processes=8),
         )
-        assert correct.passed, correct
-        assert correct.stdout == "forked\n"
     finally:
         for pid in processes_with(marker):
             with contextlib.suppress(OSError):
                 os.kill(int(pid), signal.SIGKILL)
         thread.join(timeout=60)
-    assert results and not results[0].passed
+        assert results and not results[0].passed
+
+
+def test_a_sandbox_at_its_process_limit_leaves_another_sandbox_its_own() -> None:
+    correct = _beside_a_full_sandbox()
+    assert correct.passed, correct
+    assert correct.stdout == "forked\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="sandboxes share a uid only as root")
+def test_the_crosstalk_case_catches_sandboxes_that_share_a_uid(monkeypatch) -> None:
+    # The check of the test above: with every sandbox one uid (nobody, as before), the
+    # forker's processes count against the correct program, which cannot fork.
+    shared = contextlib.contextmanager(lambda: iter([65534]))
+    monkeypatch.setattr(sandbox, "_own_uid", shared)
+    correct = _beside_a_full_sandbox()
+    assert not correct.passed and "BlockingIOError" in correct.reason, correct
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="unprivileged, the user namespace counts per sandbox")
