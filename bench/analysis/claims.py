@@ -634,6 +634,8 @@ class DosePoint:
     zo_lr: float | None
     dose: Dose
     verdict: TaskVerdict
+    sharpness: Comparison | None = None  # on - off at every rate, shown even when not judged
+    score: Comparison | None = None
 
 
 def dose_response(
@@ -657,7 +659,9 @@ def dose_response(
             continue
         d = zo_dose(records, name, ablation, task, model, effects)
         v = _stochasticity_task(records, outcomes, name, ablation, task, model, effects)
-        out.append(DosePoint(name, d.zo_lr, d, v))
+        sharp = seed_difference(records, name, ablation, task, model, random_direction_sharpness)
+        score = score_difference(records, outcomes, name, ablation, task, model)
+        out.append(DosePoint(name, d.zo_lr, d, v, sharp, score))
     return sorted(out, key=lambda p: (p.zo_lr is None, p.zo_lr or 0.0))
 
 
