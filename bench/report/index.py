@@ -1,8 +1,9 @@
 """report/index.html: one page that links everything a run left behind.
 
 Written last, after the tables and plots, from what is on disk: the report's tables
-(Markdown, LaTeX, CSV; table.md and claims.md shown inline), every plot (the PNG shown,
-linked to its PDF), then one row per trial linking its result file, log, per-document
+(Markdown, LaTeX, CSV; table.md and claims.md shown inline, their headings below the
+page's), every plot (the PNG shown at the size it was drawn, scrolling sideways when
+wider than the page, linked to its PDF), then one row per trial linking its result file, log, per-document
 samples and metrics stream, and the run's tuning.json and targets.json. Links are
 relative, so the run folder can be moved or served as it is (``python -m http.server``),
 and only files that exist are linked. A static page with no script and no outside
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 import html
 import os
+import re
+import struct
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -50,8 +53,9 @@ th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }
 th { background: #f3f3f3; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 tr.failed td { background: #fdecea; }
-figure { display: inline-block; margin: 0 1em 1.5em 0; vertical-align: top; }
-figure img { max-width: 100%; width: 46em; border: 1px solid #ddd; }
+figure { margin: 0 0 1.5em 0; }
+figure .scroll { overflow-x: auto; max-width: 100%; }
+figure img { max-width: none; height: auto; border: 1px solid #ddd; }
 figcaption { font-size: 0.9em; color: #555; }
 pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.88em; }
 nav a { margin-right: 1em; }
@@ -66,13 +70,38 @@ def _link(target: Path, out_dir: Path, text: str) -> str:
     return f'<a href="{_href(target, out_dir)}">{html.escape(text)}</a>'
 
 
-def render_markdown(text: str) -> str:
-    """Markdown as HTML (tables included) with markdown-it-py, or escaped text in <pre>."""
+def render_markdown(text: str, *, shift: int = 0) -> str:
+    """Markdown as HTML (tables included) with markdown-it-py, or escaped text in <pre>.
+    `shift` moves every heading that many levels down (at most h6), so an embedded
+    document's headings sit below the page's own."""
     try:
         from markdown_it import MarkdownIt
     except ImportError:
         return f"<pre>{html.escape(text)}</pre>"
-    return MarkdownIt("commonmark", {"html": False}).enable("table").render(text)
+    out = MarkdownIt("commonmark", {"html": False}).enable("table").render(text)
+    if shift:
+        out = re.sub(r"<(/?)h([1-6])>", lambda m: f"<{m[1]}h{min(6, int(m[2]) + shift)}>", out)
+    return out
+
+
+def shown_width(png: Path) -> int | None:
+    """The CSS pixels a plot is shown at: its size in inches (the PNG's pixels over the
+    dots per inch of its pHYs chunk, which matplotlib writes) at 96 px per inch, so its
+    text reads at the size it was drawn; None when the file does not say."""
+    try:
+        data = png.read_bytes()
+    except OSError:
+        return None
+    if data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
+        return None
+    width = struct.unpack(">I", data[16:20])[0]
+    at = data.find(b"pHYs")
+    if at < 0:
+        return None
+    per_metre, _, unit = struct.unpack(">IIB", data[at + 4 : at + 13])
+    if unit != 1 or not per_metre:
+        return None
+    return round(width / (per_metre * 0.0254) * 96)
 
 
 def _trial_rows(run_dir: Path, out_dir: Path, records: list[dict[str, Any]]) -> list[str]:
@@ -162,7 +191,8 @@ def render_index(run_dir: Path, out_dir: Path) -> str:
     for name in INLINE:
         if (out_dir / name).is_file():
             body.append(f"<h3>{html.escape(name)}</h3>")
-            body.append(render_markdown((out_dir / name).read_text()))
+            # Its own headings (claims.md's "# Claims") go below the page's h1 to h3.
+            body.append(render_markdown((out_dir / name).read_text(), shift=3))
 
     body.append('<h2 id="plots">Plots</h2>')
     pngs = sorted((out_dir / "plots").glob("*.png")) if (out_dir / "plots").is_dir() else []
@@ -170,13 +200,19 @@ def render_index(run_dir: Path, out_dir: Path) -> str:
         body.append("<p>No plots.</p>")
     for png in pngs:
         pdf = png.with_suffix(".pdf")
-        image = f'<img src="{_href(png, out_dir)}" alt="{html.escape(png.stem)}">'
+        # At the size it was drawn (a wide plot scrolls sideways rather than shrink
+        # its text), linked to its PDF.
+        width = shown_width(png)
+        size = f' width="{width}"' if width else ""
+        image = f'<img src="{_href(png, out_dir)}" alt="{html.escape(png.stem)}"{size}>'
         if pdf.is_file():
             image = f'<a href="{_href(pdf, out_dir)}">{image}</a>'
             caption = f"{html.escape(png.stem)} ({_link(pdf, out_dir, 'PDF')})"
         else:
             caption = html.escape(png.stem)
-        body.append(f"<figure>{image}<figcaption>{caption}</figcaption></figure>")
+        body.append(
+            f'<figure><div class="scroll">{image}</div><figcaption>{caption}</figcaption></figure>'
+        )
 
     body.append('<h2 id="trials">Trials</h2>')
     head = ["trial", "method", "task", "model", "seed", "phase", "status", "score"]

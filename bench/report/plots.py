@@ -41,9 +41,60 @@ _MARKER_SIZES = (10.0, 7.0, 4.5)
 _FAILED_COLOR = "#d62728"
 
 
+# One colour per method in every plot of every run, so figures of two runs sit side by
+# side: the built-in methods and shipped plugins have their own (tab10, red left to
+# failed trials), a variant takes a shade of its method's, any other method a hue from
+# a hash of its name.
+METHOD_COLORS = {
+    "fo-adamw": "#1f77b4",
+    "mezo": "#ff7f0e",
+    "lora": "#2ca02c",
+    "hizfo": "#9467bd",
+    "none": "#7f7f7f",
+    "addax": "#8c564b",
+    "zo-sgd-momentum": "#e377c2",
+    "zo-adam": "#bcbd22",
+    "mezo-gv": "#17becf",
+    "mezo-greedy": "#393b79",
+}
+# A variant's shade of its method's colour: towards white (> 0) or black (< 0).
+_VARIANT_SHADES = (0.45, -0.35, 0.65, -0.55, 0.25)
+
+
+def _name_hash(name: str) -> int:
+    import hashlib
+
+    return int.from_bytes(hashlib.sha1(name.encode()).digest()[:4], "big")
+
+
+def method_color(method: str) -> tuple[float, float, float]:
+    """The method's colour (RGB, 0..1): the same in every plot and every run."""
+    from matplotlib.colors import hsv_to_rgb, to_rgb
+
+    if method in METHOD_COLORS:
+        return to_rgb(METHOD_COLORS[method])
+    base = method.split("[", 1)[0]
+    if base != method and base in METHOD_COLORS:
+        shade = _VARIANT_SHADES[_name_hash(method) % len(_VARIANT_SHADES)]
+        rgb = np.array(to_rgb(METHOD_COLORS[base]))
+        mixed = rgb + (1 - rgb) * shade if shade > 0 else rgb * (1 + shade)
+        return tuple(float(x) for x in mixed)  # type: ignore[return-value]
+    # Any other method: a hue from its name, away from the failed trials' red.
+    hue = (20 + _name_hash(method) % 320) / 360
+    r, g, b = hsv_to_rgb((hue, 0.7, 0.75))
+    return float(r), float(g), float(b)
+
+
 def method_colors(methods: list[str]) -> dict[str, Any]:
-    cmap = plt.get_cmap("tab10")
-    return {m: cmap(i % 10) for i, m in enumerate(method_order(set(methods)))}
+    """Each method's colour (``method_color``): fixed per method, whatever else a run has."""
+    return {m: method_color(m) for m in method_order(set(methods))}
+
+
+def laid_out() -> Any:
+    """A context in which new figures use constrained layout: axes, tick labels and
+    titles of neighbouring panels never overlap (for plots drawn outside this module,
+    such as claims.png)."""
+    return plt.rc_context({"figure.constrained_layout.use": True})
 
 
 def method_styles(methods: list[str]) -> dict[str, dict[str, Any]]:
