@@ -130,6 +130,10 @@ class TrialSpec:
             del d["tuning_point"]
         if not self.task_config:
             del d["task_config"]
+        else:  # a typed task's identity: its data's digest, not where its files lie
+            from bench.tasks.registry import id_config
+
+            d["task_config"] = id_config(d["task_config"])
         if self.resources == ResourcesConfig():
             del d["resources"]
         return d

@@ -124,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.tasks import UnknownTaskError
 
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # run.json's command line
     if not args.verbose:  # libraries' deprecation notices are not the user's business
         warnings.filterwarnings("ignore", category=FutureWarning)
     logging.basicConfig(

@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from bench.cli.errors import DEFAULT_RUNS, UsageError
 
@@ -46,6 +47,38 @@ def check_flags(args: argparse.Namespace) -> None:
             raise UsageError(f"--out {args.out}: {parent} is a file, not a folder")
         if not os.access(parent, os.W_OK | os.X_OK):
             raise UsageError(f"--out {args.out}: cannot create it, {parent} is not writable")
+
+
+def run_manifest(
+    args: argparse.Namespace, name: str, specs: list[Any], only: dict[str, list[Any]]
+) -> dict[str, Any]:
+    """What ``<run>/run.json`` records of this invocation (bench/orchestrate/manifest.py);
+    a UsageError (one line, exit 2, nothing run) when `--out` was made by another suite
+    and `--force-resume` is not given."""
+    from bench.orchestrate.manifest import ResumeMismatch, check_resume, new_manifest
+    from bench.suite import resolve_suite_path
+
+    path = resolve_suite_path(args.suite).resolve()
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError):
+        text = None
+    manifest = new_manifest(
+        name,
+        path,
+        text,
+        specs,
+        overrides=args.set,
+        filters=only,
+        argv=["hizfo-bench", *getattr(args, "argv", sys.argv[1:])],
+    )
+    out = Path(args.out) if args.out else None
+    if out is not None and out.is_dir():
+        try:
+            check_resume(out, manifest, force=args.force_resume)
+        except ResumeMismatch as e:
+            raise UsageError(str(e)) from None
+    return manifest
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -108,6 +141,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             mark = "done" if s.trial_id in done else "todo"
             print(f"  [{mark}] {s.trial_id}{'  (target setting)' if s.phase == 'target' else ''}")
         return 0
+    manifest = run_manifest(args, name, specs, only)
     print(f"suite {name}: {len(specs)} trials -> {run_dir}", file=sys.stderr)
     t0 = time.time()
     try:
@@ -116,6 +150,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             run_dir,
             tuning=suite.tuning,
             targets=suite.targets,
+            manifest=manifest,
             address=args.address,
             num_cpus=args.num_cpus,
             cpus_per_trial=args.cpus_per_trial,
@@ -125,6 +160,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         )
     except (store.RunDirBusyError, ResourceError) as e:
         raise UsageError(str(e)) from None
+    except KeyboardInterrupt:  # say where the running trials resume; the CLI says the rest
+        from bench.orchestrate.resume_note import interrupt_note
+
+        print(interrupt_note(run_dir), file=sys.stderr)
+        raise
     except ResultWriteError as e:  # a full disk: one line, finished trials kept
         print(f"hizfo-bench: error: {e}", file=sys.stderr)
         return 1
@@ -148,7 +188,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if over:
         # Sweep wall-clock against perfect packing of the trials' own times.
         print(
-            f"\n{len(sweep.records)} trials run, {sweep.skipped} already finished; "
+            f"\n{len(sweep.records)} trials run"
+            + (f" ({len(sweep.resumed)} resumed from a checkpoint)" if sweep.resumed else "")
+            + f", {sweep.skipped} already finished; "
             f"wall {over['wall_seconds']:.0f} s (startup {over['startup_seconds']:.0f} s), "
             f"trials {over['trial_seconds_sum']:.0f} s / {over['parallelism']} slots = "
             f"{over['ideal_seconds']:.0f} s; overhead {over['overhead_seconds']:.0f} s "
@@ -179,6 +221,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=2,
         help="times a trial whose worker died is run again before it is recorded failed",
+    )
+    run.add_argument(
+        "--force-resume",
+        action="store_true",
+        help="resume into an --out made by another suite (other name or settings; "
+        "refused otherwise)",
     )
     run.add_argument("--dry-run", action="store_true", help="list the trials, run nothing")
     run.add_argument(

@@ -13,12 +13,17 @@ without progress for a quarter of its stall limit (bench/orchestrate/stall.py) i
 ``STALLED: no progress for t (stopped at T)`` and counted in the tally, before the sweep
 stops it at T; on a pipe the first mark is one line.
 
-The tally names the phase the sweep runs (``tuning``, ``target setting`` or ``final``,
-from the trial specs' ``phase``) and a rough ETA for the whole sweep (``sweep_eta``):
+The tally names the phase the sweep runs (``tuning trials``, ``target setting trials``
+or ``final trials``, from the trial specs' ``phase``) and a rough ETA for the whole sweep (``sweep_eta``):
 the typical trial's wall time (the mean of the finished ones, or before any finished,
 of the running ones' elapsed time plus their train-clock ETA) for every queued trial,
 the rest of it for every running one, spread over the sweep's slots. Trials differ in
 length, so it firms up as trials finish; the ETA of a tuning stage covers that stage.
+
+After training a trial line says what the trial does: ``trained`` (memory, checkpoint),
+``measuring sharpness``, ``scoring the test set``. On a terminal every line fits its
+width: a trial id is shortened (head, ellipsis, digest) and the loss, the tally's
+ok/failed split and elapsed time are dropped before a step count or an ETA is cut.
 """
 
 from __future__ import annotations
@@ -87,31 +92,76 @@ def sweep_eta(
     return max(work / max(1, slots), max(left, default=0.0))
 
 
-def trial_line(trial_id: str, progress: dict[str, Any] | None) -> str:
-    """One running trial: ``<id>  step s/S  loss L  ETA t`` (or its phase)."""
+# A trial's phase after training (bench/train/progress.py) -> what the display says.
+AFTER_TRAINING = {
+    "evaluating": "trained",  # training ended: memory, checkpoint
+    "sharpness": "measuring sharpness",
+    "scoring": "scoring the test set",
+}
+_ID_LEAST = 16  # a trial id is never shortened below this many characters
+
+
+def shorten(text: str, width: int) -> str:
+    """`text` in at most `width` characters: its head, an ellipsis, its last 9 (a trial
+    id's digest)."""
+    if len(text) <= width:
+        return text
+    tail = min(9, max(0, width - 4))
+    return text[: max(1, width - tail - 1)] + "\u2026" + (text[-tail:] if tail else "")
+
+
+def fit(head: str, variants: list[list[str]], width: int | None) -> str:
+    """`head` (a trial id) and the first of `variants` (its fields, fullest first) that
+    fits in `width` with the head shortened to no less than _ID_LEAST characters: the
+    numbers stay whole, the id and the less needed fields give way. No width: all."""
+    if width is None:
+        return head + "".join(variants[0])
+    for parts in variants:
+        rest = "".join(parts)
+        room = width - len(rest)
+        if room >= min(len(head), _ID_LEAST):
+            return shorten(head, room) + rest
+    return (shorten(head, _ID_LEAST) + "".join(variants[-1]))[:width]
+
+
+def trial_line(trial_id: str, progress: dict[str, Any] | None, width: int | None = None) -> str:
+    """One running trial: ``<id>  step s/S  loss L  ETA t`` (or its phase). With `width`,
+    at most that many characters: the id is shortened and the loss dropped before the
+    step and ETA are cut."""
     if progress is None:
-        return f"{trial_id}  queued"
+        return fit(trial_id, [["  queued"]], width)
     phase = progress.get("phase", "loading")
     step, total = int(progress.get("step") or 0), int(progress.get("total_steps") or 0)
     loss = progress.get("loss")
     loss_text = f"  loss {loss:.4f}" if isinstance(loss, int | float) else ""
+    stall, stall_short = stall_mark(progress), stall_mark(progress, short=True)
     if phase == "training" and step:
         eta = tqdm.format_interval(_train_eta(progress) or 0.0)
-        line = f"{trial_id}  step {step}/{total}{loss_text}  ETA {eta}"
-    elif phase == "evaluating":
-        line = f"{trial_id}  evaluating ({step}/{total} steps{loss_text})"
+        fields = [f"  step {step}/{total}", loss_text, f"  ETA {eta}"]
+        short = [fields[0], fields[2]]
+    elif phase in AFTER_TRAINING:
+        words = AFTER_TRAINING[phase]
+        fields = [f"  {words} ({step}/{total} steps{loss_text})"]
+        short = [f"  {words} ({step}/{total})"]
     else:
-        line = f"{trial_id}  {phase}"
-    return line + stall_mark(progress)
+        fields = short = [f"  {phase}"]
+    return fit(
+        trial_id,
+        [[*fields, stall], [*short, stall], [*short, stall_short]],
+        width,
+    )
 
 
-def stall_mark(progress: dict[str, Any] | None) -> str:
-    """``  STALLED: no progress for t (stopped at T)`` for a trial stall.marked, else ''."""
+def stall_mark(progress: dict[str, Any] | None, *, short: bool = False) -> str:
+    """``  STALLED: no progress for t (stopped at T)`` for a trial stall.marked, else ''
+    (`short`: ``  STALLED t/T``, for a narrow terminal)."""
     if not marked(progress):
         return ""
     assert progress is not None
     silent = tqdm.format_interval(float(progress["silent_seconds"]))
     limit = tqdm.format_interval(float(progress["stall_limit"]))
+    if short:
+        return f"  STALLED {silent}/{limit}"
     return f"  STALLED: no progress for {silent} (stopped at {limit})"
 
 
@@ -164,23 +214,49 @@ class SweepDisplay:
         slots = self.slots or max(1, self._most_running)
         return sweep_eta(running, max(0, queued), self._durations, slots)
 
-    def tally(self) -> str:
+    def tally(self, width: int | None = None) -> str:
+        """``<phase> trials: n/N finished (ok, failed), running, queued, elapsed, sweep
+        ETA``. With `width`, at most that many characters: the ok/failed split, then the
+        elapsed time go before any number is cut."""
         queued = self.total - self.ok - self.failed - len(self.running)
         elapsed = tqdm.format_interval(self._clock() - self._t0)
         stalled = sum(marked(p) for p in self.running.values())
-        text = (
-            f"trials: {self.ok + self.failed}/{self.total} finished ({self.ok} ok, "
-            f"{self.failed} failed), {len(self.running)} running"
+        head = f"{self.phase} trials: " if self.phase else "trials: "
+        counts = f"{self.ok + self.failed}/{self.total} finished"
+        split = f" ({self.ok} ok, {self.failed} failed)"
+        rest = (
+            f", {len(self.running)} running"
             + (f" ({stalled} stalled)" if stalled else "")
-            + f", {queued} queued, {elapsed}"
+            + f", {queued} queued"
         )
+        eta_text = ""
         if self.ok + self.failed < self.total:
             eta = self.eta()
-            text += f", sweep ETA ~{tqdm.format_interval(eta)}" if eta is not None else ""
-        return f"{self.phase}: {text}" if self.phase else text
+            eta_text = f", sweep ETA ~{tqdm.format_interval(eta)}" if eta is not None else ""
+        eta_short = eta_text.replace("sweep ETA", "ETA")
+        plain = f", {len(self.running)} running, {queued} queued"  # stalls: on their lines
+        variants = [
+            [counts, split, rest, f", {elapsed}", eta_text],
+            [counts, rest, f", {elapsed}", eta_text],
+            [counts, rest, eta_text],
+            [counts, rest, eta_short],
+            [counts, plain, eta_short],
+            [f"{self.ok + self.failed}/{self.total}", plain, eta_short],
+        ]
+        if width is None:
+            return head + "".join(variants[0])
+        for parts in variants:
+            text = head + "".join(parts)
+            if len(text) <= width:
+                return text
+        return text[:width]
 
-    def lines(self) -> list[str]:
-        return [self.tally()] + ["  " + trial_line(t, p) for t, p in sorted(self.running.items())]
+    def lines(self, width: int | None = None) -> list[str]:
+        """The tally and one line per running trial; with `width`, none longer."""
+        inner = None if width is None else width - 2
+        return [self.tally(width)] + [
+            "  " + trial_line(t, p, inner) for t, p in sorted(self.running.items())
+        ]
 
     def update(self, progress: dict[str, dict[str, Any] | None]) -> None:
         """Progress of the trials not finished yet (None: not started), then redraw."""
@@ -245,7 +321,8 @@ class SweepDisplay:
     def _draw(self) -> None:
         self._clear()
         width = max(20, shutil.get_terminal_size().columns - 1)
-        lines = [line[:width] for line in self.lines()]  # no wrap: keeps the count right
+        # Fitted, not cut (the numbers stay whole); no wrap: keeps the count right.
+        lines = [line[:width] for line in self.lines(width)]
         self.stream.write("\n".join(lines) + "\n")
         self.stream.flush()
         self._drawn = len(lines)

@@ -19,6 +19,8 @@ from typing import Any
 from bench import store
 from bench.analysis.targets import annotate, set_targets, target_specs
 from bench.orchestrate import runlock
+from bench.orchestrate.lm_eval_export import export_tasks
+from bench.orchestrate.manifest import write_manifest
 from bench.orchestrate.session import ResourceError
 from bench.orchestrate.sweep import run_sweep
 from bench.orchestrate.tuning import TuningPlan, final_specs, run_tuning
@@ -30,6 +32,7 @@ def run_plan(
     *,
     tuning: TuningPlan | None = None,
     targets: Mapping[str, Any] | None = None,
+    manifest: Mapping[str, Any] | None = None,
     **sweep_kwargs: Any,
 ) -> list[Any]:
     """Tune (when asked), set targets (when a target names seeds), run the final trials,
@@ -37,7 +40,9 @@ def run_plan(
 
     Returns the Sweep of each phase. Writes ``tuning.json`` (every point tried and the
     choice) and ``targets.json`` (the targets and budgets the stage fixed) into the run
-    directory. Holds the run directory's lock (bench/orchestrate/runlock.py) from the
+    directory, and with `manifest` (bench/orchestrate/manifest.py) ``run.json``,
+    ``suite.yaml`` and the suite's lm-eval task folders (``lm_eval_tasks/``, written
+    by bench/orchestrate/lm_eval_export.py) first. Holds the run directory's lock (bench/orchestrate/runlock.py) from the
     first write to the last; RunDirBusyError when another run holds it.
     """
     run_dir = Path(run_dir)
@@ -46,6 +51,9 @@ def run_plan(
         # One lock from the first write to the last: no second run may start between the
         # stages, nor race the targets and the annotation.
         with runlock.held(run_dir):
+            if manifest is not None:
+                write_manifest(run_dir, manifest)
+                export_tasks(specs, run_dir)
             return _run_stages(specs, run_dir, tuning, targets, sweep_kwargs)
     except ResourceError:
         if created:  # the cluster cannot hold a trial: nothing ran, leave no run directory

@@ -33,6 +33,7 @@ from typing import Any
 from bench import store
 from bench.orchestrate import deathwatch, runlock, session, stall
 from bench.orchestrate.display import SweepDisplay, phase_label
+from bench.orchestrate.resume_note import resume_line, resume_steps
 from bench.spec import TrialSpec
 from bench.train.progress import clear_progress, progress_dir, read_progress
 
@@ -45,6 +46,7 @@ class Sweep:
 
     records: list[dict[str, Any]] = field(default_factory=list)
     skipped: int = 0  # trials already finished in the run directory
+    resumed: dict[str, int] = field(default_factory=dict)  # trial id -> checkpoint step
     slots: int = 0  # trials the cluster could run at once
     wall_seconds: float = 0.0  # the whole call: model preparation, Ray start, all trials
     startup_seconds: float = 0.0  # model preparation and Ray start, before the first submit
@@ -233,6 +235,9 @@ def _run_locked(
         if not todo:
             return
         clear_progress(run_dir, [s.trial_id for s in todo])
+        sweep.resumed = resume_steps(run_dir, [s.trial_id for s in todo])
+        if line := resume_line(sweep.resumed):  # "resuming <trial> from step N"
+            log.warning("%s", line)
 
         # Build built-in models once here, not in every worker at the same time.
         from bench.models import prepare

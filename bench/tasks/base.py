@@ -119,6 +119,13 @@ class Task(ABC):
         {} for a registered task; a task type's name and resolved config otherwise."""
         return {}
 
+    @classmethod
+    def id_config(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """The part of a spec's ``task_config`` that names the trial (``TrialSpec.trial_id``):
+        all of it by default. A type whose config holds a digest of its files leaves their
+        paths out, so the same data in another folder keeps its trial ids."""
+        return dict(config)
+
     def sizes(self) -> dict[str, int]:
         """Examples (train, dev) and documents (dev_scored, test) of each split."""
         return {

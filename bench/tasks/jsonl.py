@@ -18,7 +18,8 @@ completion in the sandbox, failing by raising). Every line of the three files is
 when the suite is read, so a bad file stops the run before anything starts, with one
 line naming the file, the line and the field. The files' SHA-1 joins the trial spec, so
 changed data is a new trial (resume never reuses results of other data), and a worker
-refuses files that changed after the suite was checked.
+refuses files that changed after the suite was checked. The trial id hashes that SHA-1,
+not the files' paths: the same suite and data in another folder keep their trial ids.
 """
 
 from __future__ import annotations
@@ -153,6 +154,14 @@ class JsonlTask(Task):
         stat = path.stat()
         items = tuple(sorted(self.config.fields.items()))
         return read_rows(str(path), stat.st_size, stat.st_mtime_ns, items)
+
+    @classmethod
+    def id_config(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """The files' digest names the data, not where the files lie: the paths are left
+        out of the trial id once the digest is set (moving the data keeps the ids)."""
+        if not config.get("digest"):
+            return dict(config)
+        return {k: v for k, v in config.items() if k not in cls.path_keys}
 
     def spec_config(self) -> dict[str, Any]:
         """The resolved config (defaults filled in, files' SHA-1 set) the trial spec keeps."""

@@ -105,6 +105,18 @@ def task_labels(name: str, config: Mapping[str, Any] | None = None) -> tuple[str
     return (cls.family, cls.metric) if cls is not None else None
 
 
+def id_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a spec's ``task_config`` its trial id hashes (``Task.id_config`` of its
+    type); the whole config when the type is not registered here."""
+    kind = config.get("type")
+    if isinstance(kind, str) and kind in _entry_points():
+        try:
+            return _load(kind).id_config(dict(config))
+        except TaskError:
+            pass
+    return dict(config)
+
+
 def _unknown(name: str) -> UnknownTaskError:
     known = ", ".join(available_tasks()) or "(none: is hizfo-bench installed?)"
     types = ", ".join(task_types())

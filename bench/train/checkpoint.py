@@ -448,3 +448,12 @@ class TrialCheckpoints:
             "resumed_from": rel(self.resumed_from),
             "write_seconds": self.write_seconds,
         }
+
+
+def resume_step(run_dir: Path, trial_id: str) -> int | None:
+    """The step a new attempt of the trial would resume from: its newest complete
+    checkpoint's (read from ``checkpoint.json`` alone), or None when it has none."""
+    if not (Path(run_dir) / CHECKPOINTS / trial_id).is_dir():
+        return None
+    found = TrialCheckpoints(run_dir, trial_id, save_every=0, final=False)._candidates()
+    return found[-1][0] if found else None

@@ -9,7 +9,8 @@ one machine and on clusters with a shared run folder (NFS); on a multi-node clus
 without one, workers on other nodes write into their own disk and the driver shows
 those trials as queued until their result arrives (docs/orchestration.md).
 
-A file holds: ``phase`` (``loading`` | ``training`` | ``evaluating``), ``step``,
+A file holds: ``phase`` (``loading`` | ``training`` | ``evaluating``, training done |
+``sharpness`` | ``scoring``, the test set), ``step``,
 ``total_steps``, ``loss`` (the last window mean, or null), ``train_seconds`` (train
 clock at that step), ``pid`` and ``time`` (wall-clock of the write, for staleness).
 

@@ -427,6 +427,8 @@ class TrialRecipe:
         cfg = self.spec.measure
         if not cfg.sharpness:
             return
+        if self.heartbeat is not None:  # its own phase on the live display
+            self.heartbeat.write(phase="sharpness")
         # The same first training examples for every method and seed (paired), in fp32
         # with autocast off: the plain loss, not the precision-wrapped self.loss_fn.
         size = cfg.batch_size
@@ -449,6 +451,8 @@ class TrialRecipe:
     # ---- evaluate: the test set, once ----------------------------------------------
 
     def evaluate(self) -> None:
+        if self.heartbeat is not None:  # its own phase on the live display
+            self.heartbeat.write(phase="scoring")
         t1 = time.perf_counter()
         with precision.compute(self.precision, self.device):
             result = self._evaluate_test()

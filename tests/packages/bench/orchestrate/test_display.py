@@ -53,7 +53,7 @@ def test_tally_names_the_phase_and_the_sweep_eta():
     display = SweepDisplay(4, stream=stream, phase="tuning", slots=2, clock=clock)
     display.update({"a": {"phase": "loading"}, "b": None, "c": None, "d": None})
     tally = display.tally()
-    assert tally.startswith("tuning: trials: 0/4 finished (0 ok, 0 failed), 1 running, 3 queued")
+    assert tally.startswith("tuning trials: 0/4 finished (0 ok, 0 failed), 1 running, 3 queued")
     assert "ETA" not in tally  # nothing measured yet
     clock.now += 10
     # 10 s in, 5 of 10 steps in 20 s of train clock: 20 s left, so a trial is ~30 s.
@@ -69,7 +69,7 @@ def test_tally_names_the_phase_and_the_sweep_eta():
         display.finished(trial_id, {"status": "ok", "score": 0.5})
     display.close()
     last = stream.getvalue().splitlines()[-1]
-    assert last.startswith("tuning: trials: 4/4 finished") and "ETA" not in last
+    assert last.startswith("tuning trials: 4/4 finished") and "ETA" not in last
 
 
 def test_slots_default_to_the_most_trials_seen_running_at_once():
@@ -80,3 +80,49 @@ def test_slots_default_to_the_most_trials_seen_running_at_once():
     # typical trial: 5 s elapsed + 10 s ETA = 15 s; 3 running (10 s left each), 3 queued
     assert display.eta() == pytest.approx((3 * 10.0 + 3 * 15.0) / 3)
     assert display.tally().startswith("trials: 0/6")  # no phase given: no label
+
+
+# ---- issue 35: phase names that read right, phases after training, 80 columns --------
+
+LONG_ID = "hizfo[zo-off]__docstring-summary__smollm2_135m__s0__1a2b3c4d"
+
+
+def test_the_final_phase_reads_as_final_trials_not_finished():
+    display = SweepDisplay(2, stream=io.StringIO(), phase=phase_label(["final"]))
+    assert display.tally().startswith("final trials: 0/2 finished")
+    assert "final:" not in display.tally()
+
+
+def test_sharpness_and_scoring_show_as_their_own_phases():
+    from bench.orchestrate.display import trial_line
+
+    done = {"step": 6, "total_steps": 6, "loss": 1.0}
+    assert trial_line("t", {"phase": "sharpness", **done}) == (
+        "t  measuring sharpness (6/6 steps  loss 1.0000)"
+    )
+    assert trial_line("t", {"phase": "scoring", **done}).startswith("t  scoring the test set")
+    assert "evaluating" not in trial_line("t", {"phase": "evaluating", **done})
+
+
+@pytest.mark.parametrize("columns", [80, 72])
+def test_at_80_columns_no_eta_or_step_is_cut(columns):
+    from bench.orchestrate.display import trial_line
+
+    width = columns - 1
+    clock = Clock()
+    display = SweepDisplay(15, stream=io.StringIO(), phase="tuning + final", slots=2, clock=clock)
+    progress = {"phase": "training", "step": 123, "total_steps": 1000, "loss": 1.23456}
+    progress["train_seconds"] = 246.0  # 2 s per step: 877 steps left, 29:14
+    stalled = {**progress, "silent_seconds": 200.0, "stall_limit": 600.0, "stalled": True}
+    clock.now += 3700
+    display.update({LONG_ID: progress, LONG_ID[:-1] + "e": stalled})
+    lines = display.lines(width)
+    assert all(len(line) <= width for line in lines)
+    assert "ETA ~" in lines[0] and lines[0].startswith("tuning + final trials: 0/15")
+    assert lines[0].endswith(display.tally().rsplit("ETA ~", 1)[1])  # the ETA whole
+    for line in lines[1:]:
+        assert "step 123/1000" in line and "ETA 29:14" in line
+        assert line.strip().startswith("hizfo[zo-")  # the id shortened, not dropped
+    assert "STALLED" in lines[2] or "STALLED" in lines[1]
+    # Without a width (a pipe) nothing is shortened.
+    assert trial_line(LONG_ID, progress).startswith(LONG_ID + "  step 123/1000  loss 1.2346")

@@ -109,7 +109,7 @@ def test_a_trial_refreshes_its_heartbeat_while_it_trains_and_scores(tmp_path, mo
     assert ("training", 0) in seen  # the loop started
     assert [s for p, s in seen if p == "training"] == sorted(s for p, s in seen if p == "training")
     assert {("training", s) for s in (1, 2, 3)} <= set(seen)  # every step, not only the log
-    assert phases.count("evaluating") > 2  # the scoring's forward passes beat too
+    assert phases.count("scoring") > 2  # the scoring's forward passes beat too
 
 
 # A method whose step never returns: a real distribution on the workers' PYTHONPATH (Ray
