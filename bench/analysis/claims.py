@@ -8,7 +8,7 @@ measures how often each verdict is wrong. In short:
    two-level interval over seeds and documents (stats.seed_interval: the seed is the
    unit, t with S - 1 degrees of freedom).
 2. time: the time-to-target speed-up (reference time / Hi-ZFO time, train clock + setup,
-   geometric mean over seeds, censored times as bounds: bench/analysis/targets.py); a run
+   geometric mean over seeds, a trial that did not reach the target at the budget: bench/analysis/targets.py); a run
    without targets compares train-clock time for the same steps.
 3. stochasticity: Hi-ZFO against its ``zo-off`` twin. First the ZO dose, one primary
    statistic declared before data: the dev-loss difference at the last evaluation point,
@@ -444,7 +444,8 @@ def claim_time(
         "time",
         f"{method} needs less training time than {reference}.",
         "time to the dev target on the train clock plus setup (AlgoPerf: target fixed in "
-        "advance, one budget for every method, censored times as bounds); speed-up = "
+        "advance, one budget for every method, a trial that did not reach it entering at the "
+        "budget); speed-up = "
         "reference / method, geometric mean over seeds with a t-interval of the log ratios; "
         "without targets, the train-time ratio for equal steps.",
         combine([t.verdict for t in tasks]) if tasks else NOT_MEASURED,

@@ -3,7 +3,7 @@
 Time-to-target (bench/analysis/targets.py): per (model, task, method), how many seeds
 reached the dev target within the budget, the mean seconds (train clock + setup) and
 steps to it with 95% t-intervals, and the speed-up against the reference method
-(reference time / method time per seed, geometric mean, censored times as bounds).
+(reference time / method time per seed, geometric mean, a trial that did not reach the target at the budget).
 "not reached" is never turned into a time.
 """
 
