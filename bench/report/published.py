@@ -146,4 +146,14 @@ def publish(run_dir: Path, name: str, root: Path = ROOT) -> Path:
         elif src.is_file():
             shutil.copy2(src, dest / item)
     write_report(dest)
+    # No machine's absolute paths in what gets committed: the run's folder is named by its
+    # path under the repository (or "<run dir>" in the console log).
+    for text_file, old in (
+        (dest / "run.log", str(run_dir.resolve())),
+        (dest / "run.log", str(run_dir)),
+        (dest / "report" / "index.html", str(dest.resolve())),
+    ):
+        if text_file.is_file():
+            new = "<run dir>" if text_file.name == "run.log" else str(dest)
+            text_file.write_text(text_file.read_text().replace(old, new))
     return dest
