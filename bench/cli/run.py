@@ -123,6 +123,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from bench.cli.suites import print_config
 
         return print_config(suite, run_dir)
+    # Another suite's run dir is refused first (one line, nothing run; not for a listing).
+    manifest = None if args.dry_run else run_manifest(args, name, specs, only)
     from bench.resume import settings_note  # an edited suite resumed into its old run dir
 
     if note := settings_note(specs, run_dir):
@@ -141,7 +143,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
             mark = "done" if s.trial_id in done else "todo"
             print(f"  [{mark}] {s.trial_id}{'  (target setting)' if s.phase == 'target' else ''}")
         return 0
-    manifest = run_manifest(args, name, specs, only)
     print(f"suite {name}: {len(specs)} trials -> {run_dir}", file=sys.stderr)
     t0 = time.time()
     try:

@@ -109,8 +109,8 @@ def mismatch(old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
     if changed:
         n = len(changed)
         return (
-            f"suite {new.get('suite')!r} with other settings: {n} cell{'s' if n > 1 else ''} "
-            f"differ, e.g. {changed[0]} ({before[changed[0]]} there, {now[changed[0]]} now)"
+            f"suite {new.get('suite')!r} with other settings: {n} cell"
+            f"{'s differ' if n > 1 else ' differs'}, e.g. {changed[0]} ({before[changed[0]]} there, {now[changed[0]]} now)"
         )
     return None
 
