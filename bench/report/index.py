@@ -70,16 +70,19 @@ def _link(target: Path, out_dir: Path, text: str) -> str:
     return f'<a href="{_href(target, out_dir)}">{html.escape(text)}</a>'
 
 
-def render_markdown(text: str, *, shift: int = 0) -> str:
+def render_markdown(text: str, *, top: int | None = None) -> str:
     """Markdown as HTML (tables included) with markdown-it-py, or escaped text in <pre>.
-    `shift` moves every heading that many levels down (at most h6), so an embedded
-    document's headings sit below the page's own."""
+    With `top`, the document's highest heading becomes h`top` and the others keep their
+    distance below it (at most h6), so an embedded document's headings sit below the
+    page's own, in order."""
     try:
         from markdown_it import MarkdownIt
     except ImportError:
         return f"<pre>{html.escape(text)}</pre>"
     out = MarkdownIt("commonmark", {"html": False}).enable("table").render(text)
-    if shift:
+    levels = [int(n) for n in re.findall(r"<h([1-6])>", out)]
+    if top is not None and levels:
+        shift = top - min(levels)
         out = re.sub(r"<(/?)h([1-6])>", lambda m: f"<{m[1]}h{min(6, int(m[2]) + shift)}>", out)
     return out
 
@@ -192,7 +195,7 @@ def render_index(run_dir: Path, out_dir: Path) -> str:
         if (out_dir / name).is_file():
             body.append(f"<h3>{html.escape(name)}</h3>")
             # Its own headings (claims.md's "# Claims") go below the page's h1 to h3.
-            body.append(render_markdown((out_dir / name).read_text(), shift=3))
+            body.append(render_markdown((out_dir / name).read_text(), top=4))
 
     body.append('<h2 id="plots">Plots</h2>')
     pngs = sorted((out_dir / "plots").glob("*.png")) if (out_dir / "plots").is_dir() else []

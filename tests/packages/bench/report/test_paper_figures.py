@@ -89,11 +89,12 @@ def test_index_shows_plots_at_their_size_and_keeps_headings_in_order(tmp_path):
     assert "width: 46em" not in page and "overflow-x: auto" in page
 
 
-@pytest.mark.parametrize("shift", [0, 3])
-def test_embedded_markdown_headings_shift(shift):
+@pytest.mark.parametrize("text", ["# A\n\n## B\n", "### A\n\n#### B\n"])
+def test_embedded_markdown_headings_go_below_the_page_in_order(text):
     from bench.report.index import render_markdown
 
-    html = render_markdown("# A\n\n## B\n", shift=shift)
+    html = render_markdown(text, top=4)
     if html.startswith("<pre>"):
         pytest.skip("markdown-it-py not installed")
-    assert f"<h{1 + shift}>A</h{1 + shift}>" in html and f"<h{2 + shift}>B" in html
+    assert "<h4>A</h4>" in html and "<h5>B</h5>" in html
+    assert "<h1>A" in render_markdown("# A\n")  # without top: as written
