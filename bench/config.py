@@ -70,8 +70,10 @@ def _field_type(annotation: Any, meta: typing.Mapping[str, Any], top: bool = Tru
     if annotation is int:
         return Annotated[int, pydantic.Strict(), pydantic.Field(**bounds)]
     if annotation is float:
+        # Field before the validator: after it, pydantic writes a bound inside a union as
+        # a raw "gt" key instead of the JSON Schema's exclusiveMinimum.
         return Annotated[
-            float, BeforeValidator(_not_bool), pydantic.Field(allow_inf_nan=False, **bounds)
+            float, pydantic.Field(allow_inf_nan=False, **bounds), BeforeValidator(_not_bool)
         ]
     if annotation is str:
         return Annotated[str, pydantic.Strict()]

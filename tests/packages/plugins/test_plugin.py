@@ -65,6 +65,9 @@ def zo_signsgd_installed(tmp_path_factory):
         mp.syspath_prepend(str(target))
         mp.setattr(session, "_worker_env", lambda: {**worker_env(), "PYTHONPATH": path})
         registry._entry_points.cache_clear()
+        # An earlier test may have imported the example from its source folder.
+        sys.modules.pop("zo_signsgd", None)
+        importlib.invalidate_caches()
         yield target
         sys.modules.pop("zo_signsgd", None)
     registry._entry_points.cache_clear()

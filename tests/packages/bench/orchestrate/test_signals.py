@@ -67,6 +67,7 @@ def test_the_cli_says_interrupted_and_exits_143_on_sigterm(monkeypatch, capsys):
     monkeypatch.setattr(signals, "_received", [signal.SIGTERM])
     monkeypatch.setattr(run, "_cmd_run", lambda args: (_ for _ in ()).throw(KeyboardInterrupt()))
     assert cli.main(["run", "--suite", "smoke"]) == 143
+    capsys.readouterr()
     monkeypatch.setattr(signals, "_received", [])
     assert cli.main(["run", "--suite", "smoke"]) == 130  # Ctrl-C
     err = capsys.readouterr().err

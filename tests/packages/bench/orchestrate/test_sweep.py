@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from helpers.records import make_record
 
 from bench import store
 from bench.cli import main
@@ -158,10 +159,8 @@ def test_cli_dry_run_lists_trials_and_runs_nothing(tmp_path, capsys):
     suite.write_text(json.dumps(SUITE))  # JSON is YAML
     specs = expand(SUITE)
     out = tmp_path / "run"
-    store.write_trial(
-        out,
-        {k: None for k in store.REQUIRED_FIELDS} | {"trial_id": specs[0].trial_id, "status": "ok"},
-    )
+    # A finished trial file that keeps the contract (an all-None one is re-run, not done).
+    store.write_trial(out, make_record("none", seed=0) | {"trial_id": specs[0].trial_id})
     assert main(["run", "--suite", str(suite), "--out", str(out), "--dry-run"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("suite s: 3 trials")
