@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import REPO
+from helpers.plugins import install_plugin
 from helpers.specs import make_spec
 
 from bench import store
@@ -126,16 +127,7 @@ class Dying:
 
 
 def _install_plugin(folder: Path) -> None:
-    folder.mkdir()
-    (folder / "hizfo_dying_plugin.py").write_text(_PLUGIN)
-    info = folder / "hizfo_dying_plugin-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: hizfo-dying-plugin\nVersion: 0.1\n"
-    )
-    (info / "entry_points.txt").write_text(
-        "[hizfo_bench.methods]\ndying = hizfo_dying_plugin:Dying\n"
-    )
+    install_plugin(folder, "hizfo_dying_plugin", "dying", "Dying", _PLUGIN)
 
 
 def _dying_spec(attempts_file: Path, die_times: int) -> TrialSpec:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers.plugins import HANGING_METHOD, install_plugin
 
 from bench.orchestrate import signals
 
@@ -76,54 +77,8 @@ def test_the_cli_says_interrupted_and_exits_143_on_sigterm(monkeypatch, capsys):
     )
 
 
-# A method whose step never returns, so that a trial is running when the signal comes.
-_PLUGIN = """
-import os
-import time
-from dataclasses import dataclass
-
-
-@dataclass
-class HangingConfig:
-    pid_file: str = ""
-
-
-class Hanging:
-    config_class = HangingConfig
-    trains = True
-
-    def __init__(self, config):
-        self.config = config
-
-    def setup(self, model, ctx):
-        with open(self.config.pid_file, "w") as f:
-            f.write(str(os.getpid()))
-        return model
-
-    def step(self, batch, step):
-        while True:
-            time.sleep(1)
-
-    def trainable_parameters(self):
-        return []
-
-    def state_dict(self):
-        return {}
-
-    def summary(self):
-        return {}
-"""
-
-
 def _install_plugin(folder: Path) -> None:
-    folder.mkdir()
-    (folder / "hizfo_hanging_sig.py").write_text(_PLUGIN)
-    info = folder / "hizfo_hanging_sig-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: hizfo-hanging-sig\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(
-        "[hizfo_bench.methods]\nhanging-sig = hizfo_hanging_sig:Hanging\n"
-    )
+    install_plugin(folder, "hizfo_hanging_sig", "hanging-sig", "Hanging", HANGING_METHOD)
 
 
 def _alive(pid: int) -> bool:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.plugins import HANGING_METHOD, install_plugin
 from helpers.specs import make_spec
 
 from bench import store
@@ -112,57 +113,8 @@ def test_a_trial_refreshes_its_heartbeat_while_it_trains_and_scores(tmp_path, mo
     assert phases.count("scoring") > 2  # the scoring's forward passes beat too
 
 
-# A method whose step never returns: a real distribution on the workers' PYTHONPATH (Ray
-# workers are other processes), found through the entry-point group.
-_PLUGIN = """
-import os
-import time
-from dataclasses import dataclass
-
-
-@dataclass
-class HangingConfig:
-    pid_file: str = ""
-
-
-class Hanging:
-    config_class = HangingConfig
-    trains = True
-
-    def __init__(self, config):
-        self.config = config
-
-    def setup(self, model, ctx):
-        with open(self.config.pid_file, "w") as f:
-            f.write(str(os.getpid()))
-        return model
-
-    def step(self, batch, step):
-        while True:  # a deadlock, a lost collective, a plugin bug
-            time.sleep(1)
-
-    def trainable_parameters(self):
-        return []
-
-    def state_dict(self):
-        return {}
-
-    def summary(self):
-        return {}
-"""
-
-
 def _install_plugin(folder: Path) -> None:
-    folder.mkdir()
-    (folder / "hizfo_hanging_plugin.py").write_text(_PLUGIN)
-    info = folder / "hizfo_hanging_plugin-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: hizfo-hanging-plugin\nVersion: 0.1\n"
-    )
-    (info / "entry_points.txt").write_text(
-        "[hizfo_bench.methods]\nhanging = hizfo_hanging_plugin:Hanging\n"
-    )
+    install_plugin(folder, "hizfo_hanging_plugin", "hanging", "Hanging", HANGING_METHOD)
 
 
 def _alive(pid: int) -> bool:
