@@ -13,7 +13,7 @@ from bench import store
 from bench.analysis.claims import doc_outcomes, score_difference
 from bench.analysis.stats import split_settings
 from bench.format import fmt_memory, fmt_relative, fmt_seconds, method_order, tex_escape
-from bench.report.claims import claims_of_run, claims_plot, render_claims
+from bench.report.claims import claims_from, claims_plot, render_claims
 from bench.report.history import find_runs, write_history
 from bench.report.index import skipped_lines, write_index
 from bench.report.plots import laid_out, run_plots
@@ -102,11 +102,9 @@ def write_report(run_dir: Path, out_dir: Path | None = None, plots: bool = True)
         ("time_to_target.md", time_to_target_table(records, reference)),
         ("tuning.md", tuning_table(run_dir)),
     ]
-    claims = None
-    got = claims_of_run(run_dir, reference=baseline)
-    if got is not None:
-        claims = got[0]
-        texts.append(("claims.md", render_claims(*got)))
+    claims = claims_from(records, outcomes, reference=baseline)  # records read once above
+    if claims is not None:
+        texts.append(("claims.md", render_claims(claims, records, setting_warnings)))
     written = []
     for name, text in texts:
         if text is None:

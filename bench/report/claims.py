@@ -38,21 +38,30 @@ def claims_of_run(
     (store.read_trials), the final trials, one row per setting (stats.split_settings),
     the per-document outcomes of samples/, evaluate_claims. None without `method` rows.
     Returns (claims, the records they were read from, the settings warnings)."""
-    from bench.report.tables import reference_of
-
     records = [
         r
         for r in store.read_trials(Path(run_dir))
         if (r.get("config") or {}).get("phase", "final") == "final"
     ]
     records, warnings = split_settings(records)
+    claims = claims_from(records, doc_outcomes(Path(run_dir)), method, reference)
+    return None if claims is None else (claims, records, warnings)
+
+
+def claims_from(
+    records: Sequence[Mapping[str, Any]],
+    outcomes: Mapping[str, Mapping[int, float]],
+    method: str = "hizfo",
+    reference: str | None = None,
+) -> list[ClaimVerdict] | None:
+    """The claims of final, setting-split records (None without `method` rows); the
+    reference is the run's declared one unless given."""
+    from bench.report.tables import reference_of
+
     if method not in {r["method"] for r in records}:
         return None
     reference = reference or reference_of({r["method"] for r in records})
-    claims = evaluate_claims(
-        records, doc_outcomes(Path(run_dir)), method=method, reference=reference
-    )
-    return claims, records, warnings
+    return evaluate_claims(records, outcomes, method=method, reference=reference)
 
 
 def verdicts_of_run(run_dir: Path) -> dict[str, dict[str, str]]:
