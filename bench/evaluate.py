@@ -125,6 +125,8 @@ def _text(value: Any) -> Any:
 def per_document(logged: Iterable[dict[str, Any]], primary: str) -> list[dict[str, Any]]:
     """Merge lm-eval's logged samples (one per document and filter) into one per document.
 
+    `logged` is what simple_evaluate returns or what ``lm_eval --log_samples`` writes.
+
     lm-eval logs each document once per filter (``strict-match``, ``flexible-extract``),
     with the metric values under bare names (``exact_match``); the aggregates are keyed
     ``"<metric>,<filter>"``. Keying the per-document values the same way lets a reader
@@ -135,6 +137,8 @@ def per_document(logged: Iterable[dict[str, Any]], primary: str) -> list[dict[st
         doc_id = sample["doc_id"]
         filter_name = sample.get("filter", "none")
         arguments = sample.get("arguments") or [[""]]
+        if isinstance(arguments, dict):  # as lm_eval --log_samples writes them to its file
+            arguments = [list(request.values()) for request in arguments.values()]
         first = arguments[0] if arguments else [""]
         prompt = first[0] if isinstance(first, list | tuple) and first else first
         doc = docs.setdefault(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import shutil
+import re
 from pathlib import Path
 
 from bench.cli.errors import UsageError
@@ -22,8 +22,14 @@ def _cmd_cp(args: argparse.Namespace) -> int:
         raise UsageError(f"{target.parent} is not a directory")
     if target.exists() and target.resolve() == source.resolve():
         raise UsageError(f"{target} is the suite itself")
-    shutil.copyfile(source, target)
-    print(f"wrote {target}; edit it, then: hizfo-bench run --suite {target}")
+    # The copy is named after its file, so its runs (results/runs/<name>-<time>) do not
+    # land beside the bundled suite's.
+    text, renamed = re.subn(
+        r"^name:[ \t]*\S.*$", f"name: {target.stem}", source.read_text(), count=1, flags=re.M
+    )
+    target.write_text(text)
+    note = f" (name: {target.stem})" if renamed else ""
+    print(f"wrote {target}{note}; edit it, then: hizfo-bench run --suite {target}")
     return 0
 
 

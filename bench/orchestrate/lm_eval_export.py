@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.tasks import get_task
+from bench.tasks import Task, get_task
 
 EXPORT = "lm_eval_tasks"
 
@@ -50,31 +50,20 @@ def export_tasks(specs: Sequence[Any], run_dir: Path) -> list[Path]:
     root = Path(run_dir).resolve() / EXPORT
     written, commands = [], []
     for name, spec in sorted(first.items()):
-        folder = root / name
         try:
-            if folder.exists():
-                shutil.rmtree(folder)
             task = get_task(spec.task, spec.task_config)
-            lm_name = task.write_lm_eval_task(folder, max_gen_toks=spec.eval.max_gen_toks)
+            path, command = export_task(
+                task,
+                root / name,
+                max_gen_toks=spec.eval.max_gen_toks,
+                batch_size=spec.eval.batch_size,
+                limit=spec.eval.limit,
+                include_path=root,
+            )
         except Exception as e:  # a hub task offline, a full disk: the run goes on
             log.warning("lm_eval_tasks: task %s not written (%s: %s)", name, type(e).__name__, e)
             continue
-        written.append(folder / f"{lm_name}.yaml")
-        command = [
-            "lm_eval",
-            "--model",
-            "hf",
-            "--model_args",
-            "pretrained=<checkpoint>",
-            "--include_path",
-            str(root),
-            "--tasks",
-            lm_name,
-            "--batch_size",
-            str(spec.eval.batch_size),
-        ]
-        if spec.eval.limit is not None:
-            command += ["--limit", str(spec.eval.limit)]
+        written.append(path)
         note = ""
         if len(gen_toks[name]) > 1:
             note = (
@@ -92,3 +81,27 @@ def export_tasks(specs: Sequence[Any], run_dir: Path) -> list[Path]:
             + "\n".join(commands)
         )
     return written
+
+
+def export_task(
+    task: Task,
+    folder: Path,
+    *,
+    max_gen_toks: int,
+    batch_size: int,
+    limit: int | None,
+    include_path: Path | None = None,
+) -> tuple[Path, list[str]]:
+    """Write `task`'s lm-eval folder (YAML, test documents, function shim) into `folder`,
+    replacing what was there; return the YAML's path and the lm_eval command that scores
+    a checkpoint with it (``--include_path`` the folder, or `include_path`)."""
+    folder = Path(folder).resolve()
+    if folder.exists():
+        shutil.rmtree(folder)
+    lm_name = task.write_lm_eval_task(folder, max_gen_toks=max_gen_toks)
+    command = ["lm_eval", "--model", "hf", "--model_args", "pretrained=<checkpoint>"]
+    command += ["--include_path", str(include_path or folder), "--tasks", lm_name]
+    command += ["--batch_size", str(batch_size)]
+    if limit is not None:
+        command += ["--limit", str(limit)]
+    return folder / f"{lm_name}.yaml", command

@@ -69,7 +69,10 @@ def test_suites_lists_each_bundled_suite_with_its_trial_count(capsys):
 def test_cp_copies_a_bundled_suite_and_refuses_to_overwrite(tmp_path, capsys):
     target = tmp_path / "mine.yaml"
     assert main(["cp", "smoke", str(target)]) == 0
-    assert target.read_text() == (SUITES_DIR / "smoke.yaml").read_text()
+    # The copy is the suite named after its file: its runs do not land beside smoke's.
+    original = (SUITES_DIR / "smoke.yaml").read_text()
+    assert target.read_text() == original.replace("\nname: smoke\n", "\nname: mine\n", 1)
+    assert load_plan(str(target), check_sources=False).name == "mine"
     target.write_text("edited")
     assert main(["cp", "smoke", str(target)]) == 2
     err = capsys.readouterr().err.strip()
@@ -95,7 +98,7 @@ def test_print_config_gives_each_resolved_spec_and_the_tuning_points(capsys):
     assert re.search(r"^#       lr=[0-9.e+-]+$", out, re.M)
 
 
-def test_methods_name_shows_fields_types_defaults_and_docs(capsys):
+def test_methods_name_shows_fields_types_defaults_and_docs(capsys, monkeypatch):
     assert main(["methods", "mezo"]) == 0
     out = capsys.readouterr().out
     config = load_method("mezo").config_class
@@ -103,6 +106,15 @@ def test_methods_name_shows_fields_types_defaults_and_docs(capsys):
         line = next(x for x in out.splitlines() if x.split()[:1] == [f.name])
         assert f"= {f.default!r}" in line
     assert re.search(r"^  eps\s+float\s+= 0.001\s+perturbation scale$", out, re.M)
+    # A doc cut to the terminal is shown whole with -v.
+    monkeypatch.setenv("COLUMNS", "60")
+    assert main(["methods", "hizfo"]) == 0
+    cut = capsys.readouterr().out
+    assert "`hizfo-bench methods hizfo -v` shows them whole" in cut
+    assert main(["methods", "hizfo", "-v"]) == 0
+    whole = " ".join(capsys.readouterr().out.split())
+    for f in config_fields(load_method("hizfo").config_class):
+        assert " ".join(f.doc.split()) in whole
     assert main(["methods", "no-such"]) == 2
     assert "unknown method 'no-such'" in capsys.readouterr().err
 

@@ -56,3 +56,44 @@ def test_the_run_keeps_task_folders_that_lm_eval_loads_offline(tmp_path, monkeyp
     docs = list(sums.test_docs())
     assert [d["target"] for d in docs] == [str(a + 1) for a in range(5)]
     assert sums.doc_to_text(docs[0]) == "0 plus 1 is"
+
+
+def test_lm_eval_cli_scores_a_checkpoint_as_the_suite_does(tmp_path, tiny):
+    """`hizfo-bench tasks export` + lm-eval's own CLI on a saved checkpoint give the
+    suite's per-document prompts, generations and scores (issue 35 item 1)."""
+    import os
+    import subprocess
+    import sys
+
+    from bench.cli import main
+    from bench.evaluate import evaluate, per_document
+    from bench.tasks import get_task
+
+    model, tok = tiny
+    checkpoint = tmp_path / "checkpoint"
+    model.save_pretrained(checkpoint)
+    tok.save_pretrained(checkpoint)
+    task = get_task("math-mini")
+    ours = evaluate(model, tok, task, limit=6, batch_size=2, max_gen_toks=8)
+
+    folder = tmp_path / "lm-tasks"
+    args = ["tasks", "export", "math-mini", str(folder), "--max-gen-toks", "8", "--limit", "6"]
+    assert main(args) == 0
+    assert main(args) == 2  # the folder is not empty: refused without --force
+    out = tmp_path / "lm-eval-out"
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    command = [sys.executable, "-m", "lm_eval", "--model", "hf"]
+    command += ["--model_args", f"pretrained={checkpoint},dtype=float32", "--device", "cpu"]
+    command += ["--include_path", str(folder), "--tasks", "hizfo_math_mini", "--limit", "6"]
+    command += ["--batch_size", "2", "--log_samples", "--output_path", str(out)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (samples_file,) = out.rglob("samples_hizfo_math_mini_*.jsonl")
+    logged = [json.loads(line) for line in samples_file.read_text().splitlines() if line]
+    theirs = per_document(logged, task.metric)
+    assert len(theirs) == len(ours.samples) == 6
+    for a, b in zip(ours.samples, theirs, strict=True):
+        assert (a["doc_id"], a["prompt"], a["target"]) == (b["doc_id"], b["prompt"], b["target"])
+        assert a["generation"] == b["generation"]
+        assert a["filtered"] == b["filtered"]
+        assert a["metrics"] == b["metrics"]
