@@ -16,9 +16,12 @@ stops it at T; on a pipe the first mark is one line.
 The tally names the phase the sweep runs (``tuning trials``, ``target setting trials``
 or ``final trials``, from the trial specs' ``phase``) and a rough ETA for the whole sweep (``sweep_eta``):
 the typical trial's wall time (the mean of the finished ones, or before any finished,
-of the running ones' elapsed time plus their train-clock ETA) for every queued trial,
-the rest of it for every running one, spread over the sweep's slots. Trials differ in
-length, so it firms up as trials finish; the ETA of a tuning stage covers that stage.
+of the running ones' elapsed time plus their ETA) for every queued trial, the rest of it
+for every running one, spread over the sweep's slots. A running trial's ETA counts what
+follows training (sharpness, scoring): its train-clock ETA plus the mean time the
+finished trials spent after training, or, once it measures or scores, what is left of
+that mean. Trials differ in length, so it firms up as trials finish; the ETA of a tuning
+stage covers that stage.
 
 After training a trial line says what the trial does: ``trained`` (memory, checkpoint),
 ``measuring sharpness``, ``scoring the test set``. On a terminal every line fits its
@@ -124,8 +127,16 @@ def fit(head: str, variants: list[list[str]], width: int | None) -> str:
     return (shorten(head, _ID_LEAST) + "".join(variants[-1]))[:width]
 
 
-def trial_line(trial_id: str, progress: dict[str, Any] | None, width: int | None = None) -> str:
-    """One running trial: ``<id>  step s/S  loss L  ETA t`` (or its phase). With `width`,
+def trial_line(
+    trial_id: str,
+    progress: dict[str, Any] | None,
+    width: int | None = None,
+    *,
+    eta: float | None = None,
+) -> str:
+    """One running trial: ``<id>  step s/S  loss L  ETA t`` (or its phase). `eta`: the
+    seconds left to the trial's end, measuring and scoring included (``Display``'s
+    ``trial_eta``); without it, a training trial shows its train-clock ETA. With `width`,
     at most that many characters: the id is shortened and the loss dropped before the
     step and ETA are cut."""
     if progress is None:
@@ -135,14 +146,15 @@ def trial_line(trial_id: str, progress: dict[str, Any] | None, width: int | None
     loss = progress.get("loss")
     loss_text = f"  loss {loss:.4f}" if isinstance(loss, int | float) else ""
     stall, stall_short = stall_mark(progress), stall_mark(progress, short=True)
+    eta_text = f"  ETA {tqdm.format_interval(eta)}" if eta is not None else ""
     if phase == "training" and step:
-        eta = tqdm.format_interval(_train_eta(progress) or 0.0)
-        fields = [f"  step {step}/{total}", loss_text, f"  ETA {eta}"]
+        left = eta if eta is not None else _train_eta(progress) or 0.0
+        fields = [f"  step {step}/{total}", loss_text, f"  ETA {tqdm.format_interval(left)}"]
         short = [fields[0], fields[2]]
     elif phase in AFTER_TRAINING:
         words = AFTER_TRAINING[phase]
-        fields = [f"  {words} ({step}/{total} steps{loss_text})"]
-        short = [f"  {words} ({step}/{total})"]
+        fields = [f"  {words} ({step}/{total} steps{loss_text})", eta_text]
+        short = [f"  {words} ({step}/{total})", eta_text]
     else:
         fields = short = [f"  {phase}"]
     return fit(
@@ -189,6 +201,10 @@ class SweepDisplay:
         self._clock = clock
         self._started: dict[str, float] = {}  # trial id -> when it was first seen running
         self._durations: list[float] = []  # wall seconds of the trials finished here
+        # Measuring and scoring after training: when each running trial entered it, and
+        # how long it took the trials that finished (the ETAs count it from then on).
+        self._after_started: dict[str, float] = {}
+        self._after_durations: list[float] = []
         self._most_running = 0
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = enabled
@@ -203,14 +219,32 @@ class SweepDisplay:
         self._last_tally = clock()
         self._t0 = clock()
 
+    def trial_eta(self, trial_id: str) -> float | None:
+        """Seconds left to a running trial's end: its train-clock ETA plus the measuring
+        and scoring the finished trials took after training (mean), or, once it is
+        measuring or scoring, what is left of that mean; None before it can tell."""
+        progress = self.running.get(trial_id)
+        if not progress:
+            return None
+        after = (
+            sum(self._after_durations) / len(self._after_durations)
+            if self._after_durations
+            else None
+        )
+        if trial_id in self._after_started:
+            if after is None:
+                return None
+            return max(0.0, after - (self._clock() - self._after_started[trial_id]))
+        train = _train_eta(progress)
+        if train is None:
+            return None
+        return train + (after or 0.0)
+
     def eta(self) -> float | None:
         """Rough seconds until the sweep ends (``sweep_eta``), None before it can tell."""
         now = self._clock()
         queued = self.total - self.ok - self.failed - len(self.running)
-        running = [
-            (now - self._started.get(t, now), _train_eta(p) if p else None)
-            for t, p in self.running.items()
-        ]
+        running = [(now - self._started.get(t, now), self.trial_eta(t)) for t in self.running]
         slots = self.slots or max(1, self._most_running)
         return sweep_eta(running, max(0, queued), self._durations, slots)
 
@@ -255,7 +289,8 @@ class SweepDisplay:
         """The tally and one line per running trial; with `width`, none longer."""
         inner = None if width is None else width - 2
         return [self.tally(width)] + [
-            "  " + trial_line(t, p, inner) for t, p in sorted(self.running.items())
+            "  " + trial_line(t, p, inner, eta=self.trial_eta(t))
+            for t, p in sorted(self.running.items())
         ]
 
     def update(self, progress: dict[str, dict[str, Any] | None]) -> None:
@@ -271,6 +306,8 @@ class SweepDisplay:
             if not self.live:
                 self._print(f"started: {trial_id}")
         for trial_id, progress in sorted(self.running.items()):
+            if progress.get("phase") in AFTER_TRAINING:
+                self._after_started.setdefault(trial_id, now)
             if marked(progress) and trial_id not in self._stalled:
                 self._stalled.add(trial_id)  # once per trial on a pipe
                 if not self.live:
@@ -286,6 +323,9 @@ class SweepDisplay:
         self.running.pop(trial_id, None)
         if trial_id in self._started:
             self._durations.append(self._clock() - self._started.pop(trial_id))
+        if trial_id in self._after_started and record.get("status") == "ok":
+            self._after_durations.append(self._clock() - self._after_started[trial_id])
+        self._after_started.pop(trial_id, None)
         if record.get("status") == "ok":
             self.ok += 1
             score = record.get("score")

@@ -126,3 +126,30 @@ def test_at_80_columns_no_eta_or_step_is_cut(columns):
     assert "STALLED" in lines[2] or "STALLED" in lines[1]
     # Without a width (a pipe) nothing is shortened.
     assert trial_line(LONG_ID, progress).startswith(LONG_ID + "  step 123/1000  loss 1.2346")
+
+
+def test_measuring_and_scoring_count_in_the_etas():
+    """After a trial took 30 s measuring and scoring, a training trial's ETA adds that to
+    its train-clock ETA, a scoring trial's ETA is what is left of it, and the sweep's ETA
+    counts both; before any trial finished the after-training time is unknown (0)."""
+    clock = Clock()
+    display = SweepDisplay(3, stream=io.StringIO(), slots=2, clock=clock)
+    display.update({"a": _training(5, 10, 10.0), "b": _training(5, 10, 10.0), "c": None})
+    assert display.trial_eta("a") == pytest.approx(10.0)  # train clock only: nothing known
+    clock.now += 10
+    after = {"step": 10, "total_steps": 10, "loss": 1.0}
+    display.update({"a": {"phase": "sharpness", **after}, "b": _training(5, 10, 10.0), "c": None})
+    assert display.trial_eta("a") is None  # measuring, and no trial has finished it yet
+    clock.now += 30
+    display.finished("a", {"status": "ok", "score": 0.5})  # 30 s after training
+    assert display.trial_eta("b") == pytest.approx(10.0 + 30.0)
+    assert display.lines()[1].endswith("ETA 00:40")
+    display.update({"b": {"phase": "scoring", **after}, "c": _training(1, 10, 1.0)})
+    clock.now += 10
+    assert display.trial_eta("b") == pytest.approx(20.0)
+    assert "scoring the test set" in display.lines()[1] and display.lines()[1].endswith("00:20")
+    assert display.trial_eta("c") == pytest.approx(9.0 + 30.0)
+    # A failed trial's time after training is no measure of the others'.
+    clock.now += 50
+    display.finished("b", {"status": "failed", "error": "x"})
+    assert display.trial_eta("c") == pytest.approx(9.0 + 30.0)
