@@ -7,6 +7,7 @@ as separate rows. `settings_note` says so in one line before anything runs.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,8 @@ def settings_note(specs: list[TrialSpec], run_dir: Path) -> str | None:
 def _first_change(old: TrialSpec, new: TrialSpec) -> str | None:
     """``key: A there, B now`` for the first setting that differs, ignoring tuned keys."""
     tuned = {f"method_config.{k}" for k in old.tuning_point} | {"tuning_point", "phase"}
-    a, b = _flat(old._id_payload()), _flat(new._id_payload())
+    # Compared as the trial file holds them: a tuple (AdamW's betas) read back is a list.
+    a, b = (_flat(json.loads(json.dumps(s._id_payload()))) for s in (old, new))
     for key in sorted(a.keys() | b.keys()):
         if any(key == t or key.startswith(f"{t}.") for t in tuned):
             continue
