@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from helpers.imports import import_nodes, top_level_imports
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("bench", "baselines", "hizfo")
 # Folders of plugin distributions: each subfolder with a pyproject.toml is one, its
@@ -92,36 +94,12 @@ def _module_name(path: Path, root: Path) -> str:
     return ".".join(parts)
 
 
-def _type_checking_only(node: ast.AST) -> bool:
-    test = getattr(node, "test", None)
-    return isinstance(node, ast.If) and (
-        (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING")
-        or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
-    )
-
-
-def _import_nodes(tree: ast.AST, runtime_only: bool = False) -> list[ast.Import | ast.ImportFrom]:
-    """Every import statement, lazy ones included; with `runtime_only`, not those under
-    ``if TYPE_CHECKING:``."""
-    found: list[ast.Import | ast.ImportFrom] = []
-    todo = [tree]
-    while todo:
-        node = todo.pop()
-        if runtime_only and _type_checking_only(node):
-            todo.extend(getattr(node, "orelse", []))
-            continue
-        if isinstance(node, ast.Import | ast.ImportFrom):
-            found.append(node)
-        todo.extend(ast.iter_child_nodes(node))
-    return found
-
-
 def _imports(path: Path, modules: set[str], root: Path) -> set[str]:
     """Project modules `path` imports (``from pkg import mod`` counts as pkg.mod)."""
     this = _module_name(path, root)
     package = this if path.name == "__init__.py" else this.rpartition(".")[0]
     found: set[str] = set()
-    for node in _import_nodes(ast.parse(path.read_text())):
+    for node in import_nodes(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         else:
@@ -137,18 +115,6 @@ def _imports(path: Path, modules: set[str], root: Path) -> set[str]:
             if name and name != this:
                 found.add(name)
     return found
-
-
-def third_party_imports(path: Path) -> set[str]:
-    """Top-level names `path` imports at run time (absolute imports; not those under
-    ``if TYPE_CHECKING:``), lazy ones included."""
-    names = set()
-    for node in _import_nodes(ast.parse(path.read_text()), runtime_only=True):
-        if isinstance(node, ast.Import):
-            names |= {a.name.split(".")[0] for a in node.names}
-        elif not node.level and node.module:
-            names.add(node.module.split(".")[0])
-    return names
 
 
 def source_files(srcs: list[tuple[Path, str]] | None = None) -> dict[str, tuple[Path, Path]]:
@@ -268,7 +234,7 @@ def test_the_contracts_import_no_torch_in_their_source():
     """No contract module imports the torch stack, lazily or not (type-only imports under
     ``if TYPE_CHECKING:`` aside); that they import only each other is the layer order."""
     found = {
-        m: sorted(third_party_imports(path) & (TORCH_STACK | {"hizfo", "baselines"}))
+        m: sorted(top_level_imports(path) & (TORCH_STACK | {"hizfo", "baselines"}))
         for m, (path, _) in source_files().items()
         if LAYERS[layer_of(m)][0] == "contracts"
     }
