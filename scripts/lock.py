@@ -1,6 +1,6 @@
 """Write requirements.lock: the exact version of every package hizfo-bench installs.
 
-    python scripts/lock.py            # from the environment this Python runs in
+    python scripts/lock.py            # from the environment this Python (>= 3.11) runs in
     python scripts/lock.py --check    # exit 1 if the lock differs from that environment
 
 The lock is a pip constraints file (one ``name==version`` a line) that scripts/setup.sh
@@ -108,7 +108,7 @@ def closure(
                 missing.append(key)
             continue
         found[key] = (dist.metadata["Name"], public(dist.version))
-        for r in map(Requirement, dist.requires or [] if follow else []):
+        for r in map(Requirement, (dist.requires or []) if follow else []):
             if _applies(r, set(req.extras)):
                 todo.append(r)
     return found, missing
