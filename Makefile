@@ -4,6 +4,8 @@
 #   make test     set up .venv, run ruff (lint + format) and the tests
 #   make nightly  the nightly regression check (docs/reports.md): the nightly suite, the
 #                 accuracy trial and perf into one run dir, then compare with the reference
+#   make lock     rewrite requirements.lock from the versions installed in .venv
+#                 (docs/design.md, "Dependencies")
 VENV ?= .venv
 SUITE ?= mini
 BIN := $(VENV)/bin
@@ -12,10 +14,11 @@ HISTORY ?= results/history
 # The nightly run dir; default results/runs/nightly-<time> (a fresh one each time).
 NIGHTLY_OUT ?=
 
-.PHONY: setup run test lint smoke nightly
+.PHONY: setup run test lint smoke nightly lock
 
-# The plugins' pyproject files too: a changed entry point needs a reinstall.
-$(VENV)/.installed: pyproject.toml scripts/setup.sh scripts/ensure-sandbox.sh $(wildcard plugins/*/pyproject.toml)
+# The plugins' pyproject files too: a changed entry point needs a reinstall; and the
+# lock: a moved version is installed.
+$(VENV)/.installed: pyproject.toml requirements.lock scripts/setup.sh scripts/ensure-sandbox.sh $(wildcard plugins/*/pyproject.toml)
 	VENV=$(VENV) bash scripts/setup.sh
 
 setup: $(VENV)/.installed
@@ -35,6 +38,10 @@ nightly: setup
 	$(BIN)/hizfo-bench run --suite $(REFERENCE)/accuracy.yaml --out "$$out"; \
 	$(BIN)/hizfo-bench perf --repeats 3 --max-repeats 3 --warmup 1 --no-naive --methods mezo,fo-adamw,hizfo --out "$$out"; \
 	$(BIN)/hizfo-bench compare $(REFERENCE) "$$out" --history $(HISTORY)
+
+# No dependency on setup: the lock is written from what .venv has now.
+lock:
+	$(BIN)/python scripts/lock.py
 
 lint: setup
 	$(BIN)/ruff check .

@@ -26,11 +26,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
-import torch
+if TYPE_CHECKING:  # the contract imports no torch (docs/design.md, "Layering")
+    import torch
 
-Batch = dict[str, torch.Tensor]  # input_ids, attention_mask, labels (-100 on prompt/pad)
+Batch = dict[str, "torch.Tensor"]  # input_ids, attention_mask, labels (-100 on prompt/pad)
 
 
 def causal_lm_loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:

