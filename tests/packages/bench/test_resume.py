@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from bench import store
 from bench.resume import settings_note
-from tests.helpers.records import make_record
-from tests.helpers.specs import make_spec
+from helpers.records import make_record
+from helpers.specs import make_spec
 
 
 def _file(run_dir, spec) -> None:
