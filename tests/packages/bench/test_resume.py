@@ -3,10 +3,11 @@ settings says so in one line; settings that only changed form on disk are no dif
 
 from __future__ import annotations
 
-from bench import store
-from bench.resume import settings_note
 from helpers.records import make_record
 from helpers.specs import make_spec
+
+from bench import store
+from bench.resume import settings_note
 
 
 def _file(run_dir, spec) -> None:
