@@ -158,3 +158,16 @@ def test_a_renamed_copy_gets_the_same_rows_and_targets_end_to_end(renamed_method
     assert {
         k.replace("hybrid-copy", "hizfo") for k in model["ratios"] if k.startswith("hybrid")
     } == keys
+
+
+def test_paper_batch_is_the_papers_tokens_per_step() -> None:
+    from bench.cli import build_parser
+    from bench.cli.errors import UsageError
+    from bench.cli.perf import _settings
+
+    parser = build_parser()
+    settings = _settings(parser.parse_args(["perf", "--paper-batch"]))
+    assert (settings.batch_size, settings.seq_len) == (16, 512)
+    assert (_settings(parser.parse_args(["perf"])).batch_size, settings.repeats) == (8, 5)
+    with pytest.raises(UsageError, match="--paper-batch sets the batch"):
+        _settings(parser.parse_args(["perf", "--paper-batch", "--seq-len", "128"]))
