@@ -51,6 +51,7 @@ class GPU:
 
 
 H100 = GPU("H100 SXM 80 GB", 80e9, 989e12, 3.35e12)
+H200 = GPU("H200 141 GB", 141e9, 989e12, 4.8e12)
 USABLE = 0.9  # of a GPU's memory
 MFU = 0.3  # assumed fraction of the bf16 peak a training or forward pass reaches
 DECODE_EFFICIENCY = 0.5  # assumed fraction of the bandwidth a decoding step reaches
@@ -111,6 +112,33 @@ def memory_bytes(
         "state": state,
         "activations": activations,
         "total": state + activations,
+    }
+
+
+# Read-and-write sweeps over the ZO parameters of one two-sided SPSA step with the seed
+# trick (hizfo/zo.py): +eps z, -2 eps z, then restore and update in one (+eps z - lr g z).
+ZO_SWEEPS = 3
+
+
+def zo_traffic_floor(
+    parameters: float, bytes_per_parameter: float, forward_seconds: float, bandwidth: float
+) -> dict[str, float]:
+    """The floor of a ZO (MeZO) step with the parameter traffic it cannot avoid: two
+    forwards, plus ZO_SWEEPS sweeps that each read and write every parameter once (z is
+    regenerated from the seed on the chip, so it moves no bytes):
+
+        step >= 2 F + 2 x ZO_SWEEPS x P x b / B,
+        step / two forwards >= 1 + ZO_SWEEPS x P x b / (B x F),
+
+    F the forward's time (which itself reads the weights once, P b / B at least), P the
+    parameters, b their bytes, B the memory bandwidth. Returns {traffic_bytes,
+    traffic_seconds, step_over_two_forwards}."""
+    traffic = 2 * ZO_SWEEPS * parameters * bytes_per_parameter
+    seconds = traffic / bandwidth
+    return {
+        "traffic_bytes": traffic,
+        "traffic_seconds": seconds,
+        "step_over_two_forwards": 1 + seconds / (2 * forward_seconds),
     }
 
 

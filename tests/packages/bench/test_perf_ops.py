@@ -171,3 +171,20 @@ def test_paper_batch_is_the_papers_tokens_per_step() -> None:
     assert (_settings(parser.parse_args(["perf"])).batch_size, settings.repeats) == (8, 5)
     with pytest.raises(UsageError, match="--paper-batch sets the batch"):
         _settings(parser.parse_args(["perf", "--paper-batch", "--seq-len", "128"]))
+
+
+def test_the_zo_floor_with_parameter_traffic() -> None:
+    # llama-1b in bf16 on an H200 at 8 x 64 (forward 19 ms measured): 3 sweeps reading and
+    # writing 1.24B x 2 bytes move 14.8 GB, 3.1 ms at 4.8 TB/s: 1.08 x two forwards.
+    p = model_configs_parameters("llama-1b")
+    floor = estimates.zo_traffic_floor(p, 2, 0.019, estimates.H200.bandwidth)
+    assert floor["traffic_bytes"] == 6 * p * 2
+    assert floor["traffic_seconds"] == pytest.approx(6 * p * 2 / 4.8e12)
+    assert floor["step_over_two_forwards"] == pytest.approx(1 + 3 * p * 2 / (4.8e12 * 0.019))
+    assert 1.07 < floor["step_over_two_forwards"] < 1.09
+
+
+def model_configs_parameters(name: str) -> int:
+    from bench import model_configs
+
+    return model_configs.parameter_count(model_configs.resolve(name))
