@@ -188,3 +188,28 @@ def model_configs_parameters(name: str) -> int:
     from bench import model_configs
 
     return model_configs.parameter_count(model_configs.resolve(name))
+
+
+def test_fo_fraction_is_a_share_or_a_config_field() -> None:
+    from dataclasses import dataclass
+
+    from bench.method import method_traits
+
+    @dataclass
+    class Config:
+        share: float = 0.3
+
+    class Method:
+        config_class = Config
+        fo_fraction = "share"
+        perf_ratios = {"step_over_own_floor": {"cuda": 1.2}}
+
+    traits = method_traits(Method)
+    assert traits.trained_fraction({"share": 0.7}) == 0.7
+    assert traits.perf_ratios == (("step_over_own_floor", (("cuda", 1.2),)),)
+    Method.fo_fraction = "missing"
+    with pytest.raises(ValueError, match="names no config field"):
+        method_traits(Method)
+    Method.fo_fraction = 1.5
+    with pytest.raises(ValueError, match=r"must be in \[0, 1\]"):
+        method_traits(Method)
