@@ -7,7 +7,8 @@ batch: setup (timed apart, as in a trial), then rounds of [step, floors...] inte
 (timing.interleaved) inside one memory window: the floors (a no-grad forward; for
 Hi-ZFO also the forward + backward with only its FO set requiring grad) add nothing to
 the step's peak (a no-grad forward is inference, the partial backward is the step's own
-backward without the optimizer).
+backward without the optimizer). After the rounds, one more step and each floor pass
+are run once under the operator counter (ops.py), outside the timing and the window.
 """
 
 from __future__ import annotations
