@@ -213,3 +213,13 @@ def test_fo_fraction_is_a_share_or_a_config_field() -> None:
     Method.fo_fraction = 1.5
     with pytest.raises(ValueError, match=r"must be in \[0, 1\]"):
         method_traits(Method)
+
+
+def test_a_batch_other_than_the_default_is_in_the_model_label() -> None:
+    from bench.perf.workload import model_label
+
+    assert model_label(PerfSettings(model="tiny"), CPU) == "tiny"
+    paper = PerfSettings(model="tiny", batch_size=16, seq_len=512)
+    assert model_label(paper, CPU) == "tiny:16x512"
+    shape = PerfSettings(model_config="llama-1b", batch_size=16, seq_len=512)
+    assert model_label(shape, CPU) == "config:llama-1b@0.05:16x512"
