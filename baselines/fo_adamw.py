@@ -38,6 +38,13 @@ class FOAdamW:
     step_passes: ClassVar[tuple[float, float]] = (1.0, 1.0)
     is_reference: ClassVar[bool] = True
     display_order: ClassVar[int] = 10
+    # Every parameter first-order; perf: its step and peak against a forward and
+    # inference (no target: the floor of an FO step is its own forward + backward).
+    fo_fraction: ClassVar[float] = 1.0
+    perf_ratios: ClassVar[dict[str, dict[str, float]]] = {
+        "step_over_forward": {},
+        "peak_over_inference_peak": {},
+    }
     # On several devices: sharded with FSDP2 (bench/train/distributed.py).
     sharding: ClassVar[str] = "fsdp2"
 

@@ -44,6 +44,15 @@ class HiZFOMethod:
     # a full one.
     step_passes: ClassVar[tuple[float, float]] = (3.0, 0.5)
     display_order: ClassVar[int] = 40
+    # The FO set is rho of the parameters (gradient + AdamW moments); perf: the step
+    # against the reference's (no target: its floor is about (2 + 2 rho) / 3) and
+    # against its own floor (docs/performance.md).
+    fo_fraction: ClassVar[str] = "rho"
+    perf_ratios: ClassVar[dict[str, dict[str, float]]] = {
+        "step_over_fo_step": {},
+        "step_over_own_floor": {"any": 1.1},
+        "step_over_default": {},
+    }
     # `hizfo-bench perf` rows (bench/perf.py): the plain step at rho 0.5, with the shared
     # forward, and with the one-sided estimator (L(theta) from the FO forward).
     perf_variants: ClassVar[dict[str, dict[str, Any]]] = {

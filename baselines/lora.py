@@ -108,6 +108,10 @@ class LoRA(FOAdamW):
     step_passes: ClassVar[tuple[float, float]] = (1.0, 0.5)
     is_reference: ClassVar[bool] = False
     display_order: ClassVar[int] = 30
+    # Not fo-adamw's (a subclass inherits traits): the base weights hold no gradient or
+    # AdamW state (the adapters are not counted), and perf declares no ratios.
+    fo_fraction: ClassVar[float] = 0.0
+    perf_ratios: ClassVar[dict[str, dict[str, float]]] = {}
     config: LoRAConfig
 
     @classmethod

@@ -74,6 +74,14 @@ class MeZO:
     # Method traits (bench.method.MethodTraits): two forwards per step (q = 1), no backward.
     step_passes: ClassVar[tuple[float, float]] = (2.0, 0.0)
     display_order: ClassVar[int] = 20
+    # perf (bench/perf/ratios.py): the step against its two forwards and the peak against
+    # inference, with targets; against the naive reference and the default row, none.
+    perf_ratios: ClassVar[dict[str, dict[str, float]]] = {
+        "step_over_two_forwards": {"cpu": 1.3, "cuda": 1.1},
+        "peak_over_inference_peak": {"cpu": 1.1, "cuda": 1.05},
+        "step_over_naive_mezo_step": {},
+        "step_over_default": {},
+    }
     # `hizfo-bench perf` rows (bench/perf.py): the default step and each opt-in, alone and
     # together, so their step / two-forwards ratios sit side by side.
     perf_variants: ClassVar[dict[str, dict[str, Any]]] = {

@@ -10,6 +10,8 @@ memory and evaluation; the method owns only how parameters change::
         step_passes = (1.0, 1.0)           # nominal (forward, backward) passes per step
         is_reference = False               # True only for the baseline others are timed against
         display_order = 100                # rows sort by it, then by name
+        fo_fraction = 0.0                  # share trained first-order (or a config field)
+        perf_ratios = {}                   # hizfo-bench perf: ratio kind -> {device: limit}
 
         def __init__(self, config: MyConfig) -> None: ...
         def setup(self, model, ctx: TrainContext) -> torch.nn.Module: ...
@@ -24,7 +26,8 @@ Register it under the entry-point group ``hizfo_bench.methods``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
@@ -121,17 +124,36 @@ class MethodTraits:
             timed against (fo-adamw); default False.
         display_order: rows of tables and plots sort by it, then by name (variants after
             their method); default 100, after the built-in methods (0-40).
+        fo_fraction: the fraction of the parameters the method trains first-order, each
+            with a gradient and AdamW's two moments (the memory estimate,
+            bench/perf/estimates.py): a number in [0, 1] (fo-adamw 1.0; default 0.0, a
+            ZO method, or LoRA whose adapters are not counted), or the name of the
+            method config's field that holds it (Hi-ZFO: "rho").
+        perf_ratios: the `hizfo-bench perf` ratios of the method's rows, as pairs
+            (kind, ((device, limit), ...)) of bench.perf.ratios.RATIO_KINDS and their
+            targets ("cpu", "cuda" or "any"; only on ratios to a floor); declared as a
+            dict {kind: {device: limit}}. Default none; every method row also gets its
+            operator counts against its floor's (bench/perf/ops.py) whatever it declares.
     """
 
     step_passes: tuple[float, float] = (1.0, 1.0)
     is_reference: bool = False
     display_order: int = 100
+    fo_fraction: float | str = 0.0
+    perf_ratios: tuple[tuple[str, tuple[tuple[str, float], ...]], ...] = ()
 
     @property
     def step_cost(self) -> float:
         """One step's nominal cost in forward passes: forward + 2 x backward."""
         forward, backward = self.step_passes
         return forward + BACKWARD_OVER_FORWARD * backward
+
+    def trained_fraction(self, config: Mapping[str, Any]) -> float:
+        """fo_fraction for a method config (a mapping of its fields, the named one
+        included): the number, or the config's value of the field fo_fraction names."""
+        if isinstance(self.fo_fraction, str):
+            return float(config[self.fo_fraction])
+        return float(self.fo_fraction)
 
 
 def method_traits(cls: type) -> MethodTraits:
@@ -144,10 +166,26 @@ def method_traits(cls: type) -> MethodTraits:
         )
     if not getattr(cls, "trains", True):
         passes = (0.0, 0.0)
+    fraction = getattr(cls, "fo_fraction", default.fo_fraction)
+    if isinstance(fraction, str):
+        fields = {f.name for f in dataclasses.fields(cls.config_class)}
+        if fraction not in fields:
+            raise ValueError(f"{cls.__name__}.fo_fraction names no config field: {fraction!r}")
+    elif not 0.0 <= float(fraction) <= 1.0:
+        raise ValueError(f"{cls.__name__}.fo_fraction must be in [0, 1], got {fraction}")
+    else:
+        fraction = float(fraction)
+    declared = getattr(cls, "perf_ratios", None) or {}
+    perf_ratios = tuple(
+        (str(kind), tuple((str(d), float(limit)) for d, limit in dict(targets).items()))
+        for kind, targets in dict(declared).items()
+    )
     return MethodTraits(
         step_passes=passes,  # type: ignore[arg-type]
         is_reference=bool(getattr(cls, "is_reference", default.is_reference)),
         display_order=int(getattr(cls, "display_order", default.display_order)),
+        fo_fraction=fraction,
+        perf_ratios=perf_ratios,
     )
 
 

@@ -16,7 +16,10 @@ if TYPE_CHECKING:
 def _settings(args: argparse.Namespace) -> PerfSettings:
     from bench import model_configs
     from bench.perf import PerfSettings
+    from bench.perf.settings import PAPER_BATCH
 
+    if args.paper_batch and (args.batch_size, args.seq_len) != (8, 64):
+        raise UsageError("--paper-batch sets the batch: leave out --batch-size and --seq-len")
     if args.repeats < 1 or args.warmup < 0:
         raise UsageError("--repeats must be >= 1 and --warmup >= 0")
     if args.max_repeats is not None and args.max_repeats < args.repeats:
@@ -30,12 +33,13 @@ def _settings(args: argparse.Namespace) -> PerfSettings:
             model_configs.resolve(args.model_config)
         except model_configs.ModelConfigError as e:
             raise UsageError(str(e)) from None
+    batch_size, seq_len = PAPER_BATCH if args.paper_batch else (args.batch_size, args.seq_len)
     return PerfSettings(
         model=args.model,
         model_config=args.model_config,
         scale=args.scale,
-        batch_size=args.batch_size,
-        seq_len=args.seq_len,
+        batch_size=batch_size,
+        seq_len=seq_len,
         dtype=args.dtype,
         device=args.device,
         repeats=args.repeats,
@@ -160,6 +164,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     pf.add_argument("--batch-size", type=int, default=8)
     pf.add_argument("--seq-len", type=int, default=64)
+    pf.add_argument(
+        "--paper-batch",
+        action="store_true",
+        help="batch 16 x 512, the paper's (MeZO's) tokens per step, instead of 8 x 64 "
+        "(slow on CPU)",
+    )
     pf.add_argument("--dtype", default="float32")
     pf.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     pf.add_argument(

@@ -309,6 +309,10 @@ def _execute(
             "pid": os.getpid(),
             "node_id": context.get_node_id(),
             "assigned_resources": assigned,
+            # The GPUs Ray gave this trial and what the trial saw of them (Ray sets
+            # CUDA_VISIBLE_DEVICES per task: "0", "1", "0,1" for a trial of two).
+            "gpu_ids": [str(i) for i in ray.get_gpu_ids()],
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
             # Spawn until the task body ran (on a reused worker: its age when this began).
             "process_age_at_start_seconds": age,
             "import_seconds": import_seconds,  # torch + bench imports before the trial

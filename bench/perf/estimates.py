@@ -5,10 +5,11 @@ activations; bench/measure/memory.py measures the same parts on a real run):
 
 - weights: 4 bytes in fp32 and in bf16-mixed (fp32 master weights, bf16 autocast
   compute), 2 in pure bf16;
-- for the fraction f of parameters a method trains first-order (MEMORY_MODEL: fo-adamw
-  1, Hi-ZFO rho, MeZO, LoRA's base weights and the zero-shot model 0): a gradient and
-  AdamW's two moments, each the size of the weights: 3 x weights x f (so fo-adamw in
-  fp32 or bf16-mixed is 16 bytes per parameter, the usual figure);
+- for the fraction f of parameters a method trains first-order (what its class declares,
+  MethodTraits.fo_fraction: fo-adamw 1, Hi-ZFO its config's rho, MeZO, LoRA's base
+  weights and the zero-shot model 0, the default): a gradient and AdamW's two moments,
+  each the size of the weights: 3 x weights x f (so fo-adamw in fp32 or bf16-mixed is 16
+  bytes per parameter, the usual figure);
 - activations a backward keeps (methods with a backward): per layer and token, 34 x
   hidden bytes at 16 bits (Korthikanti et al. 2022, with SDPA attention, no
   recomputation; twice that in fp32), plus fp32 logits and their gradient (8 x vocab
@@ -38,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench import model_configs
+from bench.method import method_traits
 
 
 @dataclass(frozen=True)
@@ -49,16 +51,13 @@ class GPU:
 
 
 H100 = GPU("H100 SXM 80 GB", 80e9, 989e12, 3.35e12)
+H200 = GPU("H200 141 GB", 141e9, 989e12, 4.8e12)
 USABLE = 0.9  # of a GPU's memory
 MFU = 0.3  # assumed fraction of the bf16 peak a training or forward pass reaches
 DECODE_EFFICIENCY = 0.5  # assumed fraction of the bandwidth a decoding step reaches
 # Small models are launch-bound, not flop-bound: a pass takes at least this per layer
 # (ASSUMPTION: paper-lite's estimate of a 12 ms SmolLM2 forward over its 30 layers).
 LAYER_SECONDS = 0.4e-3
-
-# The fraction of parameters each method trains first-order (gradient + AdamW state);
-# "rho" reads the method config's rho. Methods not listed: 0 (ZO-like, weights only).
-MEMORY_MODEL: dict[str, float | str] = {"fo-adamw": 1.0, "hizfo": "rho"}
 
 
 def _shape(source: str) -> dict[str, Any]:
@@ -71,11 +70,21 @@ def weight_bytes(precision: str) -> int:
 
 
 def trained_fraction(method: str, method_config: dict[str, Any]) -> float:
-    base = method.split("[")[0]
-    fraction = MEMORY_MODEL.get(base, 0.0)
-    if fraction == "rho":
-        return float(method_config.get("rho", 0.5))
-    return float(fraction)
+    """The fraction of parameters method `method` (a label: a variant reads its method)
+    trains first-order at `method_config` (MethodTraits.fo_fraction; a field it names
+    and the config lacks has the config class's default); 0 for a method not installed."""
+    from bench.registry import MethodError, load_method
+
+    try:
+        cls = load_method(method)
+    except MethodError:
+        return 0.0
+    defaults = {
+        f.name: f.default
+        for f in dataclasses.fields(cls.config_class)
+        if f.default is not dataclasses.MISSING
+    }
+    return method_traits(cls).trained_fraction({**defaults, **method_config})
 
 
 def memory_bytes(
@@ -103,6 +112,33 @@ def memory_bytes(
         "state": state,
         "activations": activations,
         "total": state + activations,
+    }
+
+
+# Read-and-write sweeps over the ZO parameters of one two-sided SPSA step with the seed
+# trick (hizfo/zo.py): +eps z, -2 eps z, then restore and update in one (+eps z - lr g z).
+ZO_SWEEPS = 3
+
+
+def zo_traffic_floor(
+    parameters: float, bytes_per_parameter: float, forward_seconds: float, bandwidth: float
+) -> dict[str, float]:
+    """The floor of a ZO (MeZO) step with the parameter traffic it cannot avoid: two
+    forwards, plus ZO_SWEEPS sweeps that each read and write every parameter once (z is
+    regenerated from the seed on the chip, so it moves no bytes):
+
+        step >= 2 F + 2 x ZO_SWEEPS x P x b / B,
+        step / two forwards >= 1 + ZO_SWEEPS x P x b / (B x F),
+
+    F the forward's time (which itself reads the weights once, P b / B at least), P the
+    parameters, b their bytes, B the memory bandwidth. Returns {traffic_bytes,
+    traffic_seconds, step_over_two_forwards}."""
+    traffic = 2 * ZO_SWEEPS * parameters * bytes_per_parameter
+    seconds = traffic / bandwidth
+    return {
+        "traffic_bytes": traffic,
+        "traffic_seconds": seconds,
+        "step_over_two_forwards": 1 + seconds / (2 * forward_seconds),
     }
 
 

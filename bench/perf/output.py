@@ -56,7 +56,11 @@ def trial_record(
         },
         environment=environment,
         # Every timed round: the samples `compare --history` tests step times on.
-        extra={"step_seconds": result["seconds"], "threads": result["threads"]} if ok else {},
+        extra=(
+            {"step_seconds": result["seconds"], "threads": result["threads"], "ops": result["ops"]}
+            if ok
+            else {}
+        ),
     ).to_dict()
 
 
@@ -117,6 +121,12 @@ def render(summary: dict[str, Any]) -> str:
                 lines.append(
                     f"    {'beside it: ' + floor:28s} {fmt_s(f['median_seconds'], 3, 8):>10s} "
                     f"{fmt_s(f['min_seconds'], 3, 8):>10s}"
+                )
+            if ops := r.get("ops"):
+                lines.append(
+                    f"    operator calls: step {ops['step']}, floor {ops['floor']} "
+                    f"(+{ops['step'] - ops['floor']}; forward {ops['forward']}, "
+                    f"partial forward + backward {ops['partial_backward']})"
                 )
         targets: dict[str, list[dict[str, Any]]] = {}
         for t in m["targets"]:

@@ -8,18 +8,22 @@ only set on such ratios to a floor, timed beside the step (interleaved, timing.p
 "Hi-ZFO step / AdamW step" is printed but has no target, since a two-sided Hi-ZFO step
 cannot be cheaper than about (2 + 2 rho) / 3 of an AdamW step (docs/performance.md).
 
-Ratio definitions name the registered method whose rows they apply to; the reference
-row of "step_over_fo_step" is whichever default row's class declares
-``is_reference = True`` (bench.method.MethodTraits), not a name.
+Which ratios a method's rows get, and their targets, the method class declares
+(``perf_ratios``, bench.method.MethodTraits); every row also gets its operator counts
+against its floor's (ops.py). The reference row of "step_over_fo_step" is whichever
+default row's class declares ``is_reference = True``, and that method's keys are spelled
+"fo": nothing here knows a method by its name.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from bench.method import MethodTraits
 from bench.perf.timing import narrow, ratio_interval
 
 # Denominators a method row can be paired with, measured on the method's own model and
@@ -76,39 +80,46 @@ RATIO_KINDS: dict[str, tuple[str, ...]] = {
     "step_over_naive_mezo_step": (),  # step / the naive MeZO reference (no target)
     "step_over_fo_step": (),  # step / the reference method's default step (no target)
     "step_over_default": (),  # a variant's step / the method's default step (no target)
+    "ops_over_floor_ops": (),  # operator calls of a step / of its floor's passes (ops.py)
+    "ops_minus_floor_ops": (),  # the same as a difference: the step's own operator calls
 }
+# Kinds every method row gets, whatever its class declares: exact counts, no rounds.
+OPS_KINDS = ("ops_over_floor_ops", "ops_minus_floor_ops")
 # Kinds that are ratios to a floor: the only ones a target may be set on.
 FLOOR_KINDS = (
     "step_over_two_forwards",
     "step_over_own_forwards",
     "step_over_own_floor",
     "peak_over_inference_peak",
+    "ops_over_floor_ops",
 )
 
-METHOD_RATIOS: tuple[MethodRatio, ...] = (
-    MethodRatio("mezo", "mezo", "step_over_two_forwards", (("cpu", 1.3), ("cuda", 1.1))),
-    MethodRatio("mezo", "mezo", "peak_over_inference_peak", (("cpu", 1.1), ("cuda", 1.05))),
-    MethodRatio("mezo", "mezo", "step_over_naive_mezo_step"),
-    MethodRatio("mezo", "mezo", "step_over_default", variants_only=True),
-    MethodRatio("fo-adamw", "fo", "step_over_forward"),
-    MethodRatio("fo-adamw", "fo", "peak_over_inference_peak"),
-    MethodRatio("hizfo", "hizfo", "step_over_fo_step"),
-    MethodRatio("hizfo", "hizfo", "step_over_own_floor", (("any", 1.1),)),
-    MethodRatio("hizfo", "hizfo", "step_over_default", variants_only=True),
-    # The MeZO-GV plugins (plugins/mezo-gv; rows only where it is installed): a step runs
-    # M + 2 no-grad forwards (M scoring the pool, 2 along the chosen direction), its own
-    # floor; no time target (not measured yet: the 5M z draws of MeZO-GV's step weigh on
-    # it as MeZO's 3 do on its). Memory is MeZO's (the seed trick), so MeZO's peak
-    # target; MeZO-GV's keep_direction row misses it by design (one more copy of the
-    # weights).
-    MethodRatio("mezo-gv", "mezo-gv", "step_over_own_forwards"),
-    MethodRatio("mezo-gv", "mezo-gv", "peak_over_inference_peak", (("cpu", 1.1), ("cuda", 1.05))),
-    MethodRatio("mezo-gv", "mezo-gv", "step_over_default", variants_only=True),
-    MethodRatio("mezo-greedy", "mezo-greedy", "step_over_own_forwards"),
-    MethodRatio(
-        "mezo-greedy", "mezo-greedy", "peak_over_inference_peak", (("cpu", 1.1), ("cuda", 1.05))
-    ),
-)
+# How the reference method's rows are spelled in ratio keys ("fo_step_over_forward"),
+# whatever its registered name; every other method's rows by their own label.
+REFERENCE_PREFIX = "fo"
+
+
+def method_ratios(name: str, traits: MethodTraits) -> tuple[MethodRatio, ...]:
+    """The ratios of the rows of method `name`, from what its class declares
+    (MethodTraits.perf_ratios), then the operator counts (OPS_KINDS) of every row."""
+    prefix = REFERENCE_PREFIX if traits.is_reference else name
+    for kind, _ in traits.perf_ratios:
+        if kind not in RATIO_KINDS:
+            raise ValueError(f"{name}: unknown perf ratio kind {kind!r} (perf/ratios.py)")
+    declared = tuple(
+        MethodRatio(name, prefix, kind, targets, variants_only=kind == "step_over_default")
+        for kind, targets in traits.perf_ratios
+    )
+    return declared + tuple(MethodRatio(name, prefix, kind) for kind in OPS_KINDS)
+
+
+def ratios_of(name: str) -> tuple[MethodRatio, ...]:
+    """method_ratios of a registered method (bench.registry.traits_of: the defaults, so
+    only the operator counts, for one not installed here)."""
+    from bench.registry import traits_of
+
+    return method_ratios(name, traits_of(name))
+
 
 # Ratios of the references alone (references.measure_references' workloads), each
 # (numerator, denominator, factor): paired per round like a method's floors.
@@ -120,8 +131,8 @@ REFERENCE_RATIOS = tuple(REFERENCE_PAIRS)
 
 
 def floors_needed(name: str) -> tuple[str, ...]:
-    """The FLOOR_PHASES the ratios of method `name` need (METHOD_RATIOS)."""
-    needed = {f for r in METHOD_RATIOS if r.method == name for f in r.floors}
+    """The FLOOR_PHASES the ratios of method `name` need timed beside its steps."""
+    needed = {f for r in ratios_of(name) for f in r.floors}
     return tuple(f for f in FLOOR_PHASES if f in needed)
 
 
@@ -196,6 +207,12 @@ def ratio_value(
         return _unpaired(None)
     if kind == "peak_over_inference_peak":
         return _unpaired(_div(result["peak_bytes"], refs["forward"]["peak_bytes"]))
+    if kind in OPS_KINDS:
+        ops = result.get("ops") or {}
+        step, floor = ops.get("step"), ops.get("floor")
+        if kind == "ops_over_floor_ops":
+            return _unpaired(_div(step, floor))
+        return _unpaired(None if step is None or not floor else float(step - floor))
     if kind == "step_over_naive_mezo_step":
         return _unpaired(_div(step, refs.get("naive_mezo", {}).get("median_seconds")))
     if kind == "step_over_fo_step":
@@ -208,13 +225,17 @@ def ratio_value(
 
 
 def compute_ratios(
-    refs: dict[str, Any], methods: dict[str, Any]
+    refs: dict[str, Any],
+    methods: dict[str, Any],
+    definitions_of: Callable[[str], tuple[MethodRatio, ...]] = ratios_of,
 ) -> tuple[dict[str, float | None], dict[str, dict[str, Any]], dict[str, MethodRatio]]:
     """Every ratio of the references and of each method row, keyed by the row's label.
 
-    Returns (ratios, intervals, definitions): the value of each key; its interval dict
-    (ratio_value; low/high None for unpaired ratios) with the thread count it was
-    measured at; and the definition each method ratio key came from (for its targets).
+    `definitions_of(name)` gives the ratios of a method's rows (default: from its traits,
+    ratios_of). Returns (ratios, intervals, definitions): the value of each key; its
+    interval dict (ratio_value; low/high None for unpaired ratios) with the thread count
+    it was measured at; and the definition each method ratio key came from (for its
+    targets).
     """
     intervals: dict[str, dict[str, Any]] = {}
     for key, (a, b, factor) in REFERENCE_PAIRS.items():
@@ -224,15 +245,14 @@ def compute_ratios(
         else:
             intervals[key] = {**_unpaired(None), "threads": None}
     definitions: dict[str, MethodRatio] = {}
-    for ratio in METHOD_RATIOS:
-        for label, result in methods.items():
-            if result.get("method") != ratio.method:
-                continue
-            if ratio.variants_only and label == ratio.method:
+    for label, result in methods.items():
+        name = result.get("method", label)
+        for ratio in definitions_of(name):
+            if ratio.variants_only and label == name:
                 continue
             key = ratio.key(label)
             definitions[key] = ratio
-            found = ratio_value(ratio, result, methods.get(ratio.method), refs, methods)
+            found = ratio_value(ratio, result, methods.get(name), refs, methods)
             intervals[key] = {**found, "threads": result.get("threads")}
     ratios = {key: i["value"] for key, i in intervals.items()}
     return ratios, intervals, definitions

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# The paper's tokens per step (batch, sequence length): MeZO's setting, 16 x 512
+# (`hizfo-bench perf --paper-batch`). Slow on CPU, so not the default nor nightly.
+PAPER_BATCH = (16, 512)
+
 
 @dataclass
 class PerfSettings:
@@ -18,7 +22,8 @@ class PerfSettings:
         scale: shrink model_config's shape by this factor (bench.model_configs.scaled);
             None: 1 on GPU, model_configs.CPU_SCALE on CPU.
         batch_size, seq_len: the batch, random token ids of full length (speed does not
-            depend on the tokens); 8 x 64 as in the mini suite.
+            depend on the tokens); 8 x 64 as in the mini suite; PAPER_BATCH (16 x 512,
+            MeZO's setting) is the paper's token count per step.
         dtype: parameter dtype.
         device: "cpu", "cuda", or None for cuda when available.
         repeats: timed rounds per workload at least (each round times every workload of

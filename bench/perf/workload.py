@@ -52,13 +52,18 @@ def model_scale(settings: PerfSettings, device: torch.device) -> float:
 
 
 def model_label(settings: PerfSettings, device: torch.device) -> str:
-    """How the model is named in rows and trial ids: the source, or
-    "config:NAME" with "@SCALE" when the shape is reduced."""
+    """How the model is named in rows, records and trial ids: the source, or
+    "config:NAME" with "@SCALE" when the shape is reduced; with ":BATCHxLENGTH" after it
+    when the batch is not the default 8 x 64 (--paper-batch: ":16x512"), so that
+    `compare` never matches records of different token counts."""
     if settings.model_config is None:
-        return settings.model
-    scale = model_scale(settings, device)
-    name = settings.model_config
-    return f"config:{name}" + (f"@{scale:g}" if scale != 1 else "")
+        label = settings.model
+    else:
+        scale = model_scale(settings, device)
+        label = f"config:{settings.model_config}" + (f"@{scale:g}" if scale != 1 else "")
+    batch = (settings.batch_size, settings.seq_len)
+    default = (PerfSettings.batch_size, PerfSettings.seq_len)
+    return label if batch == default else f"{label}:{batch[0]}x{batch[1]}"
 
 
 def load_model(settings: PerfSettings, device: torch.device) -> torch.nn.Module:

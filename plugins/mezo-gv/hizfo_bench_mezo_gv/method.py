@@ -119,6 +119,17 @@ class MeZOGreedyConfig:
         return GuidedConfig(method="greedy", candidates=self.candidates)
 
 
+# `hizfo-bench perf` (bench/perf/ratios.py): a step runs M + 2 no-grad forwards (M
+# scoring the pool, 2 along the chosen direction), its own floor; no time target (not
+# measured yet: MeZO-GV's 5M z draws weigh on it as MeZO's 3 do on its). Memory is
+# MeZO's (the seed trick), so MeZO's peak target; MeZO-GV's keep_direction row misses it
+# by design (one more copy of the weights).
+PERF_RATIOS: dict[str, dict[str, float]] = {
+    "step_over_own_forwards": {},
+    "peak_over_inference_peak": {"cpu": 1.1, "cuda": 1.05},
+}
+
+
 class _PoolGuidedMeZO:
     """The method body both share: MeZO's set-up, a GuidedSPSA step."""
 
@@ -182,6 +193,10 @@ class MeZOGV(_PoolGuidedMeZO):
     # Method traits: M + 2 forwards per step at the default M = 4, no backward.
     step_passes: ClassVar[tuple[float, float]] = (DEFAULT_CANDIDATES + 2.0, 0.0)
     display_order: ClassVar[int] = 80
+    perf_ratios: ClassVar[dict[str, dict[str, float]]] = {
+        **PERF_RATIOS,
+        "step_over_default": {},
+    }
     # `hizfo-bench perf` rows: the seed-trick step and the kept guiding vector.
     perf_variants: ClassVar[dict[str, dict[str, Any]]] = {
         "": {},
@@ -200,3 +215,4 @@ class MeZOGreedy(_PoolGuidedMeZO):
     config_class: ClassVar[type] = MeZOGreedyConfig
     step_passes: ClassVar[tuple[float, float]] = (DEFAULT_CANDIDATES + 2.0, 0.0)
     display_order: ClassVar[int] = 85
+    perf_ratios: ClassVar[dict[str, dict[str, float]]] = PERF_RATIOS

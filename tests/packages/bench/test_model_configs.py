@@ -68,8 +68,9 @@ def test_perf_model_config_runs_reduced_on_cpu(tmp_path, capsys) -> None:
     assert main(argv) == 0
     summary = json.loads(out.read_text())
     model = summary["models"][0]
-    # On CPU without --scale the shape is reduced by CPU_SCALE, and the label says so.
-    assert model["model"] == f"config:llama-1b@{model_configs.CPU_SCALE:g}"
+    # On CPU without --scale the shape is reduced by CPU_SCALE, and the label says so
+    # (and that the batch is not the default 8 x 64).
+    assert model["model"] == f"config:llama-1b@{model_configs.CPU_SCALE:g}:2x16"
     expected = model_configs.scaled(model_configs.resolve("llama-1b"), model_configs.CPU_SCALE)
     assert model["parameters"] == model_configs.parameter_count(expected)
     assert model["methods"]["fo-adamw"]["status"] == "ok"

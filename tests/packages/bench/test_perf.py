@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from bench import perf, store
+from bench.method import MethodTraits
 from bench.perf import ratios as perf_ratios
 from hizfo.zo import SPSA, SPSAConfig
 
@@ -46,8 +47,17 @@ def test_perf_command_writes_ratios_and_contract_trials(tmp_path, capsys) -> Non
     for label in HIZFO_ROWS:
         expected |= {f"{label}_step_over_fo_step", f"{label}_step_over_own_floor"}
     expected |= {f"{label}_step_over_hizfo_step" for label in HIZFO_ROWS - {"hizfo"}}
+    # Every row's operator calls against its floor's, the reference's spelled "fo".
+    for label in MEZO_ROWS | HIZFO_ROWS | {"fo"}:
+        expected |= {f"{label}_ops_over_floor_ops", f"{label}_ops_minus_floor_ops"}
     assert set(ratios) == expected
     assert all(v is not None and v > 0 for v in ratios.values()), ratios
+    for label, row in summary["models"][0]["methods"].items():
+        ops = row["ops"]
+        key = "fo" if label == "fo-adamw" else label
+        assert ratios[f"{key}_ops_minus_floor_ops"] == ops["step"] - ops["floor"]
+        assert ratios[f"{key}_ops_over_floor_ops"] == pytest.approx(ops["step"] / ops["floor"])
+        assert ops["top"]["step"] and ops["floor"] > ops["forward"] > 0
 
     # Targets, all ratios to a floor: each MeZO row against 1.3 on CPU and 1.1 peak; each
     # Hi-ZFO row against 1.1 x its own floor (no target against AdamW's step). A verdict
@@ -157,25 +167,33 @@ def test_perf_rows_of_the_mezo_gv_plugins_against_their_m_plus_2_forwards(tmp_pa
 
 
 def test_strict_exits_1_on_a_missed_target(monkeypatch) -> None:
-    from bench.cli import main
-
     # A limit no peak can meet, and one every peak meets: strict fails on the first only.
     # (A memory ratio has no rounds, so it gets a verdict after one step.)
-    impossible = perf.MethodRatio("mezo", "mezo", "peak_over_inference_peak", (("any", 1e-9),))
-    easy = perf.MethodRatio("mezo", "mezo", "peak_over_inference_peak", (("any", 1e9),))
+    # Targets are what the method class declares (MethodTraits.perf_ratios).
+    from baselines.mezo import MeZO
+    from bench.cli import main
+
     argv = ["perf", "--model", "tiny", "--repeats", "1", "--warmup", "0", "--threads", "1"]
     argv += ["--methods", "mezo", "--no-naive", "--strict"]
-    monkeypatch.setattr(perf_ratios, "METHOD_RATIOS", (impossible,))
+    monkeypatch.setattr(MeZO, "perf_variants", {"": {}})
+    monkeypatch.setattr(MeZO, "perf_ratios", {"peak_over_inference_peak": {"any": 1e-9}})
     assert main(argv) == 1
-    monkeypatch.setattr(perf_ratios, "METHOD_RATIOS", (easy,))
+    monkeypatch.setattr(MeZO, "perf_ratios", {"peak_over_inference_peak": {"any": 1e9}})
     assert main(argv) == 0
 
 
 def test_a_target_only_on_a_ratio_to_a_floor() -> None:
     with pytest.raises(ValueError, match="not a ratio to a floor"):
         perf.MethodRatio("hizfo", "hizfo", "step_over_fo_step", (("any", 0.75),))
-    kinds = {r.kind for r in perf.METHOD_RATIOS if r.targets}
-    assert kinds <= set(perf_ratios.FLOOR_KINDS)
+    from bench.registry import available_methods
+
+    kinds = {r.kind for name in available_methods() for r in perf.ratios_of(name) if r.targets}
+    assert kinds and kinds <= set(perf_ratios.FLOOR_KINDS)
+    bad = MethodTraits(perf_ratios=(("step_over_fo_step", (("any", 0.75),)),))
+    with pytest.raises(ValueError, match="not a ratio to a floor"):
+        perf.method_ratios("x", bad)
+    with pytest.raises(ValueError, match="unknown perf ratio kind 'fast'"):
+        perf.method_ratios("x", MethodTraits(perf_ratios=(("fast", ()),)))
 
 
 def test_a_wide_interval_gets_no_verdict() -> None:
@@ -246,7 +264,13 @@ def test_ratio_keys_come_from_the_labels() -> None:
     assert ratios["mezo_step_over_two_forwards"] == pytest.approx(1.0)  # paired: 2.6 / 2.6
     assert ratios["mezo[x]_step_over_two_forwards"] is None
     assert ratios["mezo_peak_over_inference_peak"] == pytest.approx(0.9)
-    assert not any(k.startswith("other") for k in ratios)
+    # A method that declares no ratios (or is not installed) gets only its operator
+    # counts, None when they were not counted.
+    assert {k for k in ratios if k.startswith("other")} == {
+        "other_ops_over_floor_ops",
+        "other_ops_minus_floor_ops",
+    }
+    assert ratios["other_ops_over_floor_ops"] is None
     rows = perf.check_targets(ratios, intervals, definitions, torch.device("cpu"))
     by_key = {r["ratio"]: r for r in rows if r["ratio"].startswith("mezo[x]")}
     assert by_key["mezo[x]_step_over_two_forwards"]["met"] is None  # not measured
