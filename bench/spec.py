@@ -1,7 +1,13 @@
 """A trial's data: what one trial runs (TrialSpec) and its configs.
 
 Below everyone who runs a trial: the suite parser builds specs, the orchestrator ships
-them to workers, the recipe reads them. Nothing here parses YAML or runs anything.
+them to workers, the recipe reads them. Nothing here parses YAML or runs anything, and
+nothing here imports torch.
+
+`TrialSpec.method_config` is the method's built config (an instance of its
+``config_class``), validated once where it is built (bench/suite.py, or `from_dict` at
+the process boundary). Its plain form (``to_dict()``, ``dataclasses.asdict``) is what
+the trial id hashes, what Ray ships to a worker and what the trial file keeps.
 """
 
 from __future__ import annotations
@@ -9,12 +15,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.config import build
-from bench.measure.sharpness import SharpnessConfig
 
 PRECISIONS = ("fp32", "bf16-mixed", "bf16")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -88,13 +94,65 @@ class ResourcesConfig:
     processes: int | None = field(default=None, metadata=_at_least(1))
 
 
+MIN_EXAMPLES = 64  # a smaller sample makes the measure mostly sampling noise (issue 22)
+
+
+@dataclass
+class SharpnessConfig:
+    """What `measure: {sharpness: true}` measures after training.
+
+    Attributes:
+        sharpness: measure at all (False: nothing is measured, no cost).
+        examples: the fixed sample: the first this many training examples (at least 64),
+            the same for every method and seed.
+        batch_size: examples per forward pass over the sample (memory, not the result).
+        directions: random directions K for (a), each probed both ways (2K forwards).
+        radius: the relative radius r for (a) (each filter moves by r of its norm).
+        hessian_iters: the cap on Hessian-vector products for (b); 0 skips (b).
+        hessian_tol: (b) stops when the eigenvalue estimate changes by less than this,
+            relative.
+        seed: seed of the directions and the power iteration's start vector.
+        batches: no longer read (the sample is `examples`); accepted so older suites
+            load.
+    """
+
+    sharpness: bool = False
+    examples: int = MIN_EXAMPLES
+    batch_size: int = 16
+    directions: int = 8
+    radius: float = 0.01
+    hessian_iters: int = 100
+    hessian_tol: float = 1e-3
+    seed: int = 0
+    batches: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.examples < MIN_EXAMPLES:
+            raise ValueError(f"examples must be at least {MIN_EXAMPLES}, got {self.examples}")
+        if self.batch_size < 1 or self.directions < 1 or self.hessian_iters < 0:
+            raise ValueError("batch_size and directions must be positive, hessian_iters >= 0")
+        if not (self.radius > 0 and self.hessian_tol > 0):
+            raise ValueError("radius and hessian_tol must be positive")
+
+
+def method_config_of(method: str, settings: Mapping[str, Any] | None, where: str) -> Any:
+    """Method `method`'s config class (a variant label: its method's) built from plain
+    `settings` (bench.config.build: one-line ConfigErrors)."""
+    from bench.registry import load_method
+
+    return build(load_method(method).config_class, dict(settings or {}), where)
+
+
 @dataclass
 class TrialSpec:
     method: str
     task: str
     model: str
     seed: int
-    method_config: dict[str, Any] = field(default_factory=dict)
+    # The method's built config (its config_class); a plain mapping given here is built
+    # in __post_init__, except for a method not installed in this process (a plugin only
+    # the workers have), whose mapping the worker builds (`from_dict`).
+    method_config: Any = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     dev: DevConfig = field(default_factory=DevConfig)
@@ -108,7 +166,20 @@ class TrialSpec:
     task_config: dict[str, Any] = field(default_factory=dict)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
 
+    def __post_init__(self) -> None:
+        if isinstance(self.method_config, Mapping):
+            from bench.registry import MethodError, load_method
+
+            try:
+                load_method(self.method)
+            except MethodError:
+                self.method_config = dict(self.method_config)
+                return
+            self.method_config = method_config_of(self.method, self.method_config, self.method)
+
     def to_dict(self) -> dict[str, Any]:
+        """The plain form (JSON types, a method config as its fields): what the trial id
+        hashes, Ray ships and the trial file keeps."""
         return asdict(self)
 
     def _id_payload(self) -> dict[str, Any]:
@@ -145,7 +216,7 @@ class TrialSpec:
             task=d["task"],
             model=d["model"],
             seed=int(d["seed"]),
-            method_config=dict(d.get("method_config") or {}),
+            method_config=dict(d.get("method_config") or {}),  # built in __post_init__
             train=build(TrainConfig, d.get("train"), "train"),
             eval=build(EvalConfig, d.get("eval"), "eval"),
             dev=build(DevConfig, d.get("dev"), "dev"),

@@ -42,52 +42,16 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import torch
 
+# The config is a trial setting (bench/spec.py, no torch); its name stays importable here.
+from bench.spec import MIN_EXAMPLES as MIN_EXAMPLES
+from bench.spec import SharpnessConfig
+
 Loss = Callable[[], torch.Tensor]
-
-MIN_EXAMPLES = 64  # a smaller sample makes the measure mostly sampling noise (issue 22)
-
-
-@dataclass
-class SharpnessConfig:
-    """What `measure: {sharpness: true}` measures after training.
-
-    Attributes:
-        sharpness: measure at all (False: nothing is measured, no cost).
-        examples: the fixed sample: the first this many training examples (at least 64),
-            the same for every method and seed.
-        batch_size: examples per forward pass over the sample (memory, not the result).
-        directions: random directions K for (a), each probed both ways (2K forwards).
-        radius: the relative radius r for (a) (each filter moves by r of its norm).
-        hessian_iters: the cap on Hessian-vector products for (b); 0 skips (b).
-        hessian_tol: (b) stops when the eigenvalue estimate changes by less than this,
-            relative.
-        seed: seed of the directions and the power iteration's start vector.
-        batches: no longer read (the sample is `examples`); accepted so older suites
-            load.
-    """
-
-    sharpness: bool = False
-    examples: int = MIN_EXAMPLES
-    batch_size: int = 16
-    directions: int = 8
-    radius: float = 0.01
-    hessian_iters: int = 100
-    hessian_tol: float = 1e-3
-    seed: int = 0
-    batches: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.examples < MIN_EXAMPLES:
-            raise ValueError(f"examples must be at least {MIN_EXAMPLES}, got {self.examples}")
-        if self.batch_size < 1 or self.directions < 1 or self.hessian_iters < 0:
-            raise ValueError("batch_size and directions must be positive, hessian_iters >= 0")
-        if not (self.radius > 0 and self.hessian_tol > 0):
-            raise ValueError("radius and hessian_tol must be positive")
 
 
 def _float_params(model: torch.nn.Module) -> list[torch.nn.Parameter]:

@@ -1,6 +1,6 @@
 import pytest
 
-from bench.config import ConfigError
+from bench.config import ConfigError, settings
 from bench.spec import TrialSpec
 from bench.suite import expand, load_suite
 
@@ -19,7 +19,7 @@ def test_expansion_and_precedence():
     assert len(specs) == 4  # 1 model x 1 task x 2 methods x 2 seeds
     fo = [s for s in specs if s.method == "fo-adamw"]
     assert all(s.train.steps == 9 and s.train.batch_size == 2 for s in fo)  # method wins
-    assert all(s.method_config["lr"] == pytest.approx(1e-4) for s in fo)  # "1e-4" coerced
+    assert all(s.method_config.lr == pytest.approx(1e-4) for s in fo)  # "1e-4" coerced
     none = [s for s in specs if s.method == "none"]
     assert all(s.train.steps == 3 and s.eval.limit == 4 for s in none)
     assert len({s.trial_id for s in specs}) == 4
@@ -38,7 +38,7 @@ def test_by_task_sets_a_method_config_per_task():
             }
         },
     }
-    by = {s.task: s.method_config for s in expand(raw)}
+    by = {s.task: settings(s.method_config) for s in expand(raw)}
     assert by["math-mini"]["lr"] == pytest.approx(1e-4)
     assert by["docstring-summary"]["lr"] == pytest.approx(3e-5)
     assert by["math-mini"]["warmup_steps"] == by["docstring-summary"]["warmup_steps"] == 2
