@@ -131,7 +131,18 @@ SECTIONS = {
 _SECTION_DEFAULT = {"default_factory": dict, "validate_default": True}
 
 
-class TaskEntry(Strict):
+class Sections(Strict):
+    """The settings a suite gives every trial, a task its trials and a method its own
+    (precedence: suite < task < method)."""
+
+    train: _section(TrainConfig) = pydantic.Field(**_SECTION_DEFAULT)
+    eval: _section(EvalConfig) = pydantic.Field(**_SECTION_DEFAULT)
+    dev: _section(DevConfig) = pydantic.Field(**_SECTION_DEFAULT)
+    measure: _section(SharpnessConfig) = pydantic.Field(**_SECTION_DEFAULT)
+    resources: _section(ResourcesConfig) = pydantic.Field(**_SECTION_DEFAULT)
+
+
+class TaskEntry(Sections):
     """A task's own train/eval/dev/measure/resources settings; with ``type`` (jsonl, ...)
     a task defined in the suite, whose other keys are its definition (the type checks it)."""
 
@@ -140,11 +151,6 @@ class TaskEntry(Strict):
         json_schema_extra=lambda schema: schema.pop("additionalProperties", None),
     )
 
-    train: _section(TrainConfig) = pydantic.Field(**_SECTION_DEFAULT)
-    eval: _section(EvalConfig) = pydantic.Field(**_SECTION_DEFAULT)
-    dev: _section(DevConfig) = pydantic.Field(**_SECTION_DEFAULT)
-    measure: _section(SharpnessConfig) = pydantic.Field(**_SECTION_DEFAULT)
-    resources: _section(ResourcesConfig) = pydantic.Field(**_SECTION_DEFAULT)
     # A typed task's definition (split off the entry, bench.tasks.split_entry).
     definition: pydantic.json_schema.SkipJsonSchema[dict[str, Any] | None] = pydantic.Field(
         default=None, exclude=True
@@ -161,17 +167,12 @@ class TaskEntry(Strict):
         return known_keys(cls, data)
 
 
-class MethodEntry(Strict):
+class MethodEntry(Sections):
     """A method's config (``by_task``: per task, over it), its train/eval/dev/measure/
     resources settings and its search space for tuning."""
 
     config: dict[str, Any] | None = None
     by_task: dict[str, dict[str, Any] | None] | None = None
-    train: _section(TrainConfig) = pydantic.Field(**_SECTION_DEFAULT)
-    eval: _section(EvalConfig) = pydantic.Field(**_SECTION_DEFAULT)
-    dev: _section(DevConfig) = pydantic.Field(**_SECTION_DEFAULT)
-    measure: _section(SharpnessConfig) = pydantic.Field(**_SECTION_DEFAULT)
-    resources: _section(ResourcesConfig) = pydantic.Field(**_SECTION_DEFAULT)
     search: dict[str, Any] | None = pydantic.Field(
         default=None, description="config key -> list or {log_uniform: [lo, hi]}"
     )
@@ -201,7 +202,7 @@ def _named(entry: Any) -> Any:
     )
 
 
-class SuiteFile(Strict):
+class SuiteFile(Sections):
     """A suite file: what `read` validates, what `specs` expands and `plan` completes
     (targets, tuning), and what ``run --schema`` prints (`suite_schema`).
 
@@ -222,11 +223,6 @@ class SuiteFile(Strict):
     seeds: list[Annotated[int, pydantic.Field(ge=0, le=MAX_SEED)]] = pydantic.Field(
         default=[0], min_length=1, json_schema_extra={"uniqueItems": True}
     )
-    train: _section(TrainConfig) = pydantic.Field(**_SECTION_DEFAULT)
-    eval: _section(EvalConfig) = pydantic.Field(**_SECTION_DEFAULT)
-    dev: _section(DevConfig) = pydantic.Field(**_SECTION_DEFAULT)
-    measure: _section(SharpnessConfig) = pydantic.Field(**_SECTION_DEFAULT)
-    resources: _section(ResourcesConfig) = pydantic.Field(**_SECTION_DEFAULT)
     targets: dict[str, Any] | None = None
     tuning: TuningSection | None = None
 
