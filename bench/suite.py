@@ -180,13 +180,13 @@ class MethodEntry(Sections):
 
 def _entries(value: Any) -> Any:
     """methods/tasks as a mapping of name -> settings: a list names entries without
-    settings; a null entry has none."""
+    settings; a null (or empty) entry has none."""
     if value is None:
         return {}
     if isinstance(value, list):
         return {str(v): {} for v in value}
     if isinstance(value, Mapping):
-        return {str(k): {} if v is None else v for k, v in value.items()}
+        return {str(k): v or {} for k, v in value.items()}
     raise fail_at(f"expected a list or a mapping, got {value!r}")
 
 
@@ -234,7 +234,7 @@ class SuiteFile(Sections):
     @pydantic.field_validator("name", mode="before")
     @classmethod
     def _plain_name(cls, name: Any) -> Any:
-        if name is not None and (problem := _plain_name_problem(name)):
+        if problem := _plain_name_problem(name):
             raise fail_at(problem)
         return name
 
@@ -354,7 +354,7 @@ class SuiteFile(Sections):
             raise ConfigError(f"{where}: {e}") from None
         spaces = _search_spaces(self.methods, where)
         tuning = None
-        if spaces or self.tuning is not None:
+        if spaces or (self.tuning is not None and self.tuning.model_fields_set):
             if not spaces:
                 raise ConfigError(f"{where}.tuning: no method has a search space to tune")
             tuning = plan_tuning(self.tuning or TuningSection(), spaces)

@@ -73,7 +73,7 @@ import pydantic
 
 from bench.analysis.selection import Choice, choose, config_key, edge_sides
 from bench.analysis.targets import METRICS
-from bench.config import ConfigError, Strict, build, error_line, settings, with_settings
+from bench.config import ConfigError, Strict, build, settings, with_settings
 
 # Spellings of a range: ours, Ray Tune's (tune.loguniform) and Optuna's (LogUniform).
 _SPACE_KINDS = {"log_uniform": "log_uniform", "loguniform": "log_uniform", "uniform": "uniform"}
@@ -178,7 +178,7 @@ class TuningSection(Strict):
     metric: Literal[tuple(METRICS)] = "dev_loss"  # type: ignore[valid-type]
     strategy: Literal[STRATEGIES] = "joint"  # type: ignore[valid-type]
     # true: DEFAULT_EXTENSIONS extensions; false: none; or a count
-    extend_edges: bool | Annotated[int, pydantic.Strict(), pydantic.Field(ge=0)] = False
+    extend_edges: Annotated[int, pydantic.Strict(), pydantic.Field(ge=0)] | bool = False
     seed: Annotated[int, pydantic.Strict()] = 0
 
 
@@ -196,17 +196,6 @@ def plan_tuning(section: TuningSection, spaces: dict[str, dict[str, Any]]) -> Tu
         extend,
         section.seed,
     )
-
-
-def parse_tuning(
-    raw: Mapping[str, Any] | None, where: str, spaces: dict[str, dict[str, Any]]
-) -> TuningPlan:
-    """The suite's ``tuning:`` mapping as a TuningPlan over `spaces` (one-line errors)."""
-    try:
-        section = TuningSection.model_validate(raw or {})
-    except pydantic.ValidationError as e:
-        raise ConfigError(error_line(e, where, raw)) from None
-    return plan_tuning(section, spaces)
 
 
 def _seed(base: int, *parts: Any) -> int:
