@@ -70,6 +70,8 @@ def test_trial_id_is_derived_from_the_spec():
         ),
         ({"methods": {"fo-adamw": {"by_task": {"math-mini": {"lr": -1}}}}}, "by_task.math-mini"),
         ({"tasks": {"math-mini": {"by_task": {}}}}, "unknown key(s) by_task"),
+        ({"tuning": {"trails": 8}}, "suite.tuning: unknown key(s) trails; valid keys: "),
+        ({"tuning": {"trials": 0}}, "suite.tuning.trials: 0 is not allowed: must be >= 1"),
     ],
 )
 def test_bad_suites_fail_before_running(patch, message):
@@ -87,3 +89,13 @@ def test_bundled_suites_load():
 def test_unknown_suite_lists_bundled():
     with pytest.raises(ConfigError, match="bundled suites: .*mini"):
         load_suite("nope")
+
+
+def test_a_spec_carries_the_methods_built_config_and_ships_its_plain_form():
+    from bench.registry import load_method
+
+    fo = next(s for s in expand(BASE) if s.method == "fo-adamw")
+    assert isinstance(fo.method_config, load_method("fo-adamw").config_class)
+    assert fo.to_dict()["method_config"] == settings(fo.method_config)  # what Ray ships
+    again = TrialSpec.from_dict(fo.to_dict())  # a worker builds it from the plain form
+    assert again == fo and again.trial_id == fo.trial_id
