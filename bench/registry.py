@@ -39,18 +39,19 @@ class EntryPointRegistry:
         importlib.invalidate_caches()
         self.entry_points.cache_clear()
 
-    def origin(self, ep: EntryPoint) -> str:
+    def origin(self, name: str, ep: EntryPoint) -> str:
         """``'name' (module:Class from distribution 'dist')``: where a plugin comes from."""
         dist = f" from distribution {ep.dist.name!r}" if ep.dist is not None else ""
-        return f"{ep.name!r} ({ep.value}{dist})"
+        return f"{name!r} ({ep.value}{dist})"
 
-    def load(self, ep: EntryPoint) -> Any:
-        """What `ep` points at; an import that fails is `self.error`, one line."""
+    def load(self, name: str, ep: EntryPoint) -> Any:
+        """What entry point `ep` (registered as `name`) points at; an import that fails is
+        `self.error`, one line."""
         try:
             return ep.load()
         except Exception as e:
             raise self.error(
-                f"{self.kind} plugin {self.origin(ep)} failed to import: {type(e).__name__}: {e}"
+                f"{self.kind} plugin {self.origin(name, ep)} failed to import: {type(e).__name__}: {e}"
             ) from e
 
 
@@ -94,8 +95,8 @@ def load_method(name: str) -> type:
         known = ", ".join(sorted(eps)) or "(none: is hizfo-bench installed?)"
         raise MethodError(f"unknown method {name!r}; registered methods: {known}")
     ep = eps[name]
-    cls = _METHODS.load(ep)
-    broken = f"method plugin {_METHODS.origin(ep)} breaks the method contract"
+    cls = _METHODS.load(name, ep)
+    broken = f"method plugin {_METHODS.origin(name, ep)} breaks the method contract"
     missing = [a for a in REQUIRED_ATTRIBUTES if not hasattr(cls, a)]
     if missing:
         raise MethodError(f"{broken}: missing {', '.join(missing)} (see bench/method.py)")

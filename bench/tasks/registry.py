@@ -45,9 +45,9 @@ def refresh_tasks() -> None:
 
 def _load(name: str) -> type[Task]:
     ep = _entry_points()[name]
-    cls = _TASKS.load(ep)
+    cls = _TASKS.load(name, ep)
     if not (isinstance(cls, type) and issubclass(cls, Task)):
-        raise TaskError(f"task plugin {_TASKS.origin(ep)} is not a bench.tasks.Task")
+        raise TaskError(f"task plugin {_TASKS.origin(name, ep)} is not a bench.tasks.Task")
     return cls
 
 
