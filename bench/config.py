@@ -24,7 +24,10 @@ import functools
 import math
 import types
 import typing
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal, TypeVar
+
+import pydantic
 
 T = TypeVar("T")
 
@@ -45,7 +48,6 @@ def _not_bool(value: Any) -> Any:
 def _field_type(annotation: Any, meta: typing.Mapping[str, Any], top: bool = True) -> Any:
     """The pydantic type of one field: strict scalars, finite numbers >= 0, the field's
     declared bounds and choices; containers and unions are walked."""
-    import pydantic
     from pydantic.functional_validators import BeforeValidator
 
     if top and meta.get("choices") is not None:
@@ -86,8 +88,6 @@ def adapter(cls: type) -> Any:
 
     Its ``model_json_schema()`` is the JSON Schema of the config (docs/suite.schema.json).
     """
-    import pydantic
-
     hints = typing.get_type_hints(cls, include_extras=True)
     fields: dict[str, Any] = {}
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
@@ -102,7 +102,7 @@ def adapter(cls: type) -> Any:
         fields[f.name] = (_field_type(hints[f.name], f.metadata), default)
     return pydantic.create_model(
         cls.__name__,
-        __config__=pydantic.ConfigDict(extra="forbid", arbitrary_types_allowed=True),
+        __base__=Strict,
         # no description: the schema changes with the fields, not with docstring edits
         __doc__=None,
         **fields,
@@ -137,42 +137,124 @@ def _allowed(error: dict[str, Any]) -> str:
     return error["msg"][0].lower() + error["msg"][1:]
 
 
-def _one_line(e: Any, where: str, data: dict[str, Any]) -> str:
-    """The first error of a pydantic ValidationError as one line: key, value, allowed."""
+def _real_path(loc: Sequence[Any], data: Any) -> tuple[list[str], Any]:
+    """The keys of an error's location that are keys or indices of `data` (pydantic puts
+    union members and validator names in it too: ``int``, ``function-after[...]``), and
+    the value found there (the input as written, before any coercion)."""
+    path: list[str] = []
+    node = data
+    for part in loc:
+        keyed = isinstance(node, Mapping) and part in node
+        indexed = isinstance(node, list | tuple) and type(part) is int and 0 <= part < len(node)
+        if keyed or indexed:
+            node = node[part]
+            path.append(str(part))
+    return path, node
+
+
+def error_line(e: Any, where: str, data: Any) -> str:
+    """The first error of a pydantic ValidationError as one line: ``where.key.path:`` and
+    what is wrong (the value and what is allowed; or the message of a check that says
+    it itself: unknown keys, a validator's own line)."""
     errors = e.errors(include_url=False)
     # A union reports one error per member; the field's own problem is the informative one.
     error = next((x for x in errors if x["type"] not in ("none_required",)), errors[0])
-    loc = [str(p) for p in error["loc"] if not str(p).startswith(("function-", "lax-"))]
-    # Union members show up in the location (int, float, ...): keep the field and indices.
-    key = loc[0] if loc else ""
-    path = ".".join([key, *[p for p in loc[1:] if p.isdigit()]]) if key else ""
-    value = data.get(key, error.get("input")) if key and path == key else error.get("input")
-    return f"{where}.{path}: {value!r} is not allowed: {_allowed(error)}"
+    kind, ctx = error["type"], error.get("ctx") or {}
+    if kind == LINE:
+        return str(ctx["line"])
+    path, value = _real_path(error["loc"], data)
+    at = ".".join([where, *path])
+    if kind in ("missing", "too_short") and error["loc"]:
+        key = str(error["loc"][-1]) if kind == "missing" else path[-1] if path else ""
+        parent = ".".join([where, *(path if kind == "missing" else path[:-1])])
+        return f"{parent}: '{key}' is required and must not be empty"
+    if kind in (UNKNOWN_KEYS, AT):
+        return f"{at}: {error['msg']}"
+    if kind in ("model_type", "dict_type", "model_attributes_type"):
+        return f"{at}: expected a mapping, got {value!r}"
+    if not path or value is data:
+        value = error.get("input")
+    return f"{at}: {value!r} is not allowed: {_allowed(error)}"
+
+
+# The error types of this module's checks (pydantic_core.PydanticCustomError): unknown
+# keys, a message about the value at the error's location, a whole line made elsewhere.
+UNKNOWN_KEYS, AT, LINE = "unknown_keys", "at", "line"
+
+
+def fail_at(message: str) -> Exception:
+    """An error a validator raises about the value it checks: `message` follows the key
+    path (``suite.yaml.seeds: <message>``)."""
+    from pydantic_core import PydanticCustomError
+
+    return PydanticCustomError(AT, "{message}", {"message": message})
+
+
+def fail_line(line: str) -> Exception:
+    """An error a validator raises with the whole line already written (a ConfigError
+    from `build` of a nested config, say)."""
+    from pydantic_core import PydanticCustomError
+
+    return PydanticCustomError(LINE, "{line}", {"line": line})
+
+
+def known_keys(cls: type[pydantic.BaseModel], data: Any) -> Any:
+    """`data` when its keys are fields of model `cls` (an ``extra="forbid"`` one; fields
+    marked ``exclude`` are internal); else the one "unknown key(s)" error."""
+    if not isinstance(data, Mapping) or cls.model_config.get("extra") != "forbid":
+        return data
+    valid = sorted(f.alias or name for name, f in cls.model_fields.items() if not f.exclude)
+    unknown = sorted(str(k) for k in data if k not in valid)
+    if unknown:
+        from pydantic_core import PydanticCustomError
+
+        raise PydanticCustomError(
+            UNKNOWN_KEYS,
+            "unknown key(s) {unknown}; valid keys: {valid}",
+            {"unknown": ", ".join(unknown), "valid": ", ".join(valid)},
+        )
+    return data
+
+
+class Strict(pydantic.BaseModel):
+    """A mapping of known keys: any other key is one error naming it and the valid keys
+    (the one such check: every config, suite section and suite entry derives from this)."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _check_keys(cls, data: Any) -> Any:
+        return known_keys(cls, data)
 
 
 def build(cls: type[T], data: dict[str, Any] | None, where: str) -> T:
     """Instantiate dataclass `cls` from `data`: unknown keys, wrong types, non-finite or
     out-of-range numbers and disallowed choices are ConfigErrors (one line each)."""
-    import pydantic
-
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping, got {data!r}")
     data = dict(data or {})
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(fields))}"
-        )
     try:
         checked = adapter(cls).model_validate(data)
     except pydantic.ValidationError as e:
-        raise ConfigError(_one_line(e, where, data)) from None
+        raise ConfigError(error_line(e, where, data)) from None
     kwargs = {k: getattr(checked, k) for k in data}
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{where}: {e}") from None
+
+
+def settings(config: Any) -> dict[str, Any]:
+    """A built config's plain form (its fields, nested configs as mappings)."""
+    return dataclasses.asdict(config)
+
+
+def with_settings(config: T, changes: Mapping[str, Any], where: str) -> T:
+    """`config` with `changes` (plain values, a tuning point say) validated as `build`
+    does; the fields not changed are kept as they are."""
+    checked = build(type(config), {**settings(config), **changes}, where)
+    return dataclasses.replace(config, **{k: getattr(checked, k) for k in changes})  # type: ignore[type-var]
 
 
 def load_yaml(text: str) -> Any:

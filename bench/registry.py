@@ -7,30 +7,65 @@ place that turns a method name into code.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import importlib
 from collections.abc import Iterable
-from functools import cache
 from importlib.metadata import EntryPoint, entry_points
+from typing import Any
 
 from bench.method import REQUIRED_ATTRIBUTES, MethodTraits, method_traits
 
 GROUP = "hizfo_bench.methods"
 
 
+class EntryPointRegistry:
+    """One entry-point group (methods, tasks): its entry points by name, cached until
+    `refresh`, and loading one with a one-line error that names the plugin.
+
+    ``entry_points`` is a cached function (``entry_points.cache_clear()`` forgets it);
+    the modules that use a registry call it through a module-level name, so a test can
+    swap the entry points in one place.
+    """
+
+    def __init__(self, group: str, kind: str, error: type[Exception]) -> None:
+        self.group, self.kind, self.error = group, kind, error
+        self.entry_points = functools.cache(self._scan)
+
+    def _scan(self) -> dict[str, EntryPoint]:
+        return {ep.name: ep for ep in entry_points(group=self.group)}
+
+    def refresh(self) -> None:
+        """Forget the cached entry points, so plugins installed since are found."""
+        importlib.invalidate_caches()
+        self.entry_points.cache_clear()
+
+    def origin(self, name: str, ep: EntryPoint) -> str:
+        """``'name' (module:Class from distribution 'dist')``: where a plugin comes from."""
+        dist = f" from distribution {ep.dist.name!r}" if ep.dist is not None else ""
+        return f"{name!r} ({ep.value}{dist})"
+
+    def load(self, name: str, ep: EntryPoint) -> Any:
+        """What entry point `ep` (registered as `name`) points at; an import that fails is
+        `self.error`, one line."""
+        try:
+            return ep.load()
+        except Exception as e:
+            raise self.error(
+                f"{self.kind} plugin {self.origin(name, ep)} failed to import: {type(e).__name__}: {e}"
+            ) from e
+
+
 class MethodError(ValueError):
     """An unknown method or a plugin that cannot be used; the message names it."""
 
 
-@cache
-def _entry_points() -> dict[str, EntryPoint]:
-    return {ep.name: ep for ep in entry_points(group=GROUP)}
+_METHODS = EntryPointRegistry(GROUP, "method", MethodError)
+_entry_points = _METHODS.entry_points
 
 
 def refresh_methods() -> None:
     """Forget the cached entry points, so methods installed since are found."""
-    import importlib
-
-    importlib.invalidate_caches()
-    _entry_points.cache_clear()
+    _METHODS.refresh()
 
 
 def available_methods() -> dict[str, str]:
@@ -60,24 +95,13 @@ def load_method(name: str) -> type:
         known = ", ".join(sorted(eps)) or "(none: is hizfo-bench installed?)"
         raise MethodError(f"unknown method {name!r}; registered methods: {known}")
     ep = eps[name]
-    dist = f" from distribution {ep.dist.name!r}" if ep.dist is not None else ""
-    try:
-        cls = ep.load()
-    except Exception as e:
-        raise MethodError(
-            f"method plugin {name!r} ({ep.value}{dist}) failed to import: {type(e).__name__}: {e}"
-        ) from e
+    cls = _METHODS.load(name, ep)
+    broken = f"method plugin {_METHODS.origin(name, ep)} breaks the method contract"
     missing = [a for a in REQUIRED_ATTRIBUTES if not hasattr(cls, a)]
     if missing:
-        raise MethodError(
-            f"method plugin {name!r} ({ep.value}{dist}) breaks the method contract: "
-            f"missing {', '.join(missing)} (see bench/method.py)"
-        )
+        raise MethodError(f"{broken}: missing {', '.join(missing)} (see bench/method.py)")
     if not dataclasses.is_dataclass(cls.config_class):
-        raise MethodError(
-            f"method plugin {name!r} ({ep.value}{dist}) breaks the method contract: "
-            "config_class must be a dataclass"
-        )
+        raise MethodError(f"{broken}: config_class must be a dataclass")
     return cls
 
 

@@ -1,7 +1,13 @@
 """A trial's data: what one trial runs (TrialSpec) and its configs.
 
 Below everyone who runs a trial: the suite parser builds specs, the orchestrator ships
-them to workers, the recipe reads them. Nothing here parses YAML or runs anything.
+them to workers, the recipe reads them. Nothing here parses YAML or runs anything, and
+nothing here imports torch.
+
+`TrialSpec.method_config` is the method's built config (an instance of its
+``config_class``), validated once where it is built (bench/suite.py, or `from_dict` at
+the process boundary). Its plain form (``to_dict()``, ``dataclasses.asdict``) is what
+the trial id hashes, what Ray ships to a worker and what the trial file keeps.
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,13 +135,24 @@ class SharpnessConfig:
             raise ValueError("radius and hessian_tol must be positive")
 
 
+def method_config_of(method: str, settings: Mapping[str, Any] | None, where: str) -> Any:
+    """Method `method`'s config class (a variant label: its method's) built from plain
+    `settings` (bench.config.build: one-line ConfigErrors)."""
+    from bench.registry import load_method
+
+    return build(load_method(method).config_class, dict(settings or {}), where)
+
+
 @dataclass
 class TrialSpec:
     method: str
     task: str
     model: str
     seed: int
-    method_config: dict[str, Any] = field(default_factory=dict)
+    # The method's built config (its config_class); a plain mapping given here is built
+    # in __post_init__, except for a method not installed in this process (a plugin only
+    # the workers have), whose mapping the worker builds (`from_dict`).
+    method_config: Any = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     dev: DevConfig = field(default_factory=DevConfig)
@@ -148,7 +166,20 @@ class TrialSpec:
     task_config: dict[str, Any] = field(default_factory=dict)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
 
+    def __post_init__(self) -> None:
+        if isinstance(self.method_config, Mapping):
+            from bench.registry import MethodError, load_method
+
+            try:
+                load_method(self.method)
+            except MethodError:
+                self.method_config = dict(self.method_config)
+                return
+            self.method_config = method_config_of(self.method, self.method_config, self.method)
+
     def to_dict(self) -> dict[str, Any]:
+        """The plain form (JSON types, a method config as its fields): what the trial id
+        hashes, Ray ships and the trial file keeps."""
         return asdict(self)
 
     def _id_payload(self) -> dict[str, Any]:
@@ -185,7 +216,7 @@ class TrialSpec:
             task=d["task"],
             model=d["model"],
             seed=int(d["seed"]),
-            method_config=dict(d.get("method_config") or {}),
+            method_config=dict(d.get("method_config") or {}),  # built in __post_init__
             train=build(TrainConfig, d.get("train"), "train"),
             eval=build(EvalConfig, d.get("eval"), "eval"),
             dev=build(DevConfig, d.get("dev"), "dev"),

@@ -19,58 +19,70 @@ before anything runs: unknown keys, unknown methods and tasks, bad method config
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from dataclasses import asdict, dataclass, field
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import pydantic
+import pydantic_core
 import yaml
 
-from bench.config import ConfigError, build, load_yaml, yaml_error_line
-from bench.measure.sharpness import SharpnessConfig
-from bench.spec import DevConfig, EvalConfig, ResourcesConfig, TrainConfig, TrialSpec
+from bench.config import (
+    ConfigError,
+    Strict,
+    adapter,
+    build,
+    error_line,
+    fail_at,
+    fail_line,
+    known_keys,
+    load_yaml,
+    yaml_error_line,
+)
+from bench.orchestrate.tuning import TuningSection
+from bench.spec import (
+    DevConfig,
+    EvalConfig,
+    ResourcesConfig,
+    SharpnessConfig,
+    TrainConfig,
+    TrialSpec,
+)
 
+_SCHEMA = "https://json-schema.org/draft/2020-12/schema"
 SUITES_DIR = Path(__file__).parent / "suites"
 DEFAULT_SUITE = "mini"
-_SUITE_KEYS = {
-    "name",
-    "description",
-    "models",
-    "tasks",
-    "methods",
-    "seeds",
-    "train",
-    "eval",
-    "dev",
-    "measure",
-    "resources",
-    "targets",
-    "tuning",
-}
-_OVERRIDE_KEYS = {"config", "by_task", "train", "eval", "dev", "measure", "resources", "search"}
-# Keys that only a method entry has (a task has no method config).
-_METHOD_ONLY_KEYS = {"config", "by_task", "search"}
-
 
 # Seeds seed torch, NumPy and the data order: torch takes any 64-bit seed, so a larger
 # integer would pass here and fail in every worker.
 MAX_SEED = 2**63 - 1
 
 
-def check_name(name: Any, where: str) -> None:
-    """A suite's `name` names its run folder (``results/runs/<name>-<time>``): it must be a
-    plain file name, never a path (``../x``, ``a/b``) or empty."""
+def _plain_name_problem(name: Any) -> str | None:
     plain = (
         isinstance(name, str)
         and name not in ("", ".", "..")
         and not any(c in name for c in "/\\\0")
         and name.isprintable()
     )
-    if not plain:
-        raise ConfigError(
-            f"{where}: {name!r} is not a plain file name (it names the run folder "
-            "results/runs/<name>-<time>: no '/', not empty, not '.' or '..')"
-        )
+    if plain:
+        return None
+    return (
+        f"{name!r} is not a plain file name (it names the run folder "
+        "results/runs/<name>-<time>: no '/', not empty, not '.' or '..')"
+    )
+
+
+def check_name(name: Any, where: str) -> None:
+    """A suite's `name` names its run folder (``results/runs/<name>-<time>``): it must be a
+    plain file name, never a path (``../x``, ``a/b``) or empty."""
+    problem = _plain_name_problem(name)
+    if problem:
+        raise ConfigError(f"{where}: {problem}")
 
 
 def bundled_suites() -> list[str]:
@@ -99,29 +111,369 @@ def resolve_suite_path(name_or_path: str) -> Path:
     raise ConfigError(f"unknown suite {name_or_path!r}; bundled suites: {known}, or a path")
 
 
-def _as_mapping(
-    value: Any, where: str, allowed: set[str] = _OVERRIDE_KEYS
-) -> dict[str, dict[str, Any]]:
+def _none_is_empty(value: Any) -> Any:
+    return {} if value is None else value
+
+
+def _section(cls: type) -> Any:
+    """A train/eval/dev/measure/resources mapping: `cls`'s fields, each checked as `build`
+    checks it (bench.config.adapter); null is the empty mapping."""
+    return Annotated[adapter(cls), pydantic.BeforeValidator(_none_is_empty)]
+
+
+SECTIONS = {
+    "train": TrainConfig,
+    "eval": EvalConfig,
+    "dev": DevConfig,
+    "measure": SharpnessConfig,
+    "resources": ResourcesConfig,
+}
+_SECTION_DEFAULT = {"default_factory": dict, "validate_default": True}
+
+
+class Sections(Strict):
+    """The settings a suite gives every trial, a task its trials and a method its own
+    (precedence: suite < task < method)."""
+
+    train: _section(TrainConfig) = pydantic.Field(**_SECTION_DEFAULT)
+    eval: _section(EvalConfig) = pydantic.Field(**_SECTION_DEFAULT)
+    dev: _section(DevConfig) = pydantic.Field(**_SECTION_DEFAULT)
+    measure: _section(SharpnessConfig) = pydantic.Field(**_SECTION_DEFAULT)
+    resources: _section(ResourcesConfig) = pydantic.Field(**_SECTION_DEFAULT)
+
+
+class TaskEntry(Sections):
+    """A task's own train/eval/dev/measure/resources settings; with ``type`` (jsonl, ...)
+    a task defined in the suite, whose other keys are its definition (the type checks it)."""
+
+    model_config = pydantic.ConfigDict(
+        extra="forbid",
+        json_schema_extra=lambda schema: schema.pop("additionalProperties", None),
+    )
+
+    # A typed task's definition (split off the entry, bench.tasks.split_entry).
+    definition: pydantic.json_schema.SkipJsonSchema[dict[str, Any] | None] = pydantic.Field(
+        default=None, exclude=True
+    )
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _check_keys(cls, data: Any) -> Any:
+        from bench.tasks.registry import split_entry
+
+        if isinstance(data, Mapping) and "type" in data:
+            definition, overrides = split_entry(data)
+            return {**overrides, "definition": definition}
+        return known_keys(cls, data)
+
+
+class MethodEntry(Sections):
+    """A method's config (``by_task``: per task, over it), its train/eval/dev/measure/
+    resources settings and its search space for tuning."""
+
+    config: dict[str, Any] | None = None
+    by_task: dict[str, dict[str, Any] | None] | None = None
+    search: dict[str, Any] | None = pydantic.Field(
+        default=None, description="config key -> list or {log_uniform: [lo, hi]}"
+    )
+
+
+def _entries(value: Any) -> Any:
+    """methods/tasks as a mapping of name -> settings: a list names entries without
+    settings; a null (or empty) entry has none."""
+    if value is None:
+        return {}
     if isinstance(value, list):
         return {str(v): {} for v in value}
-    if isinstance(value, dict):
-        out = {}
-        for k, v in value.items():
-            v = v or {}
-            if not isinstance(v, dict):
-                raise ConfigError(f"{where}.{k}: expected a mapping, got {v!r}")
-            unknown = sorted(set(v) - allowed)
-            if unknown:
-                raise ConfigError(
-                    f"{where}.{k}: unknown key(s) {', '.join(unknown)}; "
-                    f"valid keys: {', '.join(sorted(allowed))}"
+    if isinstance(value, Mapping):
+        return {str(k): v or {} for k, v in value.items()}
+    raise fail_at(f"expected a list or a mapping, got {value!r}")
+
+
+_MIN_ONE = {"min_length": 1}
+
+
+def _named(entry: Any) -> Any:
+    """What a suite may write for methods or tasks: a list of names, or a mapping of
+    name -> `entry` (null: no settings); not empty."""
+    return (
+        Annotated[list[str], pydantic.Field(min_length=1)]
+        | Annotated[dict[str, entry | None], pydantic.Field(min_length=1)]
+    )
+
+
+class SuiteFile(Sections):
+    """A suite file: what `read` validates, what `specs` expands and `plan` completes
+    (targets, tuning), and what ``run --schema`` prints (`suite_schema`).
+
+    Validation needs a context: ``{"where": file name, "check_sources": bool}``; method
+    configs are built from the registry (each method's own config class, a plugin's
+    too), tasks are looked up and models checked, all before anything runs.
+    """
+
+    model_config = pydantic.ConfigDict(
+        extra="forbid", title="hizfo-bench suite", json_schema_extra={"$schema": _SCHEMA}
+    )
+
+    name: str | None = None
+    description: str | None = None
+    models: list[str] = pydantic.Field(**_MIN_ONE)
+    tasks: dict[str, TaskEntry] = pydantic.Field(**_MIN_ONE)
+    methods: dict[str, MethodEntry] = pydantic.Field(**_MIN_ONE)
+    seeds: list[Annotated[int, pydantic.Field(ge=0, le=MAX_SEED)]] = pydantic.Field(
+        default=[0], min_length=1, json_schema_extra={"uniqueItems": True}
+    )
+    targets: dict[str, Any] | None = None
+    tuning: TuningSection | None = None
+
+    _where: str = pydantic.PrivateAttr("suite")
+    _task_configs: dict[str, dict[str, Any]] = pydantic.PrivateAttr(default_factory=dict)
+    # (method, task) -> the method's built config on that task
+    _method_configs: dict[tuple[str, str], Any] = pydantic.PrivateAttr(default_factory=dict)
+
+    @pydantic.field_validator("name", mode="before")
+    @classmethod
+    def _plain_name(cls, name: Any) -> Any:
+        if problem := _plain_name_problem(name):
+            raise fail_at(problem)
+        return name
+
+    @pydantic.field_validator("models", mode="before")
+    @classmethod
+    def _model_names(cls, models: Any) -> Any:
+        return [str(m) for m in models] if isinstance(models, list) else models or []
+
+    @pydantic.field_validator("tasks", mode="before", json_schema_input_type=_named(TaskEntry))
+    @classmethod
+    def _task_entries(cls, value: Any) -> Any:
+        return _entries(value)
+
+    @pydantic.field_validator("methods", mode="before", json_schema_input_type=_named(MethodEntry))
+    @classmethod
+    def _method_entries(cls, value: Any) -> Any:
+        return _entries(value)
+
+    @pydantic.field_validator("seeds", mode="before")
+    @classmethod
+    def _seeds(cls, seeds: Any) -> Any:
+        if not isinstance(seeds, list) or not all(
+            type(s) is int and 0 <= s <= MAX_SEED for s in seeds
+        ):
+            raise fail_at(f"expected a list of integers in 0..{MAX_SEED}, got {seeds!r}")
+        if not seeds:
+            raise fail_at("must name at least one seed, got []")
+        if len(set(seeds)) < len(seeds):
+            raise fail_at(f"{seeds!r} repeats a seed (a trial would run twice)")
+        return seeds
+
+    @pydantic.model_validator(mode="after")
+    def _resolve(self, info: pydantic.ValidationInfo) -> SuiteFile:
+        """Tasks looked up, models checked, each method's config built from the registry."""
+        context = info.context or {}
+        self._where = where = context.get("where", "suite")
+        check_sources = context.get("check_sources", True)
+        try:
+            self._task_configs = _task_configs(self.tasks, where, check_sources)
+            if check_sources:
+                _check_models(self.models, where)
+            self._method_configs = _method_configs(self, where, check_sources)
+        except ConfigError as e:
+            raise fail_line(str(e)) from None
+        return self
+
+    @classmethod
+    def read(cls, raw: Mapping[str, Any], where: str, check_sources: bool = True) -> SuiteFile:
+        """`raw` (a suite mapping) validated: a ConfigError (one line) on the first problem."""
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"{where}: expected a mapping at the top level")
+        context = {"where": where, "check_sources": check_sources}
+        try:
+            return cls.model_validate(dict(raw), context=context)
+        except pydantic.ValidationError as e:
+            raise ConfigError(error_line(e, where, _shaped(raw))) from None
+
+    def specs(self) -> list[TrialSpec]:
+        """The final trial specs: models x tasks x methods x seeds, settings merged (suite
+        < task < method) and built, evaluation points checked; no trial twice."""
+        specs = []
+        for model in self.models:
+            for task, t_entry in self.tasks.items():
+                for method, m_entry in self.methods.items():
+                    specs += self._cell(model, task, t_entry, method, m_entry)
+        ids = [s.trial_id for s in specs]
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        if repeated:
+            # Equal specs share an id and a result file: one would overwrite the other.
+            raise ConfigError(f"{self._where}: the same trial appears twice: {', '.join(repeated)}")
+        return specs
+
+    def _cell(
+        self, model: str, task: str, t_entry: TaskEntry, method: str, m_entry: MethodEntry
+    ) -> list[TrialSpec]:
+        """The specs of one (model, task, method), one per seed."""
+        where = self._where
+        built = {
+            key: build(
+                cls,
+                _merged(getattr(self, key), getattr(t_entry, key), getattr(m_entry, key)),
+                f"{where}.{key} ({method} on {task})",
+            )
+            for key, cls in SECTIONS.items()
+        }
+        _check_dev(
+            built["dev"],
+            built["train"],
+            task,
+            f"{where} ({method} on {task})",
+            self._task_configs[task],
+        )
+        return [
+            TrialSpec(
+                method=method,
+                task=task,
+                model=model,
+                seed=seed,
+                method_config=self._method_configs[method, task],
+                task_config=self._task_configs[task],
+                **built,
+            )
+            for seed in self.seeds
+        ]
+
+    def plan(self, specs: list[TrialSpec]) -> Suite:
+        """Targets and tuning of the suite, checked against its specs."""
+        from bench.analysis.targets import TargetError, parse_targets
+        from bench.orchestrate.tuning import plan_tuning
+
+        where = self._where
+        try:
+            targets = parse_targets(
+                self.targets, {s.task for s in specs}, {s.method for s in specs}
+            )
+        except TargetError as e:
+            raise ConfigError(f"{where}: {e}") from None
+        spaces = _search_spaces(self.methods, where)
+        tuning = None
+        if spaces or (self.tuning is not None and self.tuning.model_fields_set):
+            if not spaces:
+                raise ConfigError(f"{where}.tuning: no method has a search space to tune")
+            tuning = plan_tuning(self.tuning or TuningSection(), spaces)
+            if tuning.metric == "dev_score":
+                for s in specs:
+                    if s.method in spaces and not s.dev.score:
+                        raise ConfigError(
+                            f"{where}.tuning.metric dev_score needs dev.score: true "
+                            f"({s.method} on {s.task})"
+                        )
+        return Suite(self.name or where, specs, tuning, targets)
+
+
+def _shaped(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """`raw` with methods and tasks as mappings, as the model sees them (an error's key
+    path is read against it)."""
+    out = dict(raw)
+    for key in ("methods", "tasks"):
+        with contextlib.suppress(pydantic_core.PydanticCustomError):
+            out[key] = _entries(out.get(key))
+    return out
+
+
+def _merged(*levels: pydantic.BaseModel) -> dict[str, Any]:
+    """The keys each level sets, later levels over earlier ones."""
+    out: dict[str, Any] = {}
+    for level in levels:
+        out.update({k: getattr(level, k) for k in level.model_fields_set})
+    return out
+
+
+def _task_configs(
+    tasks: Mapping[str, TaskEntry], where: str, check_sources: bool
+) -> dict[str, dict[str, Any]]:
+    """Each task's spec config; unknown names always, and (unless this is a dry run) hub
+    data out of reach, a missing sandbox or a damaged data file: ConfigErrors."""
+    from bench.tasks import TaskError, get_task
+
+    out = {}
+    for task, entry in tasks.items():
+        try:
+            checked = get_task(task, entry.definition)
+            out[task] = checked.spec_config()
+            if check_sources:
+                checked.check_available()
+        except TaskError as e:
+            raise ConfigError(f"{where}.tasks: {task}: {e}") from None
+    return out
+
+
+def _check_models(models: list[str], where: str) -> None:
+    from bench.models import ModelSourceError, check_source
+
+    for model in models:
+        try:
+            check_source(model)
+        except ModelSourceError as e:
+            raise ConfigError(f"{where}.models: {e}") from None
+
+
+def _method_configs(
+    suite: SuiteFile, where: str, check_sources: bool
+) -> dict[tuple[str, str], Any]:
+    """(method, task) -> the method's config on that task, built once: `config`, with the
+    task's `by_task` entry over it (settings tuned per task, as claims-tune chooses them)."""
+    from bench.registry import MethodError, load_method
+
+    out: dict[tuple[str, str], Any] = {}
+    for name, entry in suite.methods.items():
+        try:
+            cls = load_method(name)
+        except MethodError as e:
+            raise ConfigError(f"{where}.methods: {e}") from None
+        by_task = entry.by_task or {}
+        stray = sorted(set(by_task) - set(suite.tasks))
+        if stray:
+            raise ConfigError(
+                f"{where}.methods.{name}.by_task: {', '.join(map(str, stray))} "
+                f"not among the suite's tasks ({', '.join(suite.tasks)})"
+            )
+        built: dict[str, Any] = {}  # tasks without by_task share `config`
+        for task in suite.tasks:
+            per_task = by_task.get(task)
+            key = f"{where}.methods.{name}." + (f"by_task.{task}" if per_task else "config")
+            if key not in built:
+                built[key] = build(
+                    cls.config_class, {**(entry.config or {}), **(per_task or {})}, key
                 )
-            for key, sub in v.items():
-                if sub is not None and not isinstance(sub, dict):
-                    raise ConfigError(f"{where}.{k}.{key}: expected a mapping, got {sub!r}")
-            out[str(k)] = v
-        return out
-    raise ConfigError(f"{where}: expected a list or a mapping, got {value!r}")
+                if check_sources:
+                    _check_model(cls, built[key], suite.models, key)
+            out[name, task] = built[key]
+    return out
+
+
+def _check_model(cls: type, config: Any, models: list[str], where: str) -> None:
+    """The method's own check of each model (``check_model``: LoRA's target modules)."""
+    if not callable(getattr(cls, "check_model", None)):
+        return
+    for model in models:
+        try:
+            cls.check_model(config, model_skeleton(model))
+        except ValueError as e:
+            raise ConfigError(f"{where} (model {model}): {e}") from None
+
+
+def _search_spaces(methods: Mapping[str, MethodEntry], where: str) -> dict[str, dict[str, Any]]:
+    """Each searched method's space (bench.orchestrate.tuning.parse_space), every value it
+    can produce checked against the method's config."""
+    from bench.orchestrate.tuning import parse_space
+    from bench.registry import load_method
+
+    spaces = {}
+    for name, entry in methods.items():
+        if entry.search:
+            at = f"{where}.methods.{name}.search"
+            config_class = load_method(name).config_class
+            spaces[name] = parse_space(entry.search, config_class, at)
+            _check_space(spaces[name], config_class, at)
+    return spaces
 
 
 def read_suite(name_or_path: str) -> tuple[Path, dict[str, Any]]:
@@ -136,6 +488,10 @@ def read_suite(name_or_path: str) -> tuple[Path, dict[str, Any]]:
     if not isinstance(raw, dict):
         raise ConfigError(f"suite {str(path)!r}: expected a mapping at the top level")
     return path, raw
+
+
+SUITE_KEYS = tuple(SuiteFile.model_fields)
+ENTRY_KEYS = tuple(MethodEntry.model_fields)
 
 
 def load_plan(
@@ -158,12 +514,12 @@ def load_plan(
 
     path, raw = read_suite(name_or_path)
     if overrides:
-        raw = apply_overrides(raw, overrides, suite_keys=_SUITE_KEYS, entry_keys=_OVERRIDE_KEYS)
+        raw = apply_overrides(raw, overrides, suite_keys=SUITE_KEYS, entry_keys=ENTRY_KEYS)
     if only:
         raw = apply_filters(raw, only)
     raw = resolve_paths(raw, path.parent)  # a typed task's files: relative to the suite
-    specs = expand(raw, where=path.name, check_sources=check_sources)
-    suite = plan_from_raw(raw, specs, where=path.name)
+    model = SuiteFile.read(raw, path.name, check_sources)
+    suite = model.plan(model.specs())
     suite.name = raw.get("name", path.stem)
     return suite
 
@@ -183,136 +539,13 @@ def load_suite(
 def expand(
     raw: dict[str, Any], where: str = "suite", *, check_sources: bool = True
 ) -> list[TrialSpec]:
-    from bench.models import ModelSourceError, check_source
-    from bench.registry import MethodError, load_method
-    from bench.tasks import TaskError, get_task, split_definitions
+    """The final trial specs of suite mapping `raw` (validated: ConfigErrors, one line)."""
+    return SuiteFile.read(raw, where, check_sources).specs()
 
-    unknown = sorted(set(raw) - _SUITE_KEYS)
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(_SUITE_KEYS))}"
-        )
-    for key in ("models", "tasks", "methods"):
-        if not raw.get(key):
-            raise ConfigError(f"{where}: '{key}' is required and must not be empty")
-    models = [str(m) for m in raw["models"]]
-    # A task has no method config: `config` under a task would be silently ignored.
-    # A task with `type` (jsonl, ...) is defined in the suite: its definition goes to the
-    # task type, the rest are the usual per-task settings.
-    definitions, raw_tasks = split_definitions(raw["tasks"])
-    tasks = _as_mapping(raw_tasks, f"{where}.tasks", _OVERRIDE_KEYS - _METHOD_ONLY_KEYS)
-    methods = _as_mapping(raw["methods"], f"{where}.methods")
-    if "name" in raw:
-        check_name(raw["name"], f"{where}.name")
-    seeds = raw.get("seeds", [0])
-    if not isinstance(seeds, list) or not all(type(s) is int and 0 <= s <= MAX_SEED for s in seeds):
-        raise ConfigError(
-            f"{where}.seeds: expected a list of integers in 0..{MAX_SEED}, got {seeds!r}"
-        )
-    if not seeds:
-        raise ConfigError(f"{where}.seeds: must name at least one seed, got []")
-    if len(set(seeds)) < len(seeds):
-        raise ConfigError(f"{where}.seeds: {seeds!r} repeats a seed (a trial would run twice)")
-    for key in ("train", "eval", "dev", "measure", "resources"):
-        if not isinstance(raw.get(key) or {}, dict):
-            raise ConfigError(f"{where}.{key}: expected a mapping, got {raw[key]!r}")
 
-    task_configs: dict[str, dict[str, Any]] = {}
-    for task in tasks:
-        try:
-            # Unknown names always; hub data out of reach, a missing sandbox or a damaged
-            # data file unless this is a dry run: all before any trial runs or writes a file.
-            checked = get_task(task, definitions.get(task))
-            task_configs[task] = checked.spec_config()
-            if check_sources:
-                checked.check_available()
-        except TaskError as e:
-            raise ConfigError(f"{where}.tasks: {task}: {e}") from None
-    for model in models if check_sources else []:
-        try:
-            check_source(model)
-        except ModelSourceError as e:
-            raise ConfigError(f"{where}.models: {e}") from None
-    # (method, task) -> the method's config on that task: `config`, with the task's
-    # `by_task` entry over it (settings tuned per task, as claims-tune chooses them).
-    method_configs: dict[tuple[str, str], dict[str, Any]] = {}
-    for name, override in methods.items():
-        try:
-            cls = load_method(name)
-        except MethodError as e:
-            raise ConfigError(f"{where}.methods: {e}") from None
-        by_task = override.get("by_task") or {}
-        stray = sorted(set(by_task) - set(tasks))
-        if stray:
-            raise ConfigError(
-                f"{where}.methods.{name}.by_task: {', '.join(map(str, stray))} "
-                f"not among the suite's tasks ({', '.join(tasks)})"
-            )
-        built: dict[str, dict[str, Any]] = {}  # tasks without by_task share `config`
-        for task in tasks:
-            per_task = by_task.get(task)
-            if per_task is not None and not isinstance(per_task, dict):
-                raise ConfigError(
-                    f"{where}.methods.{name}.by_task.{task}: expected a mapping, got {per_task!r}"
-                )
-            key = f"{where}.methods.{name}." + (f"by_task.{task}" if per_task else "config")
-            if key not in built:
-                cfg = build(
-                    cls.config_class, {**(override.get("config") or {}), **(per_task or {})}, key
-                )
-                if check_sources and callable(getattr(cls, "check_model", None)):
-                    for model in models:
-                        try:
-                            cls.check_model(cfg, model_skeleton(model))
-                        except ValueError as e:
-                            raise ConfigError(f"{key} (model {model}): {e}") from None
-                built[key] = asdict(cfg)
-            method_configs[name, task] = built[key]
-
-    specs = []
-    for model in models:
-        for task, t_over in tasks.items():
-            for method, m_over in methods.items():
-                train = {**(raw.get("train") or {}), **(t_over.get("train") or {})}
-                train.update(m_over.get("train") or {})
-                evalc = {**(raw.get("eval") or {}), **(t_over.get("eval") or {})}
-                evalc.update(m_over.get("eval") or {})
-                train_cfg = build(TrainConfig, train, f"{where}.train ({method} on {task})")
-                eval_cfg = build(EvalConfig, evalc, f"{where}.eval ({method} on {task})")
-                devc = {**(raw.get("dev") or {}), **(t_over.get("dev") or {})}
-                devc.update(m_over.get("dev") or {})
-                dev_cfg = build(DevConfig, devc, f"{where}.dev ({method} on {task})")
-                measc = {**(raw.get("measure") or {}), **(t_over.get("measure") or {})}
-                measc.update(m_over.get("measure") or {})
-                measure_cfg = build(SharpnessConfig, measc, f"{where}.measure ({method} on {task})")
-                resc = {**(raw.get("resources") or {}), **(t_over.get("resources") or {})}
-                resc.update(m_over.get("resources") or {})
-                res_cfg = build(ResourcesConfig, resc, f"{where}.resources ({method} on {task})")
-                _check_dev(
-                    dev_cfg, train_cfg, task, f"{where} ({method} on {task})", task_configs[task]
-                )
-                for seed in seeds:
-                    specs.append(
-                        TrialSpec(
-                            method=method,
-                            task=task,
-                            model=model,
-                            seed=seed,
-                            method_config=method_configs[method, task],
-                            train=train_cfg,
-                            eval=eval_cfg,
-                            dev=dev_cfg,
-                            measure=measure_cfg,
-                            task_config=task_configs[task],
-                            resources=res_cfg,
-                        )
-                    )
-    ids = [s.trial_id for s in specs]
-    repeated = sorted({i for i in ids if ids.count(i) > 1})
-    if repeated:
-        # Equal specs share an id and a result file: one would overwrite the other.
-        raise ConfigError(f"{where}: the same trial appears twice: {', '.join(repeated)}")
-    return specs
+def plan_from_raw(raw: dict[str, Any], specs: list[TrialSpec], where: str = "suite") -> Suite:
+    """Targets and tuning of suite mapping `raw`, checked against its specs."""
+    return SuiteFile.read(raw, where, check_sources=False).plan(specs)
 
 
 @functools.cache
@@ -368,54 +601,52 @@ def _check_space(space: dict[str, Any], config_class: type, where: str) -> None:
             build(config_class, {key: value}, where)
 
 
-def plan_from_raw(raw: dict[str, Any], specs: list[TrialSpec], where: str = "suite") -> Suite:
-    """Targets and tuning of a suite, checked against its specs."""
-    from bench.analysis.targets import TargetError, parse_targets
-    from bench.orchestrate.tuning import parse_space, parse_tuning
+class _Methods(pydantic.BaseModel):
+    """The schema's methods mapping: one entry per named method, any other a plugin's."""
+
+    model_config = pydantic.ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, MethodEntry | None]
+
+
+def _method_entry(name: str, config_class: type) -> type[MethodEntry]:
+    """MethodEntry with `config` (and `by_task`'s values) as `config_class`'s schema."""
+    config = adapter(config_class)
+    return pydantic.create_model(
+        "Entry_" + re.sub(r"\W", "_", name),
+        __base__=MethodEntry,
+        __doc__=None,
+        config=(config | None, None),
+        by_task=(dict[str, config | None] | None, None),
+    )
+
+
+def suite_model(methods: list[str]) -> type[SuiteFile]:
+    """SuiteFile with `methods`' configs spelled out (for the JSON Schema)."""
     from bench.registry import load_method
 
-    methods = _as_mapping(raw["methods"], f"{where}.methods")
-    tasks = {s.task for s in specs}
-    try:
-        targets = parse_targets(raw.get("targets"), tasks, {s.method for s in specs})
-    except TargetError as e:
-        raise ConfigError(f"{where}: {e}") from None
-    spaces = {
-        name: parse_space(
-            over["search"], load_method(name).config_class, f"{where}.methods.{name}.search"
+    named = {
+        re.sub(r"\W", "_", name): (
+            _method_entry(name, load_method(name).config_class) | None,
+            pydantic.Field(None, alias=name),
         )
-        for name, over in methods.items()
-        if over.get("search")
+        for name in sorted(methods)
     }
-    for name, space in spaces.items():
-        _check_space(space, load_method(name).config_class, f"{where}.methods.{name}.search")
-    tuning = None
-    if spaces or raw.get("tuning"):
-        if not spaces:
-            raise ConfigError(f"{where}.tuning: no method has a search space to tune")
-        tuning = parse_tuning(raw.get("tuning"), f"{where}.tuning", spaces)
-        if tuning.metric == "dev_score":
-            for s in specs:
-                if s.method in spaces and not s.dev.score:
-                    raise ConfigError(
-                        f"{where}.tuning.metric dev_score needs dev.score: true "
-                        f"({s.method} on {s.task})"
-                    )
-    return Suite(raw.get("name", where), specs, tuning, targets)
-
-
-def _schema_of(cls: type, defs: dict[str, Any]) -> dict[str, Any]:
-    """`cls`'s JSON Schema as a reference into `defs` (its nested definitions merged in)."""
-    from bench.config import adapter
-
-    schema = adapter(cls).model_json_schema(ref_template="#/$defs/{model}")
-    defs.update(schema.pop("$defs", {}))
-    defs[cls.__name__] = schema
-    return {"$ref": f"#/$defs/{cls.__name__}"}
+    per_method = pydantic.create_model("Methods", __base__=_Methods, __doc__=None, **named)
+    spelled_out = (
+        Annotated[list[str], pydantic.Field(min_length=1)]
+        | Annotated[per_method, pydantic.Field(json_schema_extra={"minProperties": 1})]
+    )
+    entries = pydantic.field_validator(
+        "methods", mode="before", json_schema_input_type=spelled_out
+    )(SuiteFile._method_entries.__func__)
+    return pydantic.create_model(
+        "Suite", __base__=SuiteFile, __doc__=None, __validators__={"_method_entries": entries}
+    )
 
 
 def suite_schema(methods: list[str] | None = None) -> dict[str, Any]:
-    """The JSON Schema of a suite file (editors complete and check suites with it).
+    """The JSON Schema of a suite file (editors complete and check suites with it): the
+    model's (`SuiteFile`, `suite_model`).
 
     `methods` are the method names whose config is spelled out (default: every
     registered one); any other method name takes any config mapping (a plugin). The
@@ -423,69 +654,10 @@ def suite_schema(methods: list[str] | None = None) -> dict[str, Any]:
     <= train.steps, known tasks and models) are checked only by hizfo-bench itself.
     docs/suite.schema.json holds the built-in methods' version (``run --schema``).
     """
-    from bench.registry import available_methods, load_method
+    from bench.registry import available_methods
 
-    defs: dict[str, Any] = {}
-    sections = {
-        "train": _schema_of(TrainConfig, defs),
-        "eval": _schema_of(EvalConfig, defs),
-        "dev": _schema_of(DevConfig, defs),
-        "measure": _schema_of(SharpnessConfig, defs),
-        "resources": _schema_of(ResourcesConfig, defs),
-    }
     names = sorted(available_methods()) if methods is None else sorted(methods)
-    entry = {k: v for k, v in sections.items()}
-    search = {"type": "object", "description": "config key -> list or {log_uniform: [lo, hi]}"}
-
-    def method_entry(config: dict[str, Any]) -> dict[str, Any]:
-        by_task = {"type": "object", "additionalProperties": config}
-        props = {"config": config, "by_task": by_task, **entry, "search": search}
-        return {"type": ["object", "null"], "properties": props, "additionalProperties": False}
-
-    per_method = {
-        name: method_entry(_schema_of(load_method(name).config_class, defs)) for name in names
-    }
-    task_entry = {"type": ["object", "null"], "properties": entry}
-    string_list = {"type": "array", "items": {"type": "string"}}
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": "hizfo-bench suite",
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["models", "tasks", "methods"],
-        "properties": {
-            "name": {"type": "string"},
-            "description": {"type": "string"},
-            "models": {**string_list, "minItems": 1},
-            "tasks": {
-                "anyOf": [
-                    {**string_list, "minItems": 1},
-                    {"type": "object", "additionalProperties": task_entry, "minProperties": 1},
-                ]
-            },
-            "methods": {
-                "anyOf": [
-                    {**string_list, "minItems": 1},
-                    {
-                        "type": "object",
-                        "properties": per_method,
-                        "additionalProperties": method_entry({"type": "object"}),
-                        "minProperties": 1,
-                    },
-                ]
-            },
-            "seeds": {
-                "type": "array",
-                "items": {"type": "integer", "minimum": 0, "maximum": MAX_SEED},
-                "minItems": 1,
-                "uniqueItems": True,
-            },
-            **sections,
-            "targets": {"type": "object"},
-            "tuning": {"type": "object"},
-        },
-        "$defs": dict(sorted(defs.items())),
-    }
+    return suite_model(names).model_json_schema(ref_template="#/$defs/{model}")
 
 
 def builtin_methods() -> list[str]:

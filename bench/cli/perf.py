@@ -101,7 +101,7 @@ def _estimate(suite: str) -> int:
         tokens = s.train.batch_size * s.train.max_length
         precision = s.train.precision or ("bf16-mixed" if s.train.dtype == "bfloat16" else "fp32")
         m = estimates.memory_bytes(
-            s.model, s.method, s.method_config, precision, tokens, t.step_passes[1] > 0
+            s.model, s.method, s.to_dict()["method_config"], precision, tokens, t.step_passes[1] > 0
         )
         print(
             f"{s.model:28s} {s.method:16s} {m['state'] / 1e9:9.1f} "

@@ -81,29 +81,25 @@ def run_manifest(
     return manifest
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
-    from bench import store
-    from bench.analysis.targets import target_specs
-    from bench.orchestrate.plan import run_plan
-    from bench.orchestrate.session import ResourceError
-    from bench.orchestrate.sweep import ResultWriteError
-    from bench.orchestrate.tuning import describe, planned_trials, tuning_specs
+def _print_schema(which: str) -> int:
+    """The suite files' JSON Schema (docs/suite.schema.json), nothing run."""
+    import json
+
+    from bench.suite import builtin_methods, suite_schema
+
+    methods = builtin_methods() if which == "builtin" else None
+    print(json.dumps(suite_schema(methods), indent=1))
+    return 0
+
+
+def _prepare(args: argparse.Namespace) -> dict[str, list[Any]]:
+    """Flags checked, signals installed, the tracker's package found; the filters
+    (``--methods`` ...) as lists. A problem is a UsageError before anything runs."""
+    from bench.orchestrate import signals
     from bench.overrides import FILTER_KEYS, parse_filter
-    from bench.report import summary_table
-    from bench.suite import load_plan
     from bench.train.trackers import TrackerError, check_tracker
 
-    if args.schema:  # the suite files' JSON Schema (docs/suite.schema.json), nothing run
-        import json
-
-        from bench.suite import builtin_methods, suite_schema
-
-        methods = builtin_methods() if args.schema == "builtin" else None
-        print(json.dumps(suite_schema(methods), indent=1))
-        return 0
     check_flags(args)
-    from bench.orchestrate import signals
-
     # SIGTERM stops the run like Ctrl-C (exit 143), and Ctrl-C works even when the run
     # was started with SIGINT ignored (in the background of a script).
     signals.install()
@@ -111,43 +107,44 @@ def _cmd_run(args: argparse.Namespace) -> int:
         check_tracker(args.tracker)
     except TrackerError as e:
         raise UsageError(str(e)) from None
-    only = {k: parse_filter(k, getattr(args, k)) for k in FILTER_KEYS if getattr(args, k)}
-    # A dry run lists trials without touching a hub, so hub model ids pass offline.
-    listing = args.dry_run or args.print_config
-    suite = load_plan(args.suite, check_sources=not listing, overrides=args.set, only=only)
-    name, specs = suite.name, suite.specs
-    run_dir = (
-        Path(args.out) if args.out else DEFAULT_RUNS / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    )
-    if args.print_config:
-        from bench.cli.suites import print_config
+    return {k: parse_filter(k, getattr(args, k)) for k in FILTER_KEYS if getattr(args, k)}
 
-        return print_config(suite, run_dir)
-    # Another suite's run dir is refused first (one line, nothing run; not for a listing).
-    manifest = None if args.dry_run else run_manifest(args, name, specs, only)
-    from bench.resume import settings_note  # an edited suite resumed into its old run dir
 
-    if note := settings_note(specs, run_dir):
-        print(note, file=sys.stderr)
-    if args.dry_run:
-        done = store.finished_ids(run_dir) if run_dir.exists() else set()
-        tune = tuning_specs(specs, suite.tuning) if suite.tuning else []
-        tuning = f" after {planned_trials(specs, suite.tuning)} tuning trials" if tune else ""
-        print(f"suite {name}: {len(specs)} trials{tuning} (run dir {run_dir})")
-        if tune:  # the points of every stage; the trial ids below are the first stage's
-            print("\n".join(describe(specs, suite.tuning)))
-        targets = target_specs(specs, suite.targets)
-        if targets:  # their ids change when tuning changes the reference's settings
-            print(f"then {len(targets)} target-setting trials, then the final trials")
-        for s in [*tune, *targets, *specs]:
-            mark = "done" if s.trial_id in done else "todo"
-            print(f"  [{mark}] {s.trial_id}{'  (target setting)' if s.phase == 'target' else ''}")
-        return 0
-    print(f"suite {name}: {len(specs)} trials -> {run_dir}", file=sys.stderr)
-    t0 = time.time()
+def _dry_run(suite: Any, run_dir: Path) -> int:
+    """List the trials (tuning, target setting, final), each done or to do; run nothing."""
+    from bench import store
+    from bench.analysis.targets import target_specs
+    from bench.orchestrate.tuning import describe, planned_trials, tuning_specs
+
+    specs = suite.specs
+    done = store.finished_ids(run_dir) if run_dir.exists() else set()
+    tune = tuning_specs(specs, suite.tuning) if suite.tuning else []
+    tuning = f" after {planned_trials(specs, suite.tuning)} tuning trials" if tune else ""
+    print(f"suite {suite.name}: {len(specs)} trials{tuning} (run dir {run_dir})")
+    if tune:  # the points of every stage; the trial ids below are the first stage's
+        print("\n".join(describe(specs, suite.tuning)))
+    targets = target_specs(specs, suite.targets)
+    if targets:  # their ids change when tuning changes the reference's settings
+        print(f"then {len(targets)} target-setting trials, then the final trials")
+    for s in [*tune, *targets, *specs]:
+        mark = "done" if s.trial_id in done else "todo"
+        print(f"  [{mark}] {s.trial_id}{'  (target setting)' if s.phase == 'target' else ''}")
+    return 0
+
+
+def _execute(
+    args: argparse.Namespace, suite: Any, run_dir: Path, manifest: dict[str, Any]
+) -> list[Any] | int:
+    """Run the suite's plan (tuning, targets, final trials): its sweeps, or the exit
+    status of a run that stopped on a file it could not write."""
+    from bench import store
+    from bench.orchestrate.plan import run_plan
+    from bench.orchestrate.session import ResourceError
+    from bench.orchestrate.sweep import ResultWriteError
+
     try:
-        sweeps = run_plan(
-            specs,
+        return run_plan(
+            suite.specs,
             run_dir,
             tuning=suite.tuning,
             targets=suite.targets,
@@ -177,33 +174,77 @@ def _cmd_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+
+
+def _overhead_line(sweep: Any) -> str | None:
+    """The sweep's wall-clock against perfect packing of the trials' own times."""
+    over = sweep.overhead()
+    if not over:
+        return None
+    return (
+        f"\n{len(sweep.records)} trials run"
+        + (f" ({len(sweep.resumed)} resumed from a checkpoint)" if sweep.resumed else "")
+        + f", {sweep.skipped} already finished; "
+        f"wall {over['wall_seconds']:.0f} s (startup {over['startup_seconds']:.0f} s), "
+        f"trials {over['trial_seconds_sum']:.0f} s / {over['parallelism']} slots = "
+        f"{over['ideal_seconds']:.0f} s; overhead {over['overhead_seconds']:.0f} s "
+        f"({100 * over['overhead_fraction']:.0f}% of wall"
+        + (
+            f"; {over['lost_attempts']} attempt(s) lost to dead workers, "
+            f"{over['lost_seconds']:.0f} s)"
+            if over["lost_attempts"]
+            else ")"
+        )
+    )
+
+
+def _summary(suite: Any, run_dir: Path, sweeps: list[Any], seconds: float) -> int:
+    """The final trials' table and the last sweep's overhead; 0 when every trial is ok."""
+    from bench import store
+    from bench.report import summary_table
+
     frame = store.load_frame(run_dir)
     # The final trials of this suite (tuned settings change ids, so match by cell).
-    sweep = sweeps[-1]
-    cells = {(s.method, s.task, s.model, s.seed) for s in specs}
+    cells = {(s.method, s.task, s.model, s.seed) for s in suite.specs}
     rows = zip(frame.method, frame.task, frame.model, frame.seed, frame.phase, strict=True)
     frame = frame[[(m, t, mo, se) in cells and ph != "tune" for m, t, mo, se, ph in rows]]
-    print(f"\n{name}: {len(frame)} trials in {run_dir} ({time.time() - t0:.0f} s)\n")
+    print(f"\n{suite.name}: {len(frame)} trials in {run_dir} ({seconds:.0f} s)\n")
     print(summary_table(frame))
-    over = sweep.overhead()
-    if over:
-        # Sweep wall-clock against perfect packing of the trials' own times.
-        print(
-            f"\n{len(sweep.records)} trials run"
-            + (f" ({len(sweep.resumed)} resumed from a checkpoint)" if sweep.resumed else "")
-            + f", {sweep.skipped} already finished; "
-            f"wall {over['wall_seconds']:.0f} s (startup {over['startup_seconds']:.0f} s), "
-            f"trials {over['trial_seconds_sum']:.0f} s / {over['parallelism']} slots = "
-            f"{over['ideal_seconds']:.0f} s; overhead {over['overhead_seconds']:.0f} s "
-            f"({100 * over['overhead_fraction']:.0f}% of wall"
-            + (
-                f"; {over['lost_attempts']} attempt(s) lost to dead workers, "
-                f"{over['lost_seconds']:.0f} s)"
-                if over["lost_attempts"]
-                else ")"
-            )
-        )
+    if line := _overhead_line(sweeps[-1]):
+        print(line)
     return 0 if (frame["status"] == "ok").all() else 1
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from bench.resume import settings_note
+    from bench.suite import load_plan
+
+    if args.schema:
+        return _print_schema(args.schema)
+    only = _prepare(args)
+    # A dry run lists trials without touching a hub, so hub model ids pass offline.
+    listing = args.dry_run or args.print_config
+    suite = load_plan(args.suite, check_sources=not listing, overrides=args.set, only=only)
+    name, specs = suite.name, suite.specs
+    run_dir = (
+        Path(args.out) if args.out else DEFAULT_RUNS / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
+    if args.print_config:
+        from bench.cli.suites import print_config
+
+        return print_config(suite, run_dir)
+    # Another suite's run dir is refused first (one line, nothing run; not for a listing).
+    manifest = None if args.dry_run else run_manifest(args, name, specs, only)
+    if note := settings_note(specs, run_dir):  # an edited suite resumed into its old run dir
+        print(note, file=sys.stderr)
+    if args.dry_run:
+        return _dry_run(suite, run_dir)
+    print(f"suite {name}: {len(specs)} trials -> {run_dir}", file=sys.stderr)
+    t0 = time.time()
+    sweeps = _execute(args, suite, run_dir, manifest)
+    if isinstance(sweeps, int):
+        return sweeps
+    return _summary(suite, run_dir, sweeps, time.time() - t0)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

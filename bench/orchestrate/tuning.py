@@ -67,15 +67,16 @@ import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+import pydantic
 
 from bench.analysis.selection import Choice, choose, config_key, edge_sides
 from bench.analysis.targets import METRICS
-from bench.config import ConfigError, build
+from bench.config import ConfigError, Strict, build, settings, with_settings
 
 # Spellings of a range: ours, Ray Tune's (tune.loguniform) and Optuna's (LogUniform).
 _SPACE_KINDS = {"log_uniform": "log_uniform", "loguniform": "log_uniform", "uniform": "uniform"}
-_TUNING_KEYS = {"trials", "seeds", "metric", "strategy", "extend_edges", "seed"}
 STRATEGIES = ("joint", "staged")
 DEFAULT_EXTENSIONS = 2  # extend_edges: true
 
@@ -169,46 +170,32 @@ def parse_space(space: Any, config_class: type, where: str) -> dict[str, Any]:
     return out
 
 
-def parse_tuning(
-    raw: Mapping[str, Any] | None, where: str, spaces: dict[str, dict[str, Any]]
-) -> TuningPlan:
-    """The suite's ``tuning:`` mapping as a TuningPlan over `spaces` (one-line errors)."""
-    raw = raw or {}
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where}: expected a mapping")
-    unknown = sorted(set(raw) - _TUNING_KEYS)
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: "
-            f"{', '.join(sorted(_TUNING_KEYS))}"
-        )
-    trials, seeds, metric = (
-        raw.get("trials", 4),
-        raw.get("seeds", [0]),
-        raw.get("metric", "dev_loss"),
+class TuningSection(Strict):
+    """The suite's ``tuning:`` mapping (docs/suites.md, "Tuning")."""
+
+    trials: Annotated[int, pydantic.Strict(), pydantic.Field(ge=1)] = 4
+    seeds: list[Annotated[int, pydantic.Strict()]] = pydantic.Field(default=[0], min_length=1)
+    metric: Literal[tuple(METRICS)] = "dev_loss"  # type: ignore[valid-type]
+    strategy: Literal[STRATEGIES] = "joint"  # type: ignore[valid-type]
+    # true: DEFAULT_EXTENSIONS extensions; false: none; or a count
+    extend_edges: Annotated[int, pydantic.Strict(), pydantic.Field(ge=0)] | bool = False
+    seed: Annotated[int, pydantic.Strict()] = 0
+
+
+def plan_tuning(section: TuningSection, spaces: dict[str, dict[str, Any]]) -> TuningPlan:
+    """A validated ``tuning:`` section as a TuningPlan over `spaces`."""
+    extend = section.extend_edges
+    if type(extend) is bool:
+        extend = DEFAULT_EXTENSIONS if extend else 0
+    return TuningPlan(
+        section.trials,
+        list(section.seeds),
+        section.metric,
+        dict(spaces),
+        section.strategy,
+        extend,
+        section.seed,
     )
-    strategy, extend, seed = (
-        raw.get("strategy", "joint"),
-        raw.get("extend_edges", False),
-        raw.get("seed", 0),
-    )
-    if type(trials) is not int or trials < 1:
-        raise ConfigError(f"{where}.trials: expected a positive integer, got {trials!r}")
-    if not isinstance(seeds, list) or not seeds or not all(type(s) is int for s in seeds):
-        raise ConfigError(f"{where}.seeds: expected a non-empty list of integers")
-    if metric not in METRICS:
-        raise ConfigError(f"{where}.metric: one of {', '.join(METRICS)}, not {metric!r}")
-    if strategy not in STRATEGIES:
-        raise ConfigError(f"{where}.strategy: one of {', '.join(STRATEGIES)}, not {strategy!r}")
-    if extend is True:
-        extend = DEFAULT_EXTENSIONS
-    elif extend is False:
-        extend = 0
-    elif type(extend) is not int or extend < 0:
-        raise ConfigError(f"{where}.extend_edges: expected true, false or a count, got {extend!r}")
-    if type(seed) is not int:
-        raise ConfigError(f"{where}.seed: expected an integer, got {seed!r}")
-    return TuningPlan(trials, seeds, metric, dict(spaces), strategy, extend, seed)
 
 
 def _seed(base: int, *parts: Any) -> int:
@@ -296,10 +283,8 @@ class _Group:
         return (self.spec.method, self.spec.task, self.spec.model)
 
     def base(self, key: str) -> Any:
-        """The value of a not-yet-searched key: the suite's config, else the default."""
-        if key in self.spec.method_config:
-            return self.spec.method_config[key]
-        return _default(self.config_class, key)
+        """The value of a not-yet-searched key: the suite's config (or the default)."""
+        return getattr(self.spec.method_config, key, _default(self.config_class, key))
 
     def full(self, point: Mapping[str, Any]) -> dict[str, Any]:
         return {k: point.get(k, self.base(k)) for k in self.space}
@@ -361,7 +346,11 @@ class _Group:
                 candidate = _extend(self.ranges[k], side, float(self.full(best)[k]))
                 try:
                     probe = sample_points({k: candidate}, 1)[0]
-                    build(self.config_class, {**self.spec.method_config, **best, **probe}, "x")
+                    build(
+                        self.config_class,
+                        {**settings(self.spec.method_config), **best, **probe},
+                        "x",
+                    )
                 except ConfigError as e:
                     self.notes.append(f"{k}: not extended past its {side} edge ({e})")
                     continue
@@ -416,8 +405,7 @@ def _specs_for(group: _Group, points: list[dict[str, Any]], plan: TuningPlan) ->
     dev = spec.dev if spec.dev.eval_every else replace(spec.dev, eval_every=spec.train.steps)
     out = []
     for point in points:
-        config = {**spec.method_config, **point}
-        build(group.config_class, config, f"tuning point of {spec.method}")
+        config = with_settings(spec.method_config, point, f"tuning point of {spec.method}")
         for seed in plan.seeds:
             out.append(
                 replace(
@@ -555,9 +543,8 @@ def _inherited(spec: Any, chosen: Mapping[tuple, dict], configs: Mapping[tuple, 
     key = (base, spec.task, spec.model)
     if variant is None or key not in chosen or key not in configs:
         return {}
-    return {
-        k: v for k, v in chosen[key].items() if spec.method_config.get(k) == configs[key].get(k)
-    }
+    mine, base_config = settings(spec.method_config), settings(configs[key])
+    return {k: v for k, v in chosen[key].items() if mine.get(k) == base_config.get(k)}
 
 
 def final_specs(specs: Sequence[Any], choices: Sequence[Choice]) -> list[Any]:
@@ -573,9 +560,8 @@ def final_specs(specs: Sequence[Any], choices: Sequence[Choice]) -> list[Any]:
         if not point:
             out.append(spec)
         else:
-            out.append(
-                replace(spec, method_config={**spec.method_config, **point}, tuning_point=point)
-            )
+            config = with_settings(spec.method_config, point, f"tuned point of {spec.method}")
+            out.append(replace(spec, method_config=config, tuning_point=point))
     return out
 
 

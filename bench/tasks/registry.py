@@ -17,15 +17,13 @@ resolved config), so every process rebuilds the same task from the spec alone.
 from __future__ import annotations
 
 import copy
-import importlib
 import logging
 import re
 from collections.abc import Mapping
-from functools import cache
-from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any
 
+from bench.registry import EntryPointRegistry
 from bench.tasks.base import Task, TaskError, UnknownTaskError
 
 GROUP = "hizfo_bench.tasks"
@@ -36,29 +34,20 @@ OVERRIDE_KEYS = ("train", "eval", "dev", "measure")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
-@cache
-def _entry_points() -> dict[str, EntryPoint]:
-    return {ep.name: ep for ep in entry_points(group=GROUP)}
+_TASKS = EntryPointRegistry(GROUP, "task", TaskError)
+_entry_points = _TASKS.entry_points
 
 
 def refresh_tasks() -> None:
     """Forget the cached entry points, so tasks installed since are found."""
-    importlib.invalidate_caches()
-    _entry_points.cache_clear()
+    _TASKS.refresh()
 
 
 def _load(name: str) -> type[Task]:
-    eps = _entry_points()
-    ep = eps[name]
-    dist = f" from distribution {ep.dist.name!r}" if ep.dist is not None else ""
-    try:
-        cls = ep.load()
-    except Exception as e:
-        raise TaskError(
-            f"task plugin {name!r} ({ep.value}{dist}) failed to import: {type(e).__name__}: {e}"
-        ) from e
+    ep = _entry_points()[name]
+    cls = _TASKS.load(name, ep)
     if not (isinstance(cls, type) and issubclass(cls, Task)):
-        raise TaskError(f"task plugin {name!r} ({ep.value}{dist}) is not a bench.tasks.Task")
+        raise TaskError(f"task plugin {_TASKS.origin(name, ep)} is not a bench.tasks.Task")
     return cls
 
 

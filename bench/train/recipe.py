@@ -147,7 +147,10 @@ class TrialRecipe:
         seed_everything(spec.seed)
         self.task = get_task(spec.task, spec.task_config)
         method_cls = load_method(spec.method)
-        self.method = method_cls(build(method_cls.config_class, spec.method_config, spec.method))
+        config = spec.method_config  # built and validated where the spec was made
+        if isinstance(config, dict):  # a plugin this process had not found when it was made
+            config = build(method_cls.config_class, config, spec.method)
+        self.method = method_cls(config)
         self.precision = precision.resolve(cfg.precision, cfg.dtype, self.device.type)
         if self.precision.warning:
             record.warnings = [self.precision.warning]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from bench.config import settings
 from bench.suite import SUITES_DIR, load_plan
 
 TRAINED = {"fo-adamw", "mezo", "lora", "hizfo"}
@@ -45,16 +46,16 @@ def test_claims_suite_runs_the_whole_argument():
     # The ablations differ from hizfo only in the ablated setting.
     for s in suite.specs:
         if s.method == "hizfo[zo-off]":
-            base = dict(by[("hizfo", s.task, s.seed)].method_config)
-            assert {**base, "zo_enabled": False} == s.method_config
+            base = settings(by[("hizfo", s.task, s.seed)].method_config)
+            assert {**base, "zo_enabled": False} == settings(s.method_config)
         if s.method == "hizfo[random]":
-            base = dict(by[("hizfo", s.task, s.seed)].method_config)
-            assert {**base, "selection": "random"} == s.method_config
+            base = settings(by[("hizfo", s.task, s.seed)].method_config)
+            assert {**base, "selection": "random"} == settings(s.method_config)
         if s.method == "hizfo[reverse]":
-            base = dict(by[("hizfo", s.task, s.seed)].method_config)
-            assert {**base, "selection": "reverse"} == s.method_config
+            base = settings(by[("hizfo", s.task, s.seed)].method_config)
+            assert {**base, "selection": "reverse"} == settings(s.method_config)
         if s.method == "hizfo":  # the ZO part at MeZO's tuned rate, per task (issue 30)
-            assert s.method_config["zo_lr"] == by[("mezo", s.task, s.seed)].method_config["lr"]
+            assert s.method_config.zo_lr == by[("mezo", s.task, s.seed)].method_config.lr
 
 
 def test_claims_zo_is_a_dose_response_with_its_twin_and_mezo_at_each_rate():
@@ -65,13 +66,13 @@ def test_claims_zo_is_a_dose_response_with_its_twin_and_mezo_at_each_rate():
     seeds = {s.seed for s in suite.specs}
     assert len(seeds) >= 8 and {s.task for s in suite.specs} == {"math-mini"}
     hizfo = [m for m in {s.method for s in suite.specs} if m.startswith("hizfo") and "off" not in m]
-    rates = sorted(by[(m, 0)].method_config["zo_lr"] for m in hizfo)
+    rates = sorted(by[(m, 0)].method_config.zo_lr for m in hizfo)
     assert len(rates) >= 3 and rates[0] > ZO_LR_OFF
-    mezo = sorted(s.method_config["lr"] for s in suite.specs if s.method.startswith("mezo"))
+    mezo = sorted(s.method_config.lr for s in suite.specs if s.method.startswith("mezo"))
     assert sorted(set(mezo)) == rates  # MeZO alone at every rate of the ZO part
     for m in hizfo:  # each rate differs from its twin in the ZO part only
-        cfg = dict(by[(m, 0)].method_config)
-        twin = by[("hizfo[zo-off]", 0)].method_config
+        cfg = settings(by[(m, 0)].method_config)
+        twin = settings(by[("hizfo[zo-off]", 0)].method_config)
         assert {**cfg, "zo_enabled": False, "zo_lr": twin["zo_lr"]} == twin
         assert by[(m, 0)].measure.sharpness
     assert load_plan("claims-zo-gpu", check_sources=False).specs
@@ -83,8 +84,8 @@ def test_mezo_gv_rows_take_mezos_settings_in_smoke_and_their_papers_in_paper():
     pools = ("mezo-gv", "mezo-greedy")
     smoke = {s.method: s for s in load_plan("smoke", check_sources=False).specs}
     for name in pools:
-        assert smoke[name].method_config["lr"] == smoke["mezo"].method_config["lr"]
-        assert smoke[name].method_config["eps"] == smoke["mezo"].method_config["eps"]
+        assert smoke[name].method_config.lr == smoke["mezo"].method_config.lr
+        assert smoke[name].method_config.eps == smoke["mezo"].method_config.eps
         assert smoke[name].train == smoke["mezo"].train
     paper = load_plan("paper", check_sources=False).specs
     for name in pools:
@@ -92,5 +93,5 @@ def test_mezo_gv_rows_take_mezos_settings_in_smoke_and_their_papers_in_paper():
         assert len(rows) == 4 * 4 * 3  # every model, task and seed
         for s in rows:
             assert s.train.steps == 10_000 and s.train.batch_size == 16
-            assert s.method_config["lr"] == 2.0e-7 and s.method_config["eps"] == 1.0e-3
-            assert s.method_config["candidates"] == 4  # ours: the paper's M is unknown
+            assert s.method_config.lr == 2.0e-7 and s.method_config.eps == 1.0e-3
+            assert s.method_config.candidates == 4  # ours: the paper's M is unknown

@@ -47,7 +47,7 @@ def test_set_changes_the_resolved_specs(suite_file):
     )
     mezo = [s for s in after if s.method == "mezo"]
     none = [s for s in after if s.method == "none"]
-    assert all(s.method_config["lr"] == pytest.approx(1e-5) for s in mezo)  # "1e-5" coerced
+    assert all(s.method_config.lr == pytest.approx(1e-5) for s in mezo)  # "1e-5" coerced
     assert all(s.train.steps == 7 for s in mezo) and all(s.train.steps == 50 for s in none)
     assert all(s.eval.limit == 10 and s.train.batch_size == 2 for s in after)
     # Changed settings are new trials (resume must not reuse the old results) ...
@@ -155,7 +155,7 @@ def test_filters_prune_targets_they_leave_without_a_task_or_a_reference():
 def test_plus_adds_a_method_and_a_plain_key_says_how(suite_file):
     _, specs = load_suite(str(suite_file), overrides=["+methods.lora.config.rank=8"])
     lora = [s for s in specs if s.method == "lora"]
-    assert len(lora) == 2 and all(s.method_config["rank"] == 8 for s in lora)
+    assert len(lora) == 2 and all(s.method_config.rank == 8 for s in lora)
     _, specs = load_suite(str(suite_file), overrides=["+methods.fo-adamw="])
     assert {s.method for s in specs} == {"none", "mezo", "fo-adamw"}
     with pytest.raises(ConfigError, match=r"to add it, start the key with \+"):
@@ -174,11 +174,11 @@ def test_replacing_methods_keeps_the_settings_of_those_that_stay(tmp_path):
     _, specs = load_suite(str(path), overrides=["methods=[mezo, fo-adamw]"])
     mezo = [s for s in specs if s.method == "mezo"]
     assert {s.method for s in specs} == {"mezo", "fo-adamw"}
-    assert all(s.method_config["lr"] == pytest.approx(1e-5) and s.train.steps == 7 for s in mezo)
+    assert all(s.method_config.lr == pytest.approx(1e-5) and s.train.steps == 7 for s in mezo)
     # In a mapping, an entry with settings gets exactly those; {} keeps the suite's.
     _, specs = load_suite(str(path), overrides=["methods={mezo: {config: {lr: 2.0e-5}}, none: {}}"])
     mezo = [s for s in specs if s.method == "mezo"]
-    assert all(s.method_config["lr"] == pytest.approx(2e-5) and s.train.steps == 3 for s in mezo)
+    assert all(s.method_config.lr == pytest.approx(2e-5) and s.train.steps == 3 for s in mezo)
     with pytest.raises(ConfigError, match="expected a non-empty list or mapping"):
         load_suite(str(path), overrides=["methods=[]"])
 
@@ -204,7 +204,7 @@ def test_set_of_a_config_key_reaches_every_task_over_by_task(tmp_path):
 
     def zo_fo(overrides: list[str]) -> dict[str, tuple[float, float]]:
         _, specs = load_suite(str(path), overrides=overrides)
-        return {s.task: (s.method_config["zo_lr"], s.method_config["fo_lr"]) for s in specs}
+        return {s.task: (s.method_config.zo_lr, s.method_config.fo_lr) for s in specs}
 
     default_zo = zo_fo([])["docstring-summary"][0]
     assert zo_fo([])["math-mini"] == pytest.approx((1e-9, 2e-4))  # by_task wins by default

@@ -1,6 +1,7 @@
 """The paper-lite suite: one GPU, offline, whole test sets, every method of the paper suite."""
 
 from bench.cli import main
+from bench.config import settings
 from bench.orchestrate.sweep import estimated_cost
 from bench.suite import load_plan
 
@@ -50,12 +51,10 @@ def test_paper_lite_settings():
     assert steps["mezo"] >= 500  # a ZO method needs hundreds of steps to move
     assert all(steps[m] >= 100 for m in METHODS - {"none"})
     zo_off = next(s for s in specs if s.method == "hizfo[zo-off]")
-    assert zo_off.method_config["zo_enabled"] is False
-    assert (
-        next(s for s in specs if s.method == "hizfo[random]").method_config["selection"] == "random"
-    )
+    assert zo_off.method_config.zo_enabled is False
+    assert next(s for s in specs if s.method == "hizfo[random]").method_config.selection == "random"
     # The ablations and control rows are tied to hizfo's and mezo's tuned rates, per task.
-    by = {(s.method, s.task): s.method_config for s in specs}
+    by = {(s.method, s.task): settings(s.method_config) for s in specs}
     for task in TASKS:
         hizfo = by["hizfo", task]
         for ablation in ("hizfo[zo-off]", "hizfo[random]", "hizfo[zo-lr=2.55e-5]"):

@@ -1,6 +1,6 @@
 import pytest
 
-from bench.config import ConfigError
+from bench.config import ConfigError, settings
 from bench.spec import TrialSpec
 from bench.suite import expand, load_suite
 
@@ -19,7 +19,7 @@ def test_expansion_and_precedence():
     assert len(specs) == 4  # 1 model x 1 task x 2 methods x 2 seeds
     fo = [s for s in specs if s.method == "fo-adamw"]
     assert all(s.train.steps == 9 and s.train.batch_size == 2 for s in fo)  # method wins
-    assert all(s.method_config["lr"] == pytest.approx(1e-4) for s in fo)  # "1e-4" coerced
+    assert all(s.method_config.lr == pytest.approx(1e-4) for s in fo)  # "1e-4" coerced
     none = [s for s in specs if s.method == "none"]
     assert all(s.train.steps == 3 and s.eval.limit == 4 for s in none)
     assert len({s.trial_id for s in specs}) == 4
@@ -38,7 +38,7 @@ def test_by_task_sets_a_method_config_per_task():
             }
         },
     }
-    by = {s.task: s.method_config for s in expand(raw)}
+    by = {s.task: settings(s.method_config) for s in expand(raw)}
     assert by["math-mini"]["lr"] == pytest.approx(1e-4)
     assert by["docstring-summary"]["lr"] == pytest.approx(3e-5)
     assert by["math-mini"]["warmup_steps"] == by["docstring-summary"]["warmup_steps"] == 2
@@ -70,6 +70,8 @@ def test_trial_id_is_derived_from_the_spec():
         ),
         ({"methods": {"fo-adamw": {"by_task": {"math-mini": {"lr": -1}}}}}, "by_task.math-mini"),
         ({"tasks": {"math-mini": {"by_task": {}}}}, "unknown key(s) by_task"),
+        ({"tuning": {"trails": 8}}, "suite.tuning: unknown key(s) trails; valid keys: "),
+        ({"tuning": {"trials": 0}}, "suite.tuning.trials: 0 is not allowed: must be >= 1"),
     ],
 )
 def test_bad_suites_fail_before_running(patch, message):
@@ -87,3 +89,13 @@ def test_bundled_suites_load():
 def test_unknown_suite_lists_bundled():
     with pytest.raises(ConfigError, match="bundled suites: .*mini"):
         load_suite("nope")
+
+
+def test_a_spec_carries_the_methods_built_config_and_ships_its_plain_form():
+    from bench.registry import load_method
+
+    fo = next(s for s in expand(BASE) if s.method == "fo-adamw")
+    assert isinstance(fo.method_config, load_method("fo-adamw").config_class)
+    assert fo.to_dict()["method_config"] == settings(fo.method_config)  # what Ray ships
+    again = TrialSpec.from_dict(fo.to_dict())  # a worker builds it from the plain form
+    assert again == fo and again.trial_id == fo.trial_id

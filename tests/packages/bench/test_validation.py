@@ -224,4 +224,4 @@ def test_lora_on_an_opt_folder_names_its_fallback_before_anything_runs(tmp_path,
     with caplog.at_level("WARNING", logger="hizfo_bench.lora"):
         (spec,) = expand({**SUITE, "models": [str(folder)], "methods": ["lora"]})
     assert "the model has no o_proj; adapting out_proj" in caplog.text
-    assert spec.method_config["target_modules"] == ["q_proj", "k_proj", "v_proj", "o_proj"]
+    assert spec.method_config.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj"]

@@ -12,7 +12,7 @@ import pytest
 from helpers.records import make_record
 
 from bench import store
-from bench.config import ConfigError
+from bench.config import ConfigError, settings
 from bench.orchestrate.tuning import (
     describe,
     parse_space,
@@ -56,7 +56,9 @@ def _fake_sweep(run_dir, dev_loss):
                 model=s.model,
                 score=None,
                 config={**s.to_dict(), "phase": "tune", "tuning_point": s.tuning_point},
-                eval_curve=[{"step": 4, "seconds": 1.0, "dev_loss": dev_loss(s.method_config)}],
+                eval_curve=[
+                    {"step": 4, "seconds": 1.0, "dev_loss": dev_loss(settings(s.method_config))}
+                ],
                 digest=s.trial_id,
             )
             record["trial_id"] = s.trial_id
@@ -109,8 +111,8 @@ def test_staged_search_fixes_the_first_choice_and_searches_zo_lr_on_its_own(tmp_
     (choice,), _ = run_tuning(suite.specs, suite.tuning, tmp_path, sweep)
     first, second = ran
     assert {tuple(s.tuning_point) for s in first} == {("fo_lr",)}
-    assert all(s.method_config["zo_lr"] == 1e-6 for s in first)  # the config value
-    best_fo = min((s.method_config for s in first), key=loss)["fo_lr"]
+    assert all(s.method_config.zo_lr == 1e-6 for s in first)  # the config value
+    best_fo = min((settings(s.method_config) for s in first), key=loss)["fo_lr"]
     assert all(s.tuning_point["fo_lr"] == best_fo for s in second)
     assert len({s.tuning_point["zo_lr"] for s in second}) == 4
     assert choice.chosen["fo_lr"] == best_fo and choice.budget == 8
@@ -196,7 +198,7 @@ def test_the_suite_snippet_of_tuning_md_fixes_the_chosen_values(tmp_path):
     (spec,) = expand(raw)
     for key, value in choice.chosen.items():
         assert isinstance(by_task["math-mini"][key], float)  # read as a number, not a string
-        assert spec.method_config[key] == pytest.approx(value, rel=5e-3)
+        assert getattr(spec.method_config, key) == pytest.approx(value, rel=5e-3)
 
 
 def test_a_variant_trains_at_its_base_choice_unless_it_sets_the_key_itself(tmp_path):
@@ -219,7 +221,7 @@ def test_a_variant_trains_at_its_base_choice_unless_it_sets_the_key_itself(tmp_p
 
     sweep, _ = _fake_sweep(tmp_path, loss)
     (choice,), _ = run_tuning(suite.specs, suite.tuning, tmp_path, sweep)
-    final = {s.method: s.method_config for s in final_specs(suite.specs, [choice])}
+    final = {s.method: settings(s.method_config) for s in final_specs(suite.specs, [choice])}
     assert final["hizfo[random]"]["fo_lr"] == choice.chosen["fo_lr"]
     assert final["hizfo[random]"]["zo_lr"] == choice.chosen["zo_lr"]
     assert final["hizfo[random]"]["selection"] == "random"
