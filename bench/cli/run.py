@@ -111,24 +111,39 @@ def _prepare(args: argparse.Namespace) -> dict[str, list[Any]]:
 
 
 def _dry_run(suite: Any, run_dir: Path) -> int:
-    """List the trials (tuning, target setting, final), each done or to do; run nothing."""
+    """List the trials (tuning, target setting, final), each done or to do; run nothing.
+    After a tuning that finished (``tuning.json`` in the run dir), the final and target
+    trials are listed with the chosen settings' ids; before it, a tuned trial's id is
+    not known yet and it is never listed as done."""
+    import json
+
     from bench import store
+    from bench.analysis.selection import Choice
     from bench.analysis.targets import target_specs
-    from bench.orchestrate.tuning import describe, planned_trials, tuning_specs
+    from bench.orchestrate.tuning import describe, final_specs, planned_trials, tuning_specs
 
     specs = suite.specs
     done = store.finished_ids(run_dir) if run_dir.exists() else set()
     tune = tuning_specs(specs, suite.tuning) if suite.tuning else []
+    tuned = {(t.method, t.task, t.model) for t in tune}
     tuning = f" after {planned_trials(specs, suite.tuning)} tuning trials" if tune else ""
     print(f"suite {suite.name}: {len(specs)} trials{tuning} (run dir {run_dir})")
     if tune:  # the points of every stage; the trial ids below are the first stage's
         print("\n".join(describe(specs, suite.tuning)))
+        chosen = run_dir / "tuning.json"
+        if chosen.is_file():
+            choices = [Choice(**c) for c in json.loads(chosen.read_text())["choices"]]
+            specs, tuned = final_specs(specs, choices), set()
+            print(f"tuning finished ({chosen}): the trials below carry its choices")
     targets = target_specs(specs, suite.targets)
     if targets:  # their ids change when tuning changes the reference's settings
         print(f"then {len(targets)} target-setting trials, then the final trials")
     for s in [*tune, *targets, *specs]:
-        mark = "done" if s.trial_id in done else "todo"
-        print(f"  [{mark}] {s.trial_id}{'  (target setting)' if s.phase == 'target' else ''}")
+        pending = s.phase != "tune" and (s.method, s.task, s.model) in tuned
+        mark = "done" if s.trial_id in done and not pending else "todo"
+        note = "  (target setting)" if s.phase == "target" else ""
+        note += "  (settings from tuning: id set then)" if pending else ""
+        print(f"  [{mark}] {s.trial_id}{note}")
     return 0
 
 

@@ -228,3 +228,40 @@ def test_a_variant_trains_at_its_base_choice_unless_it_sets_the_key_itself(tmp_p
     assert final["hizfo[zo-lr-10x]"]["zo_lr"] == 1.0e-5  # its own value
     assert final["hizfo[zo-lr-10x]"]["fo_lr"] == choice.chosen["fo_lr"]
     assert final["mezo"]["lr"] == 1e-6 and final["mezo[x]"]["lr"] == 2e-6
+
+
+def test_a_dry_run_lists_tuned_trials_as_to_do_until_tuning_chose_then_with_its_ids(
+    tmp_path, capsys
+):
+    """Before tuning a tuned cell's final id is unknown: never [done], even when a trial
+    of that id exists (a tuning point equal to the suite's settings); after it, the
+    final trials are listed with the choices' ids (issue 35: the dry run's [done])."""
+    import json
+
+    from helpers.records import make_record
+
+    from bench import store
+    from bench.analysis.selection import Choice
+    from bench.cli import main
+    from bench.orchestrate.tuning import final_specs
+    from bench.suite import load_plan
+
+    suite = load_plan("mini-tune", check_sources=False)
+    run = tmp_path / "run"
+    run.mkdir()
+    first = next(s for s in suite.specs if s.method == "fo-adamw")
+    store.write_trial(run, make_record("fo-adamw", trial_id=first.trial_id))
+    assert main(["run", "--suite", "mini-tune", "--out", str(run), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if first.trial_id in x)
+    assert line.strip().startswith("[todo]") and "settings from tuning" in line
+
+    choice = Choice(first.method, first.task, first.model, "dev_loss", 1, {"lr": 3e-4}, 1.0)
+    (run / "tuning.json").write_text(json.dumps({"choices": [choice.to_dict()]}))
+    (tuned,) = [s for s in final_specs(suite.specs, [choice]) if s.tuning_point]
+    assert tuned.trial_id != first.trial_id
+    store.write_trial(run, make_record("fo-adamw", trial_id=tuned.trial_id))
+    assert main(["run", "--suite", "mini-tune", "--out", str(run), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"[done] {tuned.trial_id}" in out and "tuning finished" in out
+    assert first.trial_id not in out.split("then the final trials")[-1]
