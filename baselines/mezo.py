@@ -101,12 +101,11 @@ class MeZO:
         self.ctx = ctx
         c = self.config
         # No gradients ever (inference memory), dropout off, as in MeZO.
-        self.zo = ZOPrologue(
+        self.zo = ZOPrologue.for_run(
             model,
-            SPSAConfig(eps=c.eps, q=c.q, weight_decay=c.weight_decay),
+            ctx,
             c,
-            total_steps=ctx.total_steps,
-            seed=ctx.seed,
+            SPSAConfig(eps=c.eps, q=c.q, weight_decay=c.weight_decay),
             keep_z=c.keep_z,
             distribution=c.distribution,
             stream=c.z_stream,

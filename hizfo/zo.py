@@ -894,6 +894,13 @@ class ScheduledRate(Protocol):
     warmup_steps: int
 
 
+class RunContext(Protocol):
+    """What ZOPrologue.for_run reads of a run's context (bench's TrainContext has it)."""
+
+    total_steps: int | None
+    seed: int
+
+
 class ZOPrologue:
     """The prologue every seeded-SPSA method shares (mezo, zo-adam, zo-sgd-momentum,
     zo-signsgd), as one object.
@@ -932,6 +939,19 @@ class ZOPrologue:
         self.seed = seed
         self.named = list(model.named_parameters())
         self.spsa = SPSA(self.named, config, **spsa_options)
+
+    @classmethod
+    def for_run(
+        cls,
+        model: torch.nn.Module,
+        run: RunContext,
+        rate: ScheduledRate,
+        config: SPSAConfig,
+        **spsa_options: Any,
+    ) -> ZOPrologue:
+        """The prologue of a run whose context (a bench TrainContext, say) gives
+        total_steps and the base seed."""
+        return cls(model, config, rate, total_steps=run.total_steps, seed=run.seed, **spsa_options)
 
     def step_args(self, step: int) -> tuple[float, int]:
         """(learning rate, SPSA seed) of 0-based `step`."""

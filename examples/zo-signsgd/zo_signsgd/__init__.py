@@ -66,13 +66,8 @@ class ZOSignSGD:
         self.model, self.ctx = model, ctx
         c = self.config
         # Inference memory only, and no dropout, so L+ and L- see the same function.
-        self.zo = ZOPrologue(
-            model,
-            SPSAConfig(eps=c.eps, q=c.q, weight_decay=c.weight_decay),
-            c,
-            total_steps=ctx.total_steps,
-            seed=ctx.seed,
-        )
+        spsa_config = SPSAConfig(eps=c.eps, q=c.q, weight_decay=c.weight_decay)
+        self.zo = ZOPrologue.for_run(model, ctx, c, spsa_config)
         self.spsa = self.zo.spsa
         return model
 

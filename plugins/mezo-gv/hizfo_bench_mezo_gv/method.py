@@ -131,12 +131,8 @@ class _PoolGuidedMeZO:
         self.model, self.ctx = model, ctx
         c = self.config
         # As `mezo`: no gradients ever, dropout off so every forward sees one function.
-        self.zo = ZOPrologue(
-            model,
-            SPSAConfig(eps=c.eps, weight_decay=c.weight_decay),
-            c,
-            total_steps=ctx.total_steps,
-            seed=ctx.seed,
+        self.zo = ZOPrologue.for_run(
+            model, ctx, c, SPSAConfig(eps=c.eps, weight_decay=c.weight_decay)
         )
         self.spsa = self.zo.spsa
         self.guided = GuidedSPSA(self.spsa, c.guided_config())

@@ -81,9 +81,7 @@ class ZOAdam:
         self.model, self.ctx = model, ctx
         c = self.config
         # No autograd graph ever (.grad is written by hand); dropout off, as MeZO.
-        self.zo = ZOPrologue(
-            model, SPSAConfig(eps=c.eps), c, total_steps=ctx.total_steps, seed=ctx.seed
-        )
+        self.zo = ZOPrologue.for_run(model, ctx, c, SPSAConfig(eps=c.eps))
         self.named, self.spsa = self.zo.named, self.zo.spsa
         # One Adam per tensor, so a tensor steps as soon as its g z exists (tensor_z) and
         # the estimate is never held for the whole model; Adam's update of a tensor does

@@ -83,9 +83,7 @@ class ZOSGDMomentum:
         self.model, self.ctx = model, ctx
         c = self.config
         # No autograd graph ever; dropout off so L+ and L- see the same function (as MeZO).
-        self.zo = ZOPrologue(
-            model, SPSAConfig(eps=c.eps), c, total_steps=ctx.total_steps, seed=ctx.seed
-        )
+        self.zo = ZOPrologue.for_run(model, ctx, c, SPSAConfig(eps=c.eps))
         self.named, self.spsa = self.zo.named, self.zo.spsa
         self.buffers = {n: torch.zeros_like(p) for n, p in self.named}
         self.decay = {n: not default_no_decay(n, p) for n, p in self.named}
