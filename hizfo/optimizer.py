@@ -696,7 +696,7 @@ def _grad_dot(params: Sequence[torch.Tensor]) -> float:
         for p in params:
             if p.grad is None:
                 continue
-            g, w = p.grad, p.detach()
+            g, w = p.grad, p  # no_grad: no graph, and no detach per tensor
             if g.dtype not in (torch.float32, torch.float64):
                 sums.extend(_upcast_dots(g.reshape(-1), w.reshape(-1)))
                 continue

@@ -79,8 +79,8 @@ _MASK32 = (1 << 32) - 1
 # pass costs O(DEFAULT_BUCKETS) operator calls whatever the tensor count, and the
 # reused z buffer is 1/32 (3.1%) of the ZO weights, under MeZO's 5% memory target.
 DEFAULT_BUCKETS = 32
-# The smallest default bucket (16 KiB of float32), so a tiny model is a few buckets.
-MIN_BUCKET_NUMEL = 1 << 12
+# The smallest default bucket (256 KiB of float32), so a small model is a bucket or two.
+MIN_BUCKET_NUMEL = 1 << 16
 # How z is cut into generator calls (SPSA's stream): "tensor" (per tensor, the default,
 # fused where that leaves the numbers unchanged) or "bucket" (one call per bucket).
 STREAMS = ("tensor", "bucket")
