@@ -18,8 +18,8 @@ from typing import Any, ClassVar
 import torch
 
 from bench.method import Batch, StepStats, TrainContext
-from hizfo.schedule import check_schedule, scheduled_lr
-from hizfo.zo import DISTRIBUTIONS, SPSA, SPSAConfig, derive_seed
+from hizfo.schedule import check_schedule
+from hizfo.zo import DISTRIBUTIONS, STREAMS, SPSAConfig, ZOPrologue
 
 
 @dataclass
@@ -48,6 +48,12 @@ class MeZOConfig:
             entries, eight per generator call, much cheaper to draw on a CPU). Both have
             E[z z^T] = I, so the projected gradient stays an unbiased estimate for smooth
             losses (docs/hizfo.md); a different z, so runs differ from Gaussian runs.
+        z_stream: how z is cut into generator calls (hizfo.zo.SPSA stream). "tensor"
+            (default): z drawn tensor by tensor, MeZO's definition; on a CPU the draws of
+            consecutive tensors are fused where that gives the same numbers. "bucket":
+            one draw per bucket of about 1/32 of the weights, which makes a CUDA pass a
+            few dozen draws instead of one per tensor; the same distribution but another
+            z (on a CPU the same z when every tensor's size is a multiple of 16).
     """
 
     lr: float = 1e-6
@@ -58,6 +64,7 @@ class MeZOConfig:
     warmup_steps: int = 0
     keep_z: bool = False
     distribution: str = "gaussian"
+    z_stream: str = "tensor"
 
     def __post_init__(self) -> None:
         check_schedule(self.schedule, self.warmup_steps, owner="MeZOConfig")
@@ -65,6 +72,10 @@ class MeZOConfig:
             raise ValueError(
                 f"MeZOConfig.distribution must be one of {', '.join(DISTRIBUTIONS)}, "
                 f"got {self.distribution!r}"
+            )
+        if self.z_stream not in STREAMS:
+            raise ValueError(
+                f"MeZOConfig.z_stream must be one of {', '.join(STREAMS)}, got {self.z_stream!r}"
             )
 
 
@@ -95,27 +106,24 @@ class MeZO:
         self.config = config
 
     def setup(self, model: torch.nn.Module, ctx: TrainContext) -> torch.nn.Module:
-        self.model, self.ctx = model, ctx
-        # No gradients ever: ZO needs inference memory only. Dropout off, as in MeZO.
-        model.requires_grad_(False)
-        model.eval()
+        self.ctx = ctx
         c = self.config
-        self.spsa = SPSA(
-            model.named_parameters(),
+        # No gradients ever (inference memory), dropout off, as in MeZO.
+        self.zo = ZOPrologue.for_run(
+            model,
+            ctx,
+            c,
             SPSAConfig(eps=c.eps, q=c.q, weight_decay=c.weight_decay),
             keep_z=c.keep_z,
             distribution=c.distribution,
+            stream=c.z_stream,
         )
+        self.model, self.spsa = model, self.zo.spsa
         return model
 
     def step(self, batch: Batch, step: int) -> StepStats:
-        c = self.config
-        lr = scheduled_lr(c.lr, step, self.ctx.total_steps, c.schedule, c.warmup_steps)
-        result = self.spsa.step(
-            lambda: self.ctx.loss_fn(self.model, batch),
-            lr=lr,
-            seed=derive_seed(self.ctx.seed, step),
-        )
+        lr, seed = self.zo.step_args(step)
+        result = self.spsa.step(lambda: self.ctx.loss_fn(self.model, batch), lr=lr, seed=seed)
         return StepStats(
             loss=result.loss,
             forward_passes=result.forward_passes,
@@ -130,4 +138,4 @@ class MeZO:
         return {}  # the seed trick: the trajectory is the (seed, step, projected grad) list
 
     def summary(self) -> dict[str, Any]:
-        return {"trainable_parameters": self.spsa.numel, "zo_parameters": self.spsa.numel}
+        return self.zo.summary()

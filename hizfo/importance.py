@@ -152,6 +152,20 @@ def profile_importance(
         raise ValueError("profile_importance needs at least one loss closure")
     score_fn = IMPORTANCE_METHODS[method]
     step = step_model if step_model is not None else StepModel(lr=lr)
+    all_params, scored = _scored_params(model, names)
+    totals = _accumulate_scores(all_params, scored, loss_closures, score_fn, step, stats)
+    scores = {n: s / len(loss_closures) for n, s in totals.items()}
+    if normalize:
+        largest = max((abs(s) for s in scores.values()), default=0.0)
+        if largest > 0:
+            scores = {n: s / largest for n, s in scores.items()}
+    return scores
+
+
+def _scored_params(
+    model: torch.nn.Module, names: Collection[str] | None
+) -> tuple[list[tuple[str, torch.Tensor]], list[tuple[str, torch.Tensor]]]:
+    """(every parameter, the scored ones): (name, tensor) pairs, tied tensors once."""
     all_params: list[tuple[str, torch.Tensor]] = []
     seen: set[int] = set()
     for n, p in model.named_parameters():
@@ -163,7 +177,19 @@ def profile_importance(
         missing = set(names) - {n for n, _ in scored}
         if missing:
             raise ValueError(f"not parameters of the model: {sorted(missing)[:5]}")
+    return all_params, scored
 
+
+def _accumulate_scores(
+    all_params: list[tuple[str, torch.Tensor]],
+    scored: list[tuple[str, torch.Tensor]],
+    loss_closures: Sequence[Callable[[], torch.Tensor]],
+    score_fn: ScoreFn,
+    step: StepModel,
+    stats: ProfileStats | None,
+) -> dict[str, float]:
+    """Sum of each scored tensor's score over the closures' backward passes, scored in
+    a post-accumulate-grad hook that frees the gradient; flags and grads restored."""
     flags = [p.requires_grad for _, p in all_params]
     old_grads = [p.grad for _, p in all_params]
     scored_ids = {id(p) for _, p in scored}
@@ -199,9 +225,4 @@ def profile_importance(
         for (_, p), flag, grad in zip(all_params, flags, old_grads, strict=True):
             p.requires_grad_(flag)
             p.grad = grad
-    scores = {n: s / len(loss_closures) for n, s in totals.items()}
-    if normalize:
-        largest = max((abs(s) for s in scores.values()), default=0.0)
-        if largest > 0:
-            scores = {n: s / largest for n, s in scores.items()}
-    return scores
+    return totals

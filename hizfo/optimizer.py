@@ -43,6 +43,7 @@ from hizfo.zo import (
     DISTRIBUTIONS,
     GUIDED_ESTIMATORS,
     SPSA,
+    STREAMS,
     ZO_ESTIMATORS,
     GuidedConfig,
     GuidedSPSA,
@@ -121,8 +122,16 @@ class HiZFOConfig:
         zo_keep_z: keep z in memory during a step (hizfo.zo.SPSA keep_z: one draw instead
             of three, one more copy of the ZO weights). False, the seed trick.
         zo_distribution: "gaussian" (MeZO) or "rademacher" (+-1 entries, cheaper draws).
+        zo_stream: how z is cut into generator calls (hizfo.zo.SPSA stream, as mezo's
+            ``z_stream``): "tensor" (default, per tensor; fused on a CPU where the
+            numbers stay the same) or "bucket" (one draw per bucket: fewer CUDA
+            launches, another z).
         max_grad_norm: clip the FO gradients' global norm to this; None = no clipping
             (1.0, the Hugging Face Trainer default).
+        fo_implementation: the FO AdamW's kernels (hizfo.adamw.AdamWConfig
+            implementation, as fo-adamw's ``implementation``): "auto" (torch's choice:
+            foreach on CUDA, a loop on a CPU), "foreach" (the same floats as the loop on
+            a CPU) or "fused".
         shared_forward: two-sided only: let the FO pass double as SPSA's "+" probe,
             saving one forward per step (False, the plain step above, is our default). The
             ZO tensors are moved to theta + eps z first, the FO forward and backward run
@@ -161,7 +170,9 @@ class HiZFOConfig:
     zo_normalize_direction: bool = False
     zo_keep_z: bool = False
     zo_distribution: str = "gaussian"
+    zo_stream: str = "tensor"
     max_grad_norm: float | None = 1.0
+    fo_implementation: str = "auto"
     shared_forward: bool = False
     zo_enabled: bool = True
 
@@ -195,6 +206,10 @@ class HiZFOConfig:
                 f"HiZFOConfig.zo_distribution must be one of {', '.join(DISTRIBUTIONS)}, "
                 f"got {self.zo_distribution!r}"
             )
+        if self.zo_stream not in STREAMS:
+            raise ValueError(
+                f"HiZFOConfig.zo_stream must be one of {', '.join(STREAMS)}, got {self.zo_stream!r}"
+            )
         self.fo_betas = tuple(self.fo_betas)  # YAML gives lists
         # Fail early on a bad lr, warmup, clipping, eps, q or weight decay.
         self.adamw_config()
@@ -225,6 +240,7 @@ class HiZFOConfig:
             schedule=self.fo_schedule,
             warmup_steps=self.fo_warmup_steps,
             max_grad_norm=self.max_grad_norm,
+            implementation=self.fo_implementation,
         )
 
 
@@ -504,6 +520,7 @@ class HiZFO:
                 ),
                 keep_z=cfg.zo_keep_z,
                 distribution=cfg.zo_distribution,
+                stream=cfg.zo_stream,
             )
         else:
             self.spsa = None
@@ -650,30 +667,61 @@ class HiZFO:
 
 
 _DOT_CHUNK = 1 << 20  # elements per upcast partial dot of a low-precision tensor
+# Elements per group of float32/float64 tensors in _grad_dot: the products of a group are
+# one temporary (16 MiB of float32), so the step's peak barely moves, and a 135M model
+# is a few dozen groups.
+_DOT_GROUP_NUMEL = 1 << 22
 
 
 @torch.no_grad()
 def _grad_dot(params: Sequence[torch.Tensor]) -> float:
-    """sum over params of p.grad . p: one dot per tensor (float32 and float64 tensors as
-    they are; lower precisions upcast to float32 chunk by chunk), summed in float64.
+    """sum over params of p.grad . p, summed in float64.
+
+    float32 and float64 tensors go in groups of at most _DOT_GROUP_NUMEL elements (a
+    tensor larger than that is a group of its own): one torch._foreach_mul of the
+    group's gradients and weights, one cat of the products and one float64 sum, so
+    the FO half's gain costs O(groups) operator calls, not O(tensors). The products
+    are rounded as a float32 dot's are and summed in float64 (more precisely than a
+    BLAS dot). Lower precisions are upcast to float32 chunk by chunk, a dot per chunk.
 
     Taken before and after an optimizer step, the difference is grad . delta theta
     without a copy of the weights, at the cost of reading the gradients and weights
-    twice. A BLAS dot accumulates far more precisely than the ~1e-4 relative share of
-    grad . delta theta in grad . theta that the difference needs: on the tiny model in
-    float32, fo_gain agrees with a float64 reference to 1e-3 (tests). On CPU tensors the
-    dots run on one intra-op thread (on a busy 2-core box, 80 ms instead of 900 ms for
-    44M parameters)."""
-    dots: list[torch.Tensor] = []
+    twice: on the tiny model in float32, fo_gain agrees with a float64 reference to
+    1e-3 (tests). On CPU tensors the work runs on one intra-op thread (on a busy 2-core
+    box, 80 ms instead of 900 ms for 44M parameters)."""
+    sums: list[torch.Tensor] = []
+    group: list[tuple[torch.Tensor, torch.Tensor]] = []
+    size = 0
     with single_intra_op_thread(all(p.device.type == "cpu" for p in params)):
         for p in params:
             if p.grad is None:
                 continue
-            g, w = p.grad.reshape(-1), p.detach().reshape(-1)
-            if g.dtype in (torch.float32, torch.float64):
-                dots.append(torch.dot(g, w).double())
+            g, w = p.grad, p  # no_grad: no graph, and no detach per tensor
+            if g.dtype not in (torch.float32, torch.float64):
+                sums.extend(_upcast_dots(g.reshape(-1), w.reshape(-1)))
                 continue
-            for start in range(0, g.numel(), _DOT_CHUNK):
-                stop = start + _DOT_CHUNK
-                dots.append(torch.dot(g[start:stop].float(), w[start:stop].float()).double())
-    return float(torch.stack(dots).sum()) if dots else 0.0
+            if group and (size + g.numel() > _DOT_GROUP_NUMEL or g.device != group[0][0].device):
+                sums.append(_group_dot(group))
+                group, size = [], 0
+            group.append((g, w))
+            size += g.numel()
+        if group:
+            sums.append(_group_dot(group))
+    if not sums:
+        return 0.0
+    return float(torch.stack([s.to(sums[0].device) for s in sums]).sum())
+
+
+def _group_dot(group: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """sum_i g_i . w_i over a group of same-device tensors, as a float64 scalar."""
+    products = torch._foreach_mul([g for g, _ in group], [w for _, w in group])
+    flat = torch.cat([x.reshape(-1) for x in products])
+    return flat.sum(dtype=torch.float64)
+
+
+def _upcast_dots(g: torch.Tensor, w: torch.Tensor) -> list[torch.Tensor]:
+    """Dots of a low-precision pair, upcast to float32 chunk by chunk, as float64."""
+    return [
+        torch.dot(g[a : a + _DOT_CHUNK].float(), w[a : a + _DOT_CHUNK].float()).double()
+        for a in range(0, g.numel(), _DOT_CHUNK)
+    ]

@@ -23,10 +23,14 @@ itself, g = (L+ - L(theta)) / eps: one forward fewer when L(theta) is already kn
 z is never stored by default: it is regenerated from a seed each time it is needed.
 Naive MeZO draws z four times per step; here the restore and the update are one fused
 pass, so z is drawn three times (keep_z=True draws it once and keeps it, at the memory
-of one more copy of the perturbed tensors). Each draw goes tensor by tensor into one
-reused buffer (per device and dtype) through this object's own torch.Generator, so no z
-is allocated per step and torch's global RNG state is never touched. Drawing normals is
-the expensive part on a CPU, which is why every pass matters (docs/performance.md).
+of one more copy of the perturbed tensors). A pass is fused across tensors: the tensors
+are planned once into buckets (plan_buckets: runs of consecutive tensors, a large one
+cut at multiples of 16 elements) of about 1/DEFAULT_BUCKETS of the ZO weights; each
+bucket's z is drawn into one reused flat buffer through this object's own
+torch.Generator and applied with one torch._foreach_* call, so a pass costs O(buckets)
+operator calls instead of O(tensors), no z is allocated per step, the buffer is ~3% of
+the ZO weights and torch's global RNG state is never touched. Drawing normals is the
+expensive part on a CPU, which is why every pass matters (docs/performance.md).
 
 z is N(0, I) by default; distribution="rademacher" draws +-1 entries instead (cheaper:
 eight entries per generator call). SPSA only needs E[z z^T] = I for the projected
@@ -40,13 +44,15 @@ halves, the reference 64-bit seeding), and seeds below 2**32 keep torch's own st
 
 On a CPU two more things keep a pass near the cost of the draws themselves
 (docs/performance.md has the measurements):
-- a tensor is drawn in chunks of `chunk_numel` elements, so the buffer is a few MiB
-  instead of the largest tensor (113 MiB for SmolLM2-135M's embedding). torch's CPU
-  normal_ consumes its generator element by element and transforms blocks of 16, so a
-  tensor drawn in chunks whose lengths are multiples of 16 (the last one at least 16
-  long) gets exactly the numbers one whole-tensor draw would give: z is unchanged.
-  Rademacher draws take one byte (8 signs) per generator call, so any chunking into
-  multiples of 8 leaves them unchanged too.
+- z is the same as tensor by tensor. torch's CPU normal_ fills a contiguous tensor of
+  at least 16 elements with uniforms, transforms them in blocks of 16 and, when its
+  length is not a multiple of 16, recomputes the last 16 from 16 more uniforms; so the
+  z of consecutive tensors (or pieces) whose lengths are multiples of 16 is one
+  generator call with exactly the numbers of separate calls, and a tensor of another
+  length (at least 16) may end such a call. Tensors under 16 elements (a scalar path)
+  get a call of their own. Rademacher draws take one byte (8 signs) per generator call,
+  so they concatenate at multiples of 8. On CUDA (Philox) every tensor stays a call of
+  its own unless stream="bucket" defines z per bucket instead (SPSA).
 - a pass runs with one intra-op thread. normal_ with a generator is serial anyway, and
   the add that follows each draw is too small to gain from a second thread; with two,
   every add waits for the other thread to be scheduled, which on a busy 2-core box
@@ -61,15 +67,23 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any, Protocol
 
 import torch
 
+from hizfo.schedule import scheduled_lr
+
 _MASK64 = (1 << 64) - 1
 _MASK32 = (1 << 32) - 1
-# Elements per CPU draw: 1 MiB of float32, small enough to stay in cache between the
-# draw and the add, large enough that the per-op overhead (~500 ops per pass for a 135M
-# model) is a rounding error. A multiple of 16, which keeps z chunking-invariant.
-DEFAULT_CHUNK_NUMEL = 1 << 18
+# Buckets per pass by default (SPSA's bucket_numel = ceil(numel / DEFAULT_BUCKETS)): a
+# pass costs O(DEFAULT_BUCKETS) operator calls whatever the tensor count, and the
+# reused z buffer is 1/32 (3.1%) of the ZO weights, under MeZO's 5% memory target.
+DEFAULT_BUCKETS = 32
+# The smallest default bucket (256 KiB of float32), so a small model is a bucket or two.
+MIN_BUCKET_NUMEL = 1 << 16
+# How z is cut into generator calls (SPSA's stream): "tensor" (per tensor, the default,
+# fused where that leaves the numbers unchanged) or "bucket" (one call per bucket).
+STREAMS = ("tensor", "bucket")
 DISTRIBUTIONS = ("gaussian", "rademacher")
 ESTIMATORS = ("two-sided", "one-sided")
 # Estimators that choose the step's direction from a pool of candidates (GuidedSPSA):
@@ -274,18 +288,150 @@ class _Entry:
     name: str
     param: torch.Tensor
     decay: bool
-    kept: torch.Tensor | None = field(default=None, repr=False)
+
+
+@dataclass
+class _Piece:
+    """Elements [start, stop) of entry `entry`'s flattened tensor, at `offset` in its
+    bucket's buffer."""
+
+    entry: int
+    start: int
+    stop: int
+    offset: int
+
+
+@dataclass
+class ZOBucket:
+    """A run of consecutive ZO tensors (or parts of them) whose z fills one flat buffer.
+
+    Attributes:
+        draw_device: the device whose generator draws this bucket's z.
+        device: the tensors' device (z is copied there when it is not draw_device).
+        dtype: the tensors' dtype, and z's.
+        numel: elements in the bucket.
+        segments: [a, b) ranges of the buffer, one generator call each (SPSA's plan).
+        pieces: the parts of tensors the bucket covers, in order.
+    """
+
+    draw_device: torch.device
+    device: torch.device
+    dtype: torch.dtype
+    numel: int = 0
+    segments: list[tuple[int, int]] = field(default_factory=list)
+    pieces: list[_Piece] = field(default_factory=list)
+    open_segment: bool = field(default=False, repr=False)
+
+    @property
+    def key(self) -> tuple[torch.device, torch.device, torch.dtype]:
+        return (self.draw_device, self.device, self.dtype)
+
+
+def _merges(length: int, distribution: str, stream: str, cpu: bool) -> tuple[bool, bool]:
+    """(may join the open draw segment, keeps it open after) for a piece of `length`.
+
+    stream "tensor" on a CPU generator: torch's normal_ fills a contiguous tensor of at
+    least 16 elements with uniforms, transforms them in blocks of 16 and, when the
+    length is not a multiple of 16, recomputes the last 16 from 16 more uniforms; so
+    pieces of multiples of 16 concatenate into one call with the same numbers, and a
+    piece that is not a multiple of 16 (at least 16 long) can end such a call. Fewer
+    than 16 elements take the scalar path: a call of their own. Rademacher bytes
+    concatenate at multiples of 8. Elsewhere (CUDA's Philox) every piece is a call.
+    stream "bucket": one call per bucket, always.
+    """
+    if stream == "bucket":
+        return True, True
+    if not cpu:
+        return False, False
+    if distribution == "rademacher":
+        return True, length % 8 == 0
+    if length < 16:
+        return False, False
+    return True, length % 16 == 0
+
+
+def plan_buckets(
+    params: Sequence[torch.Tensor],
+    draw_devices: Sequence[torch.device],
+    bucket_numel: int,
+    *,
+    distribution: str = "gaussian",
+    stream: str = "tensor",
+) -> list[ZOBucket]:
+    """Cut the tensors, in order, into buckets of at most `bucket_numel` elements (a
+    multiple of 16), each a run of one (draw device, device, dtype).
+
+    A contiguous tensor is cut at multiples of 16 from its start, its last piece at
+    least 16 long, when its z is drawn on a CPU generator or `stream` is "bucket";
+    otherwise (CUDA, stream "tensor", where cutting would change the Philox stream, or
+    a non-contiguous tensor) it goes whole, in a bucket of its own if it does not fit
+    (that bucket is then larger than bucket_numel; so is, by up to 15, a bucket holding
+    only the short last piece of a tensor when bucket_numel is under 32). See _merges for the draw segments.
+    """
+    buckets: list[ZOBucket] = []
+    current: ZOBucket | None = None
+    for i, (p, draw) in enumerate(zip(params, draw_devices, strict=True)):
+        n, key = p.numel(), (draw, p.device, p.dtype)
+        cuttable = p.is_contiguous() and (draw.type == "cpu" or stream == "bucket")
+        start = 0
+        while start < n:
+            if current is None or current.key != key or current.numel >= bucket_numel:
+                current = ZOBucket(draw, p.device, p.dtype)
+                buckets.append(current)
+            room, left = bucket_numel - current.numel, n - start
+            take = left
+            if left > room and cuttable:
+                take = room - room % 16
+                if 0 < left - take < 16:
+                    take -= 16
+                if take <= 0 and current.numel == 0:
+                    take = left  # a tail under 32: the bucket grows by up to 15
+            elif left > room and current.numel > 0:
+                take = 0
+            if take <= 0:
+                current = None
+                continue
+            joins, stays_open = _merges(take, distribution, stream, draw.type == "cpu")
+            a = current.numel
+            if joins and current.open_segment:
+                current.segments[-1] = (current.segments[-1][0], a + take)
+            else:
+                current.segments.append((a, a + take))
+            current.open_segment = joins and stays_open
+            current.pieces.append(_Piece(i, start, start + take, a))
+            current.numel += take
+            start += take
+    return buckets
 
 
 class SPSA:
     """Seeded SPSA over a fixed, ordered set of tensors, updated in place.
 
-    z for a seed is defined as: seed this object's generator for each device (the first
-    device with `seed`, later ones with derive_seed(seed, "device", k)) through
-    seed_generator (all 64 bits), then for each tensor, in the order given, draw `numel`
-    entries from its device's generator: standard normals, or for "rademacher" one
-    uniform byte per 8 entries whose bits, lowest first, give the signs (bit 1 -> +1).
-    Tensors repeated in `named_params` (tied weights) are kept once.
+    z for a seed is defined as (stream "tensor", the default): seed this object's
+    generator for each device (the first device with `seed`, later ones with
+    derive_seed(seed, "device", k)) through seed_generator (all 64 bits), then for each
+    tensor, in the order given, draw `numel` entries from its device's generator:
+    standard normals, or for "rademacher" one uniform byte per 8 entries whose bits,
+    lowest first, give the signs (bit 1 -> +1). Tensors repeated in `named_params`
+    (tied weights) are kept once.
+
+    Fused passes: the tensors are planned once into buckets (plan_buckets, `buckets`):
+    runs of consecutive tensors, or parts of a large one, whose z fills one reused flat
+    buffer of bucket_numel elements. A pass draws a bucket's z (on a CPU generator one
+    generator call for every run of tensors whose sizes are multiples of 16: the same
+    numbers as tensor by tensor, see _merges) and applies it with one torch._foreach_*
+    call per bucket (two with weight decay), so a pass costs O(buckets) operator calls,
+    not O(tensors). With the default bucket_numel (ceil(numel / DEFAULT_BUCKETS)) that
+    is about DEFAULT_BUCKETS buckets whatever the model, and the buffer is 1 /
+    DEFAULT_BUCKETS of the ZO weights.
+
+    stream "bucket" defines z per bucket instead: each bucket's buffer is one generator
+    call of `numel` entries. On a CPU generator this is the "tensor" stream whenever
+    every tensor's size is a multiple of 16 (every LLM shape here; elsewhere the
+    entries after such a tensor differ), and it makes a CUDA pass one draw per bucket
+    instead of one per tensor; z then depends on bucket_numel. Same distribution, so
+    SPSA's expectations hold; runs differ from stream "tensor" runs as runs with
+    another seed do.
 
     Args:
         named_params: (name, tensor) pairs to perturb and update, e.g.
@@ -295,19 +441,21 @@ class SPSA:
         generator_device: None (default) draws z on each tensor's own device, the fast
             path. A device (e.g. "cpu") draws every z there and copies it over, which gives
             the same z on any hardware (CPU and CUDA generators produce different
-            streams) at the price of a copy per tensor.
-        chunk_numel: on a CPU generator, contiguous tensors are drawn in chunks of this
-            many elements (a multiple of 16, rounded down), which bounds the buffer
-            without changing z (see the module docstring). CUDA draws are whole-tensor:
-            chunking would change the Philox stream, and memory there is left as it was.
+            streams) at the price of a copy per bucket.
+        bucket_numel: elements per bucket (rounded down to a multiple of 16, at least
+            16). None (default): ceil(numel / DEFAULT_BUCKETS), at least
+            MIN_BUCKET_NUMEL. On a CUDA generator with stream "tensor" a tensor larger
+            than the bucket is drawn whole into a buffer of its own size.
+        chunk_numel: the former name of bucket_numel (used when bucket_numel is None).
         single_thread: run each CPU pass with one intra-op thread (restored after).
         keep_z: keep the z of the current seed in memory (one more copy of the perturbed
-            tensors), so a step draws it once instead of three times; the numbers are
-            those of the default path, so updates agree to rounding. Default False: the
-            seed trick's point is to store nothing.
+            tensors, as one buffer per bucket), so a step draws it once instead of three
+            times; the numbers are those of the default path, so updates agree to
+            rounding. Default False: the seed trick's point is to store nothing.
         distribution: "gaussian" (default, MeZO) or "rademacher" (+-1 entries, cheaper to
             draw; E[z z^T] = I still holds, so the estimate stays unbiased for smooth
             losses; docs/hizfo.md).
+        stream: "tensor" (default) or "bucket", the definition of z above.
     """
 
     def __init__(
@@ -317,22 +465,24 @@ class SPSA:
         *,
         no_decay: Callable[[str, torch.Tensor], bool] = default_no_decay,
         generator_device: torch.device | str | None = None,
-        chunk_numel: int = DEFAULT_CHUNK_NUMEL,
+        bucket_numel: int | None = None,
+        chunk_numel: int | None = None,
         single_thread: bool = True,
         keep_z: bool = False,
         distribution: str = "gaussian",
+        stream: str = "tensor",
     ) -> None:
-        if chunk_numel < 16:
-            raise ValueError(f"chunk_numel must be >= 16, got {chunk_numel}")
         if distribution not in DISTRIBUTIONS:
             raise ValueError(
                 f"distribution must be one of {', '.join(DISTRIBUTIONS)}, got {distribution!r}"
             )
+        if stream not in STREAMS:
+            raise ValueError(f"stream must be one of {', '.join(STREAMS)}, got {stream!r}")
         self.config = config
-        self.chunk_numel = chunk_numel - chunk_numel % 16
         self.single_thread = single_thread
         self.keep_z = keep_z
         self.distribution = distribution
+        self.stream = stream
         self.generator_device = None if generator_device is None else torch.device(generator_device)
         self.entries: list[_Entry] = []
         seen: set[int] = set()
@@ -341,23 +491,40 @@ class SPSA:
                 continue
             seen.add(id(param))
             self.entries.append(_Entry(name, param, not no_decay(name, param)))
+        size = bucket_numel if bucket_numel is not None else chunk_numel
+        if size is None:
+            size = max(MIN_BUCKET_NUMEL, -(-self.numel // DEFAULT_BUCKETS))
+            size += -size % 16
+        if size < 16:
+            raise ValueError(f"bucket_numel must be >= 16, got {size}")
+        self.bucket_numel = size - size % 16
+        self._build()
+        self._kept_seed: int | None = None
+        self.draws = 0  # passes that drew z from the generators, over this object's life
 
-        # One generator per device, seeded at the start of every pass; one buffer per
-        # (device, dtype), sized for the largest such tensor and reused by every pass.
+    def _build(self) -> None:
+        """Plan the buckets; one generator per draw device; one buffer per (device,
+        dtype), sized for the largest such bucket and reused by every pass."""
+        params = [e.param for e in self.entries]
+        draw = [self._draw_device(p) for p in params]
+        self.buckets = plan_buckets(
+            params,
+            draw,
+            self.bucket_numel,
+            distribution=self.distribution,
+            stream=self.stream,
+        )
         self._generators: dict[torch.device, torch.Generator] = {}
-        self._buffers: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
-        self._sign_buffers: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
-        sizes: dict[tuple[torch.device, torch.dtype], int] = {}
-        for entry in self.entries:
-            device = self._draw_device(entry.param)
+        for device in draw:
             if device not in self._generators:
                 self._generators[device] = torch.Generator(device=device)
-            key = (device, entry.param.dtype)
-            largest = max(stop - start for start, stop in self._chunks(entry.param))
-            sizes[key] = max(sizes.get(key, 0), largest)
-        for (device, dtype), size in sizes.items():
-            self._buffers[(device, dtype)] = torch.empty(size, device=device, dtype=dtype)
-        if distribution == "rademacher":
+        sizes: dict[tuple[torch.device, torch.dtype], int] = {}
+        for b in self.buckets:
+            for key in {(b.draw_device, b.dtype), (b.device, b.dtype)}:
+                sizes[key] = max(sizes.get(key, 0), b.numel)
+        self._buffers = {k: torch.empty(n, device=k[0], dtype=k[1]) for k, n in sizes.items()}
+        self._sign_buffers: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+        if self.distribution == "rademacher":
             for device in self._generators:
                 size = max(s for (d, _), s in sizes.items() if d == device)
                 words = torch.empty((size + 7) // 8, device=device, dtype=torch.uint8)
@@ -367,11 +534,13 @@ class SPSA:
                 d: torch.arange(8, device=d, dtype=torch.uint8) for d in self._generators
             }
         self._cpu_only = all(
-            e.param.device.type == "cpu" and self._draw_device(e.param).type == "cpu"
-            for e in self.entries
+            e.param.device.type == "cpu" and d.type == "cpu"
+            for e, d in zip(self.entries, draw, strict=True)
         )
-        self._kept_seed: int | None = None
-        self.draws = 0  # passes that drew z from the generators, over this object's life
+        self._kept: list[torch.Tensor] = []
+        self._views: dict[tuple[int, int], _BucketViews] = {}
+        self._segments: dict[tuple[int, int], list[torch.Tensor]] = {}
+        self._ptrs: list[int] = []
 
     @property
     def names(self) -> list[str]:
@@ -380,6 +549,19 @@ class SPSA:
     @property
     def numel(self) -> int:
         return sum(e.param.numel() for e in self.entries)
+
+    @property
+    def num_buckets(self) -> int:
+        """Buckets per pass: a default pass costs about this many foreach calls (two
+        per bucket with weight decay in restore_and_update_) plus its draws (one per
+        bucket on a CPU generator when every tensor's size is a multiple of 16, or with
+        stream "bucket"; `num_draw_calls`). Constant in the number of tensors."""
+        return len(self.buckets)
+
+    @property
+    def num_draw_calls(self) -> int:
+        """Generator calls per pass that draws z (the segments of every bucket)."""
+        return sum(len(b.segments) for b in self.buckets)
 
     def perturbation_seed(self, seed: int, i: int) -> int:
         """Seed of the i-th of q perturbations in a step with `seed` (i = 0 gives `seed`)."""
@@ -392,24 +574,9 @@ class SPSA:
         for k, generator in enumerate(self._generators.values()):
             seed_generator(generator, seed if k == 0 else derive_seed(seed, "device", k))
 
-    def _chunks(self, param: torch.Tensor) -> list[tuple[int, int]]:
-        """[start, stop) ranges of the flattened tensor drawn one at a time.
-
-        Chunks are multiples of 16 long and the last is at least 16 long, the condition
-        under which torch's CPU normal_ gives the same numbers as one whole draw.
-        """
-        n = param.numel()
-        chunk = self.chunk_numel
-        if self._draw_device(param).type != "cpu" or not param.is_contiguous() or n <= chunk:
-            return [(0, n)]
-        ranges = [(start, min(start + chunk, n)) for start in range(0, n, chunk)]
-        (a, b), (_, d) = ranges[-2], ranges[-1]
-        if d - b < 16:
-            ranges[-2:] = [(a, b - 16), (b - 16, d)]
-        return ranges
-
     def _draw(self, z: torch.Tensor, device: torch.device) -> None:
-        """Fill z (a view of a buffer on `device`) with the next entries of the stream."""
+        """Fill z (a flat view of a buffer on `device`) with the next entries of the
+        stream."""
         generator = self._generators[device]
         if self.distribution == "gaussian":
             z.normal_(generator=generator)
@@ -419,41 +586,59 @@ class SPSA:
         w = words[: (n + 7) // 8].random_(0, 256, generator=generator)
         b = bits[: w.numel()]
         torch.bitwise_and(torch.bitwise_right_shift(w.unsqueeze(1), self._shifts[device]), 1, out=b)
-        z.view(-1).copy_(b.view(-1)[:n]).mul_(2).sub_(1)
+        z.copy_(b.view(-1)[:n]).mul_(2).sub_(1)
 
-    def _iter_z(self, seed: int) -> Iterable[tuple[_Entry, torch.Tensor, torch.Tensor]]:
-        """Yield (entry, target, z): target is the part of entry.param that z belongs to.
+    def _bucket_views(self, k: int, store: torch.Tensor) -> _BucketViews:
+        """The targets and z views of bucket k over `store` (cached while the tensors
+        keep their storage: built once, not per pass)."""
+        key = (k, store.data_ptr())
+        views = self._views.get(key)
+        if views is None:
+            views = _BucketViews.build(self.buckets[k], self.entries, store)
+            views.kept = self.keep_z
+            self._views[key] = views
+        return views
 
-        z is a view of the reused buffer, valid until the next yield, or with keep_z a
-        view of the kept copy (drawn on the first pass for this seed)."""
-        if self.keep_z and self._kept_seed == seed:
-            for entry in self.entries:
-                assert entry.kept is not None
-                yield entry, entry.param, entry.kept
-            return
-        self.draws += 1
-        self._seed_generators(seed)
-        for entry in self.entries:
-            p = entry.param
-            device = self._draw_device(p)
-            buffer = self._buffers[(device, p.dtype)]
-            ranges = self._chunks(p)
-            flat = p.view(-1) if len(ranges) > 1 else None
-            if self.keep_z and entry.kept is None:
-                entry.kept = torch.empty_like(p)
-            for start, stop in ranges:
-                if flat is None:
-                    target, z = p, buffer[: p.numel()].view(p.shape)
-                else:
-                    target, z = flat[start:stop], buffer[: stop - start]
-                self._draw(z, device)
-                if device != p.device:
-                    z = z.to(p.device)
-                if self.keep_z:
-                    assert entry.kept is not None
-                    kept = entry.kept if flat is None else entry.kept.view(-1)[start:stop]
-                    z = kept.copy_(z)
-                yield entry, target, z
+    def _segment_views(self, k: int, src: torch.Tensor) -> list[torch.Tensor]:
+        """Bucket k's draw segments as views of `src` (cached like _bucket_views)."""
+        key = (k, src.data_ptr())
+        views = self._segments.get(key)
+        if views is None:
+            views = [src[a:c] for a, c in self.buckets[k].segments]
+            self._segments[key] = views
+        return views
+
+    def _check_storage(self) -> None:
+        """Forget the cached views when a tensor was given new storage (e.g. .to())."""
+        ptrs = [e.param.data_ptr() for e in self.entries]
+        if ptrs != self._ptrs:
+            self._views.clear()
+            self._segments.clear()
+            self._ptrs = ptrs
+
+    def _iter_z(self, seed: int) -> Iterator[tuple[ZOBucket, _BucketViews]]:
+        """Yield (bucket, views) per bucket, its z drawn (or kept, keep_z) and valid
+        until the next yield (with keep_z, until release_z or another seed)."""
+        self._check_storage()
+        reuse = self.keep_z and self._kept_seed == seed
+        if not reuse:
+            self.draws += 1
+            self._seed_generators(seed)
+        if self.keep_z and not self._kept:
+            self._kept = [
+                torch.empty(b.numel, device=b.device, dtype=b.dtype) for b in self.buckets
+            ]
+        for k, b in enumerate(self.buckets):
+            store = self._kept[k] if self.keep_z else self._buffers[(b.device, b.dtype)]
+            if not reuse:
+                src = (
+                    store if b.draw_device == b.device else self._buffers[(b.draw_device, b.dtype)]
+                )
+                for z in self._segment_views(k, src):
+                    self._draw(z, b.draw_device)
+                if src is not store:
+                    store[: b.numel].copy_(src[: b.numel])
+            yield b, self._bucket_views(k, store)
         if self.keep_z:
             self._kept_seed = seed
 
@@ -468,27 +653,25 @@ class SPSA:
         before the next. The z of a tensor is only complete when it is yielded, so work
         per tensor happens between yields (with single_thread, on one intra-op thread).
         """
-        current: _Entry | None = None
+        current = -1
         z_full = torch.empty(0)
-        offset = 0
         with self._pass_threads():
-            for entry, _, z in self._iter_z(seed):
-                if entry is not current:
-                    if current is not None:
-                        yield current.name, current.param, z_full
-                    current, offset = entry, 0
-                    z_full = torch.empty_like(entry.param)
-                n = z.numel()
-                z_full.view(-1)[offset : offset + n].copy_(z.reshape(-1))
-                offset += n
-            if current is not None:
-                yield current.name, current.param, z_full
+            for bucket, views in self._iter_z(seed):
+                for piece, z in zip(bucket.pieces, views.zs, strict=True):
+                    entry = self.entries[piece.entry]
+                    if piece.entry != current:
+                        current, z_full = piece.entry, torch.empty_like(entry.param)
+                    z_full.view(-1)[piece.start : piece.stop].copy_(z.reshape(-1))
+                    if piece.stop == entry.param.numel():
+                        yield entry.name, entry.param, z_full
 
     def release_z(self) -> None:
         """Free the kept z (keep_z); the next pass draws again."""
         self._kept_seed = None
-        for entry in self.entries:
-            entry.kept = None
+        self._kept = []
+        self._views = {k: v for k, v in self._views.items() if not v.kept}
+        if self.keep_z:  # the kept buffers were the draws' targets too
+            self._segments.clear()
 
     @contextmanager
     def _pass_threads(self) -> Iterator[None]:
@@ -497,11 +680,11 @@ class SPSA:
 
     @torch.no_grad()
     def perturb_(self, seed: int, scale: float) -> None:
-        """In place: theta += scale * eps * z(seed)."""
+        """In place: theta += scale * eps * z(seed), one foreach add per bucket."""
         alpha = scale * self.config.eps
         with self._pass_threads():
-            for _, target, z in self._iter_z(seed):
-                target.add_(z, alpha=alpha)
+            for _, views in self._iter_z(seed):
+                torch._foreach_add_(views.targets, views.zs, alpha=alpha)
 
     @torch.no_grad()
     def restore_and_update_(
@@ -519,18 +702,26 @@ class SPSA:
         theta = theta0 - lr * (projected_grad * z + wd * theta0), with wd = 0 for no-decay
         tensors. restore_scale=0 applies an update to unperturbed parameters (-1 undoes a
         +eps z perturbation); apply_weight_decay=False leaves decay out (used to decay
-        once when q > 1).
+        once when q > 1). Per bucket one foreach add, or with decay a foreach mul and
+        add on the decayed tensors and an add on the others: per element the same
+        operations as (1 - lr wd)(theta + restore z) - lr g z in two in-place steps.
         """
         wd = self.config.weight_decay if apply_weight_decay else 0.0
         restore = restore_scale * self.config.eps
         with self._pass_threads():
-            for entry, target, z in self._iter_z(seed):
-                if entry.decay and wd != 0.0:
-                    # (1 - lr wd)(theta + restore z) - lr g z, as two in-place ops.
-                    keep = 1.0 - lr * wd
-                    target.mul_(keep).add_(z, alpha=keep * restore - lr * projected_grad)
-                else:
-                    target.add_(z, alpha=restore - lr * projected_grad)
+            for _, v in self._iter_z(seed):
+                if wd == 0.0:
+                    torch._foreach_add_(v.targets, v.zs, alpha=restore - lr * projected_grad)
+                    continue
+                keep = 1.0 - lr * wd
+                if v.decay_targets:
+                    torch._foreach_mul_(v.decay_targets, keep)
+                    alpha = keep * restore - lr * projected_grad
+                    torch._foreach_add_(v.decay_targets, v.decay_zs, alpha=alpha)
+                if v.plain_targets:
+                    torch._foreach_add_(
+                        v.plain_targets, v.plain_zs, alpha=restore - lr * projected_grad
+                    )
 
     @torch.no_grad()
     def perturb_along_(self, terms: Sequence[tuple[int, float]], scale: float) -> None:
@@ -693,6 +884,89 @@ class SPSA:
                 continue
             grads.append(self.probe(loss_fn, s).projected_grad)
         return grads
+
+
+class ScheduledRate(Protocol):
+    """A method config with a learning rate on hizfo.schedule's schedule."""
+
+    lr: float
+    schedule: str
+    warmup_steps: int
+
+
+class RunContext(Protocol):
+    """What ZOPrologue.for_run reads of a run's context (bench's TrainContext has it)."""
+
+    total_steps: int | None
+    seed: int
+
+
+class ZOPrologue:
+    """The prologue every seeded-SPSA method shares (mezo, zo-adam, zo-sgd-momentum,
+    zo-signsgd), as one object.
+
+    At set-up: the model gets no autograd ever (requires_grad off, so a ZO method needs
+    inference memory only) and eval mode (dropout off, so L+ and L- see the same
+    function), and an SPSA over model.named_parameters() (a tied tensor once; this order
+    defines z). At each step, `step_args(step)` gives the step's learning rate (rate.lr
+    on rate.schedule, hizfo.schedule, the schedule of every method) and its SPSA seed,
+    derive_seed(seed, step): the seed `mezo` uses at that step.
+
+    Args:
+        model: the model, frozen and put in eval mode here.
+        config: the SPSA's settings.
+        rate: the method's config (lr, schedule, warmup_steps).
+        total_steps: the run's steps (the "linear" and "cosine" schedules need it).
+        seed: the trial's base seed.
+        spsa_options: SPSA's keyword arguments (keep_z, distribution, stream, ...).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        config: SPSAConfig,
+        rate: ScheduledRate,
+        *,
+        total_steps: int | None,
+        seed: int,
+        **spsa_options: Any,
+    ) -> None:
+        model.requires_grad_(False)
+        model.eval()
+        self.model = model
+        self.rate = rate
+        self.total_steps = total_steps
+        self.seed = seed
+        self.named = list(model.named_parameters())
+        self.spsa = SPSA(self.named, config, **spsa_options)
+
+    @classmethod
+    def for_run(
+        cls,
+        model: torch.nn.Module,
+        run: RunContext,
+        rate: ScheduledRate,
+        config: SPSAConfig,
+        **spsa_options: Any,
+    ) -> ZOPrologue:
+        """The prologue of a run whose context (a bench TrainContext, say) gives
+        total_steps and the base seed."""
+        return cls(model, config, rate, total_steps=run.total_steps, seed=run.seed, **spsa_options)
+
+    def step_args(self, step: int) -> tuple[float, int]:
+        """(learning rate, SPSA seed) of 0-based `step`."""
+        r = self.rate
+        lr = scheduled_lr(r.lr, step, self.total_steps, r.schedule, r.warmup_steps)
+        return lr, derive_seed(self.seed, step)
+
+    @property
+    def parameters(self) -> list[torch.Tensor]:
+        """The trained tensors, a tied one once (the SPSA's order)."""
+        return [e.param for e in self.spsa.entries]
+
+    def summary(self) -> dict[str, int]:
+        """The parameter counts every ZO method reports: all of them are ZO."""
+        return {"trainable_parameters": self.spsa.numel, "zo_parameters": self.spsa.numel}
 
 
 # --- MeZO-GV and MeZO-Greedy: a pool of candidate perturbations per step -------------
@@ -945,3 +1219,37 @@ class GuidedSPSA:
                 else:
                     e.param.add_(v, alpha=eps - lr * g)
         return loss_plus, loss_minus, g
+
+
+@dataclass
+class _BucketViews:
+    """Views of one bucket: the pieces of the tensors (targets) and of the z buffer
+    (zs), all of them and split by weight decay, for the foreach calls of a pass."""
+
+    targets: list[torch.Tensor]
+    zs: list[torch.Tensor]
+    decay_targets: list[torch.Tensor]
+    decay_zs: list[torch.Tensor]
+    plain_targets: list[torch.Tensor]
+    plain_zs: list[torch.Tensor]
+    kept: bool = False
+
+    @classmethod
+    def build(
+        cls, bucket: ZOBucket, entries: Sequence[_Entry], store: torch.Tensor
+    ) -> _BucketViews:
+        views = cls([], [], [], [], [], [])
+        for piece in bucket.pieces:
+            entry = entries[piece.entry]
+            p = entry.param.detach()
+            n = piece.stop - piece.start
+            z = store[piece.offset : piece.offset + n]
+            if n == p.numel():
+                target, z = p, z.view(p.shape)
+            else:
+                target = p.view(-1)[piece.start : piece.stop]
+            views.targets.append(target)
+            views.zs.append(z)
+            (views.decay_targets if entry.decay else views.plain_targets).append(target)
+            (views.decay_zs if entry.decay else views.plain_zs).append(z)
+        return views

@@ -20,8 +20,8 @@ from typing import Any, ClassVar
 import torch
 
 from bench.method import Batch, StepStats, TrainContext
-from hizfo.schedule import check_schedule, scheduled_lr
-from hizfo.zo import SPSA, SPSAConfig, derive_seed
+from hizfo.schedule import check_schedule
+from hizfo.zo import SPSAConfig, ZOPrologue
 
 
 @dataclass
@@ -64,20 +64,17 @@ class ZOSignSGD:
 
     def setup(self, model: torch.nn.Module, ctx: TrainContext) -> torch.nn.Module:
         self.model, self.ctx = model, ctx
-        # Inference memory only, and no dropout, so L+ and L- see the same function.
-        model.requires_grad_(False)
-        model.eval()
         c = self.config
-        self.spsa = SPSA(
-            model.named_parameters(), SPSAConfig(eps=c.eps, q=c.q, weight_decay=c.weight_decay)
-        )
+        # Inference memory only, and no dropout, so L+ and L- see the same function.
+        spsa_config = SPSAConfig(eps=c.eps, q=c.q, weight_decay=c.weight_decay)
+        self.zo = ZOPrologue.for_run(model, ctx, c, spsa_config)
+        self.spsa = self.zo.spsa
         return model
 
     @torch.no_grad()
     def step(self, batch: Batch, step: int) -> StepStats:
         c = self.config
-        lr = scheduled_lr(c.lr, step, self.ctx.total_steps, c.schedule, c.warmup_steps)
-        seed = derive_seed(self.ctx.seed, step)
+        lr, seed = self.zo.step_args(step)
         losses = []
         signs = []
         for i in range(c.q):
@@ -111,10 +108,10 @@ class ZOSignSGD:
         )
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
-        return [e.param for e in self.spsa.entries]
+        return self.zo.parameters
 
     def state_dict(self) -> dict[str, Any]:
         return {}  # stateless beyond the seed: the trajectory is (seed, step, sign)
 
     def summary(self) -> dict[str, Any]:
-        return {"trainable_parameters": self.spsa.numel, "zo_parameters": self.spsa.numel}
+        return self.zo.summary()

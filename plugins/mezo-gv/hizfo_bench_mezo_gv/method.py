@@ -29,8 +29,8 @@ from typing import Any, ClassVar
 import torch
 
 from bench.method import Batch, StepStats, TrainContext
-from hizfo.schedule import check_schedule, scheduled_lr
-from hizfo.zo import SPSA, GuidedConfig, GuidedSPSA, SPSAConfig, derive_seed, elite_count
+from hizfo.schedule import check_schedule
+from hizfo.zo import GuidedConfig, GuidedSPSA, SPSAConfig, ZOPrologue, elite_count
 
 __all__ = ["MeZOGV", "MeZOGVConfig", "MeZOGreedy", "MeZOGreedyConfig"]
 
@@ -140,24 +140,18 @@ class _PoolGuidedMeZO:
 
     def setup(self, model: torch.nn.Module, ctx: TrainContext) -> torch.nn.Module:
         self.model, self.ctx = model, ctx
-        # As `mezo`: no gradients ever, dropout off so every forward sees one function.
-        model.requires_grad_(False)
-        model.eval()
         c = self.config
-        self.spsa = SPSA(
-            model.named_parameters(), SPSAConfig(eps=c.eps, weight_decay=c.weight_decay)
+        # As `mezo`: no gradients ever, dropout off so every forward sees one function.
+        self.zo = ZOPrologue.for_run(
+            model, ctx, c, SPSAConfig(eps=c.eps, weight_decay=c.weight_decay)
         )
+        self.spsa = self.zo.spsa
         self.guided = GuidedSPSA(self.spsa, c.guided_config())
         return model
 
     def step(self, batch: Batch, step: int) -> StepStats:
-        c = self.config
-        lr = scheduled_lr(c.lr, step, self.ctx.total_steps, c.schedule, c.warmup_steps)
-        result = self.guided.step(
-            lambda: self.ctx.loss_fn(self.model, batch),
-            lr=lr,
-            seed=derive_seed(self.ctx.seed, step),  # the seed `mezo` uses at this step
-        )
+        lr, seed = self.zo.step_args(step)  # the seed `mezo` uses at this step
+        result = self.guided.step(lambda: self.ctx.loss_fn(self.model, batch), lr=lr, seed=seed)
         losses = result.candidate_losses
         return StepStats(
             loss=result.loss,
@@ -179,8 +173,7 @@ class _PoolGuidedMeZO:
 
     def summary(self) -> dict[str, Any]:
         return {
-            "trainable_parameters": self.spsa.numel,
-            "zo_parameters": self.spsa.numel,
+            **self.zo.summary(),
             "candidates": self.config.candidates,
             "forward_passes_per_step": self.config.guided_config().forward_passes,
         }

@@ -28,8 +28,8 @@ from typing import Any, ClassVar
 import torch
 
 from bench.method import Batch, StepStats, TrainContext
-from hizfo.schedule import check_schedule, scheduled_lr
-from hizfo.zo import SPSA, SPSAConfig, default_no_decay, derive_seed
+from hizfo.schedule import check_schedule
+from hizfo.zo import SPSAConfig, ZOPrologue, default_no_decay
 
 __all__ = ["ZOAdam", "ZOAdamConfig"]
 
@@ -81,11 +81,8 @@ class ZOAdam:
         self.model, self.ctx = model, ctx
         c = self.config
         # No autograd graph ever (.grad is written by hand); dropout off, as MeZO.
-        model.requires_grad_(False)
-        model.eval()
-        # named_parameters() lists a tied tensor once; this order defines z.
-        self.named = list(model.named_parameters())
-        self.spsa = SPSA(self.named, SPSAConfig(eps=c.eps))
+        self.zo = ZOPrologue.for_run(model, ctx, c, SPSAConfig(eps=c.eps))
+        self.named, self.spsa = self.zo.named, self.zo.spsa
         # One Adam per tensor, so a tensor steps as soon as its g z exists (tensor_z) and
         # the estimate is never held for the whole model; Adam's update of a tensor does
         # not depend on the others, so this is torch.optim.Adam over all of them.
@@ -104,9 +101,7 @@ class ZOAdam:
 
     @torch.no_grad()
     def step(self, batch: Batch, step: int) -> StepStats:
-        c = self.config
-        lr = scheduled_lr(c.lr, step, self.ctx.total_steps, c.schedule, c.warmup_steps)
-        seed = derive_seed(self.ctx.seed, step)
+        lr, seed = self.zo.step_args(step)
         # Restored to theta before Adam steps.
         probe = self.spsa.probe(lambda: self.ctx.loss_fn(self.model, batch), seed)
         g = probe.projected_grad

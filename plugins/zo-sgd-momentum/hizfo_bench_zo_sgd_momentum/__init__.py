@@ -30,8 +30,8 @@ from typing import Any, ClassVar
 import torch
 
 from bench.method import Batch, StepStats, TrainContext
-from hizfo.schedule import check_schedule, scheduled_lr
-from hizfo.zo import SPSA, SPSAConfig, default_no_decay, derive_seed
+from hizfo.schedule import check_schedule
+from hizfo.zo import SPSAConfig, ZOPrologue, default_no_decay
 
 __all__ = ["ZOSGDMomentum", "ZOSGDMomentumConfig"]
 
@@ -81,12 +81,10 @@ class ZOSGDMomentum:
 
     def setup(self, model: torch.nn.Module, ctx: TrainContext) -> torch.nn.Module:
         self.model, self.ctx = model, ctx
+        c = self.config
         # No autograd graph ever; dropout off so L+ and L- see the same function (as MeZO).
-        model.requires_grad_(False)
-        model.eval()
-        # named_parameters() lists a tied tensor once; this order defines z.
-        self.named = list(model.named_parameters())
-        self.spsa = SPSA(self.named, SPSAConfig(eps=self.config.eps))
+        self.zo = ZOPrologue.for_run(model, ctx, c, SPSAConfig(eps=c.eps))
+        self.named, self.spsa = self.zo.named, self.zo.spsa
         self.buffers = {n: torch.zeros_like(p) for n, p in self.named}
         self.decay = {n: not default_no_decay(n, p) for n, p in self.named}
         return model
@@ -94,8 +92,7 @@ class ZOSGDMomentum:
     @torch.no_grad()
     def step(self, batch: Batch, step: int) -> StepStats:
         c = self.config
-        lr = scheduled_lr(c.lr, step, self.ctx.total_steps, c.schedule, c.warmup_steps)
-        seed = derive_seed(self.ctx.seed, step)
+        lr, seed = self.zo.step_args(step)
         # Restored to theta: decay and the update act on it.
         probe = self.spsa.probe(lambda: self.ctx.loss_fn(self.model, batch), seed)
         g = probe.projected_grad

@@ -445,3 +445,18 @@ def test_fo_gain_in_float32_agrees_with_a_float64_reference(device) -> None:
         float((p.detach().double() - before[n]).mul(raw[n]).sum()) for n, p in hz._params.items()
     )
     assert result.fo_gain == pytest.approx(-moved, rel=1e-3)
+
+
+def test_grad_dot_groups_give_the_float64_dot(monkeypatch) -> None:
+    import hizfo.optimizer as optimizer
+
+    g = torch.Generator().manual_seed(0)
+    params = []
+    for shape in [(40, 30), (17,), (300,), (8, 8)]:
+        p = torch.nn.Parameter(torch.randn(shape, generator=g))
+        p.grad = torch.randn(shape, generator=g)
+        params.append(p)
+    expected = sum(float((p.grad.double() * p.detach().double()).sum()) for p in params)
+    for group in (1, 100, 1 << 22):  # a tensor per group, several, all in one
+        monkeypatch.setattr(optimizer, "_DOT_GROUP_NUMEL", group)
+        assert optimizer._grad_dot(params) == pytest.approx(expected, rel=1e-6)

@@ -39,9 +39,11 @@ def test_keep_z_gives_the_default_update_with_one_draw_per_direction(q: int) -> 
             torch.testing.assert_close(pb, pa, rtol=0, atol=1e-6, msg=name)
     assert plain.step(lm_loss(a), lr=0.0, seed=9).z_draws == 4 * q - 1
     assert kept.step(lm_loss(b), lr=0.0, seed=9).z_draws == (1 if q == 1 else 2 * q - 1)
-    assert all(e.kept is not None and e.kept.shape == e.param.shape for e in kept.entries)
+    # z kept as one buffer per bucket: one more copy of the perturbed tensors.
+    assert [k.numel() for k in kept._kept] == [b.numel for b in kept.buckets]
+    assert sum(k.numel() for k in kept._kept) == kept.numel
     kept.release_z()
-    assert all(e.kept is None for e in kept.entries)
+    assert kept._kept == [] and not any(v.kept for v in kept._views.values())
 
 
 def test_rademacher_entries_are_signs_and_chunking_keeps_them() -> None:

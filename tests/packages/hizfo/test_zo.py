@@ -8,7 +8,15 @@ import pytest
 import torch
 from helpers.tiny import tiny_llama
 
-from hizfo.zo import SPSA, SPSAConfig, default_no_decay, derive_seed, seed_generator
+from hizfo.zo import (
+    DEFAULT_BUCKETS,
+    MIN_BUCKET_NUMEL,
+    SPSA,
+    SPSAConfig,
+    default_no_decay,
+    derive_seed,
+    seed_generator,
+)
 
 
 def lm_loss(model: torch.nn.Module, seed: int = 1, device: str = "cpu"):
@@ -258,12 +266,13 @@ def test_q_directions_are_averaged_at_the_same_point() -> None:
     assert_params(model, expected, rtol=0, atol=1e-12)
 
 
-def test_buffer_is_reused_and_sized_for_largest_tensor() -> None:
+def test_buffer_is_reused_and_sized_for_the_largest_bucket() -> None:
     model = tiny_llama()
     spsa = SPSA(model.named_parameters(), SPSAConfig())
     ((key, buffer),) = spsa._buffers.items()
     assert key == (torch.device("cpu"), torch.float32)
-    assert buffer.numel() == max(p.numel() for p in model.parameters())
+    assert buffer.numel() == max(b.numel for b in spsa.buckets) <= spsa.bucket_numel
+    assert spsa.bucket_numel == max(MIN_BUCKET_NUMEL, -(-spsa.numel // DEFAULT_BUCKETS))
     ptr = buffer.data_ptr()
     spsa.step(lm_loss(model), lr=1e-3, seed=0)
     assert spsa._buffers[key].data_ptr() == ptr
