@@ -24,26 +24,10 @@ from typing import Any
 
 SCHEMA = 1
 
-# Fields a trial file must have to be read as a trial at all.
-REQUIRED_FIELDS = (
-    "schema",
-    "trial_id",
-    "method",
-    "task",
-    "model",
-    "seed",
-    "status",
-    "error",
-    "score",
-    "metrics",
-    "train_seconds",
-    "eval_seconds",
-    "peak_memory_bytes",
-    "steps",
-    "curve",
-    "config",
-    "environment",
-)
+# Field metadata: a field every trial file must have (REQUIRED_FIELDS), and a field that is
+# a column of the trial DataFrame (FRAME_COLUMNS; "column" names it when it is derived).
+_REQUIRED = {"required": True}
+_COLUMN = {"column": True}
 
 
 def _now() -> str:
@@ -107,41 +91,47 @@ class TrialRecord:
             final checkpoint's folder relative to the run, or None), save_every,
             saved_steps, resumed_from_step (None unless it continued from a checkpoint),
             resumed_from, write_seconds}; None when it neither saved nor resumed.
+        placement: where the trial ran (bench/train/distributed.py): {strategy (single,
+            fsdp2 or device_map), processes, devices, backend}; None when it was not
+            placed (a request the machine cannot meet) or ran outside a sweep's worker.
+        step_seconds: perf rows (bench/perf/output.py): every timed round's step seconds,
+            the samples `compare --history` tests step times on; None for trials.
+        threads: perf rows: the torch threads the rounds ran with; None for trials.
         extra: fields this version does not know, kept for the round trip.
     """
 
-    trial_id: str
-    method: str
-    task: str
-    model: str
-    seed: int
-    schema: int = SCHEMA
-    status: str = "failed"
-    error: str | None = None
-    score: float | None = None
-    metrics: dict[str, Any] = field(default_factory=dict)
-    train_seconds: float | None = None
-    eval_seconds: float | None = None
+    trial_id: str = field(metadata=_REQUIRED | _COLUMN)
+    method: str = field(metadata=_REQUIRED | _COLUMN)
+    task: str = field(metadata=_REQUIRED | _COLUMN)
+    model: str = field(metadata=_REQUIRED | _COLUMN)
+    seed: int = field(metadata=_REQUIRED | _COLUMN)
+    schema: int = field(default=SCHEMA, metadata=_REQUIRED)
+    status: str = field(default="failed", metadata=_REQUIRED | _COLUMN)
+    error: str | None = field(default=None, metadata=_REQUIRED | _COLUMN)
+    score: float | None = field(default=None, metadata=_REQUIRED | _COLUMN)
+    metrics: dict[str, Any] = field(default_factory=dict, metadata=_REQUIRED)
+    train_seconds: float | None = field(default=None, metadata=_REQUIRED | _COLUMN)
+    eval_seconds: float | None = field(default=None, metadata=_REQUIRED | _COLUMN)
     load_seconds: float | None = None
     setup_seconds: float | None = None
-    total_seconds: float | None = None
-    peak_memory_bytes: float | None = None
-    memory: dict[str, Any] | None = None
-    steps: int = 0
+    total_seconds: float | None = field(default=None, metadata=_COLUMN)
+    peak_memory_bytes: float | None = field(default=None, metadata=_REQUIRED | _COLUMN)
+    memory: dict[str, Any] | None = field(default=None, metadata={"column": "memory_kind"})
+    steps: int = field(default=0, metadata=_REQUIRED | _COLUMN)
     passes: dict[str, Any] | None = field(default_factory=lambda: {"forward": 0, "backward": 0})
-    steps_per_second: float | None = None
-    tokens_per_second: float | None = None
-    curve: list[dict[str, Any]] = field(default_factory=list)
+    steps_per_second: float | None = field(default=None, metadata=_COLUMN)
+    tokens_per_second: float | None = field(default=None, metadata=_COLUMN)
+    curve: list[dict[str, Any]] = field(default_factory=list, metadata=_REQUIRED)
     eval_curve: list[dict[str, Any]] = field(default_factory=list)
     dev_eval_seconds: float | None = None
     time_to_target: dict[str, Any] | None = None
     sharpness: dict[str, Any] | None = None
     step_extra: dict[str, list[Any]] | None = None
     warnings: list[str] | None = None
-    config: dict[str, Any] = field(default_factory=dict)
-    environment: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict, metadata=_REQUIRED)
+    environment: dict[str, Any] = field(default_factory=dict, metadata=_REQUIRED)
     method_summary: dict[str, Any] = field(default_factory=dict)
-    started_at: str = field(default_factory=_now)
+    started_at: str = field(default_factory=_now, metadata=_COLUMN)
     model_info: dict[str, Any] | None = None
     truncation: dict[str, Any] | None = None
     eval_samples: int | None = None
@@ -149,6 +139,9 @@ class TrialRecord:
     worker: dict[str, Any] | None = None
     attempts: dict[str, Any] | None = None
     checkpoint: dict[str, Any] | None = None
+    placement: dict[str, Any] | None = None
+    step_seconds: list[float] | None = None
+    threads: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     # Optional fields left out of the file while they hold None (keeps old files identical).
@@ -164,6 +157,9 @@ class TrialRecord:
         "warnings",
         "attempts",
         "checkpoint",
+        "placement",
+        "step_seconds",
+        "threads",
     )
 
     @property
@@ -213,40 +209,32 @@ class TrialRecord:
         return row
 
 
-# Columns of the one-row-per-trial DataFrame that reports and the CLI read.
-FRAME_COLUMNS = [
-    "trial_id",
-    "method",
-    "task",
-    "model",
-    "seed",
-    "status",
-    "error",
-    "score",
-    "train_seconds",
-    "eval_seconds",
-    "total_seconds",
-    "peak_memory_bytes",
-    "memory_kind",
-    "steps",
-    "steps_per_second",
-    "tokens_per_second",
-    "started_at",
-    "phase",
-    "target_reached",
-    "target_seconds",
-    "run",
-]
-NUMERIC_COLUMNS = (
-    "score",
-    "train_seconds",
-    "eval_seconds",
-    "total_seconds",
-    "peak_memory_bytes",
-    "steps_per_second",
-    "tokens_per_second",
-    "target_seconds",
+def _frame_columns() -> tuple[list[str], tuple[str, ...]]:
+    """The trial DataFrame's columns, in the dataclass's order (a field marked a column,
+    under its own name or the derived one its metadata names), then the columns `to_row`
+    derives from the config, the target and the run; and those of them that are numbers."""
+    hints = typing.get_type_hints(TrialRecord)
+    columns: list[str] = []
+    numeric: list[str] = []
+    for f in dataclasses.fields(TrialRecord):
+        name = f.metadata.get("column")
+        if name is None:
+            continue
+        columns.append(f.name if name is True else name)
+        if name is True and hints[f.name] == float | None:
+            numeric.append(f.name)
+    return [*columns, *_DERIVED_COLUMNS], (*numeric, "target_seconds")
+
+
+# Columns `to_row` derives from other fields (config's phase, time_to_target) and the run.
+_DERIVED_COLUMNS = ("phase", "target_reached", "target_seconds", "run")
+
+# Fields a trial file must have to be read as a trial at all.
+REQUIRED_FIELDS = tuple(
+    f.name for f in dataclasses.fields(TrialRecord) if f.metadata.get("required")
 )
+# Columns of the one-row-per-trial DataFrame that reports and the CLI read, and the numeric ones.
+FRAME_COLUMNS, NUMERIC_COLUMNS = _frame_columns()
 
 
 class ContractError(ValueError):

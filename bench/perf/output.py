@@ -56,7 +56,8 @@ def trial_record(
         },
         environment=environment,
         # Every timed round: the samples `compare --history` tests step times on.
-        extra={"step_seconds": result["seconds"], "threads": result["threads"]} if ok else {},
+        step_seconds=result["seconds"] if ok else None,
+        threads=result["threads"] if ok else None,
     ).to_dict()
 
 
