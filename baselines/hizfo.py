@@ -44,6 +44,11 @@ class HiZFOMethod:
     # a full one.
     step_passes: ClassVar[tuple[float, float]] = (3.0, 0.5)
     display_order: ClassVar[int] = 40
+    # The hybrid claims.md tests (against the reference, and against its zo-off variant
+    # for the stochasticity claim); compare guards its step against the FO step.
+    is_hybrid: ClassVar[bool] = True
+    zo_off_variant: ClassVar[str | None] = "zo-off"
+    guarded_ratios: ClassVar[tuple[tuple[str, str], ...]] = (("step_over_fo_step", "time"),)
     # `hizfo-bench perf` rows (bench/perf.py): the plain step at rho 0.5, with the shared
     # forward, and with the one-sided estimator (L(theta) from the FO forward).
     perf_variants: ClassVar[dict[str, dict[str, Any]]] = {

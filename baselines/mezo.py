@@ -74,6 +74,11 @@ class MeZO:
     # Method traits (bench.method.MethodTraits): two forwards per step (q = 1), no backward.
     step_passes: ClassVar[tuple[float, float]] = (2.0, 0.0)
     display_order: ClassVar[int] = 20
+    # compare guards its step against two forwards and its peak against inference's.
+    guarded_ratios: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("step_over_two_forwards", "time"),
+        ("peak_over_inference_peak", "memory"),
+    )
     # `hizfo-bench perf` rows (bench/perf.py): the default step and each opt-in, alone and
     # together, so their step / two-forwards ratios sit side by side.
     perf_variants: ClassVar[dict[str, dict[str, Any]]] = {

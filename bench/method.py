@@ -10,6 +10,9 @@ memory and evaluation; the method owns only how parameters change::
         step_passes = (1.0, 1.0)           # nominal (forward, backward) passes per step
         is_reference = False               # True only for the baseline others are timed against
         display_order = 100                # rows sort by it, then by name
+        is_hybrid = False                  # True only for the method claims.md tests
+        zo_off_variant = None              # its variant with the ZO part off ("zo-off")
+        guarded_ratios = ()                # perf ratios compare guards: (ratio, kind)
 
         def __init__(self, config: MyConfig) -> None: ...
         def setup(self, model, ctx: TrainContext) -> torch.nn.Module: ...
@@ -120,11 +123,22 @@ class MethodTraits:
             timed against (fo-adamw); default False.
         display_order: rows of tables and plots sort by it, then by name (variants after
             their method); default 100, after the built-in methods (0-40).
+        is_hybrid: True for the hybrid FO/ZO method whose claims claims.md tests against
+            the reference (Hi-ZFO); default False.
+        zo_off_variant: the variant name under which a suite runs this method with its ZO
+            part off (Hi-ZFO's "zo-off": ``hizfo[zo-off]``), the twin claims.md's
+            stochasticity claim compares it with; default None (no such twin).
+        guarded_ratios: the perf ratios `hizfo-bench compare` guards on this method's
+            perf row, as (ratio, "time" or "memory"); the row's metric is named
+            ``<label>_<ratio>`` (MeZO: ``mezo_step_over_two_forwards``); default ().
     """
 
     step_passes: tuple[float, float] = (1.0, 1.0)
     is_reference: bool = False
     display_order: int = 100
+    is_hybrid: bool = False
+    zo_off_variant: str | None = None
+    guarded_ratios: tuple[tuple[str, str], ...] = ()
 
     @property
     def step_cost(self) -> float:
@@ -147,6 +161,12 @@ def method_traits(cls: type) -> MethodTraits:
         step_passes=passes,  # type: ignore[arg-type]
         is_reference=bool(getattr(cls, "is_reference", default.is_reference)),
         display_order=int(getattr(cls, "display_order", default.display_order)),
+        is_hybrid=bool(getattr(cls, "is_hybrid", default.is_hybrid)),
+        zo_off_variant=getattr(cls, "zo_off_variant", default.zo_off_variant),
+        guarded_ratios=tuple(
+            (str(ratio), str(kind))
+            for ratio, kind in getattr(cls, "guarded_ratios", default.guarded_ratios)
+        ),
     )
 
 
