@@ -38,9 +38,7 @@ def test_the_field_table_names_every_field_of_the_record_and_no_other():
 
 def test_every_field_left_out_while_null_is_marked_optional():
     documented = documented_fields(RESULTS_MD.read_text())
-    assert {f for f, optional in documented.items() if optional} >= set(
-        TrialRecord._OMIT_WHEN_NONE
-    )
+    assert {f for f, optional in documented.items() if optional} >= set(TrialRecord._OMIT_WHEN_NONE)
     assert not {f for f, optional in documented.items() if optional} & set(REQUIRED_FIELDS)
 
 

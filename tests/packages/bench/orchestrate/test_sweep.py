@@ -160,7 +160,7 @@ def test_cli_dry_run_lists_trials_and_runs_nothing(tmp_path, capsys):
     specs = expand(SUITE)
     out = tmp_path / "run"
     # A finished trial file that keeps the contract (an all-None one is re-run, not done).
-    store.write_trial(out, make_record("none", seed=0) | {"trial_id": specs[0].trial_id})
+    store.write_trial(out, make_record("none", seed=0).to_dict() | {"trial_id": specs[0].trial_id})
     assert main(["run", "--suite", str(suite), "--out", str(out), "--dry-run"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("suite s: 3 trials")

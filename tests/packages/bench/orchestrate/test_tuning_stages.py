@@ -59,7 +59,7 @@ def _fake_sweep(run_dir, dev_loss):
                 eval_curve=[{"step": 4, "seconds": 1.0, "dev_loss": dev_loss(s.method_config)}],
                 digest=s.trial_id,
             )
-            record["trial_id"] = s.trial_id
+            record.trial_id = s.trial_id
             store.write_trial(run_dir, record)
         ran.append(list(specs))
         return specs
