@@ -5,12 +5,15 @@ Trials, perf, the store, reports, compare and the tests' builders all go through
 class, so the fields below are the whole contract (docs/results.md explains each).
 Bump SCHEMA when a field changes meaning; a new optional field does not need a bump.
 
-Readers get a typed object (``TrialRecord.from_dict``); fields this version does not
-know (written by a newer version, or added by hand) are kept in ``extra`` and written
-back unchanged, so a round trip never loses data. ``validate_record`` is the one check a
-trial file passes before anyone reads it (report, compare, resume, show): every required
-field present, every field of the type annotated here (strictly: ``true`` is not a number,
+Readers get a typed object: ``validate_record`` (through ``store.read_trials`` and
+compare's ``load_records``) is the one check a trial file passes before anyone reads it
+(report, compare, resume, show), and returns the TrialRecord: every required field
+present, every field of the type annotated here (strictly: ``true`` is not a number,
 ``"3"`` not an int), ``status`` "ok" or "failed", and ``schema`` no newer than SCHEMA.
+Fields this version does not know (written by a newer version, or added by hand) are
+kept in ``extra`` and written back unchanged, so a round trip never loses data. The
+field lists (REQUIRED_FIELDS, FRAME_COLUMNS) derive from the fields' metadata below, and
+tests/packages/bench/test_record_docs.py holds docs/results.md's table to the fields.
 """
 
 from __future__ import annotations
