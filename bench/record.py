@@ -101,6 +101,8 @@ class TrialRecord:
             the samples `compare --history` tests step times on; None for trials.
         threads: perf rows: the torch threads the rounds ran with; None for trials.
         extra: fields this version does not know, kept for the round trip.
+        read_keys: the keys of the object the record was read from (from_dict), None for
+            a record made in code; not written (trials.csv flattens what a file holds).
     """
 
     trial_id: str = field(metadata=_REQUIRED | _COLUMN)
@@ -146,6 +148,7 @@ class TrialRecord:
     step_seconds: list[float] | None = None
     threads: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    read_keys: tuple[str, ...] | None = field(default=None, repr=False, compare=False)
 
     # Optional fields left out of the file while they hold None (keeps old files identical).
     _OMIT_WHEN_NONE = (
@@ -173,7 +176,7 @@ class TrialRecord:
         """The JSON object of the trial file."""
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
-            if f.name == "extra":
+            if f.name in NOT_WRITTEN:
                 continue
             value = getattr(self, f.name)
             if value is None and f.name in self._OMIT_WHEN_NONE:
@@ -191,10 +194,10 @@ class TrialRecord:
         missing = [k for k in REQUIRED_FIELDS if k not in data]
         if missing:
             raise ValueError(f"trial record lacks {', '.join(missing)}")
-        known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        known = {f.name for f in dataclasses.fields(cls)} - set(NOT_WRITTEN)
         kwargs = {k: v for k, v in data.items() if k in known}
         extra = {k: v for k, v in data.items() if k not in known}
-        return cls(**kwargs, extra=extra)
+        return cls(**kwargs, extra=extra, read_keys=tuple(data))
 
     def final_loss(self) -> float | None:
         """The last training-loss point of the curve, or None."""
@@ -229,6 +232,10 @@ def _frame_columns() -> tuple[list[str], tuple[str, ...]]:
     return [*columns, *_DERIVED_COLUMNS], (*numeric, "target_seconds")
 
 
+# Fields of the object, not of the file: unknown fields (written as themselves) and the
+# keys a record was read with.
+NOT_WRITTEN = ("extra", "read_keys")
+
 # Columns `to_row` derives from other fields (config's phase, time_to_target) and the run.
 _DERIVED_COLUMNS = ("phase", "target_reached", "target_seconds", "run")
 
@@ -261,7 +268,7 @@ def _record_model() -> Any:
     hints = typing.get_type_hints(TrialRecord)
     fields: dict[str, Any] = {}
     for f in dataclasses.fields(TrialRecord):
-        if f.name == "extra":
+        if f.name in NOT_WRITTEN:
             continue
         kind = hints[f.name]
         if f.name == "status":

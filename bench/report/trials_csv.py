@@ -51,7 +51,9 @@ LEADING = (
 def trial_row(record: TrialRecord, run: str = "") -> dict[str, Any]:
     """One trial record (its file's object) as a flat row (see the module docstring)."""
     row: dict[str, Any] = {"run": run}
-    for key, value in record.to_dict().items():
+    written = record.to_dict()
+    for key in record.read_keys or written:  # what the file holds, in its order
+        value = written.get(key)
         if key not in _DROPPED:
             row.update(flatten(value, key, lists="json" if key == "config" else "drop"))
     row["phase"] = record.config.get("phase", "final")
