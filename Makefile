@@ -1,7 +1,7 @@
 # The commands of the README's quick start:
 #   make smoke    a first look: every method and measurement on the tiny model (~2 min)
 #   make run      set up .venv, prepare the embedded model, run the default suite, print the table
-#   make test     set up .venv, run ruff (lint + format) and the tests
+#   make test     set up .venv, run ruff (lint + format), mypy and the tests
 #   make nightly  the nightly regression check (docs/reports.md): the nightly suite, the
 #                 accuracy trial and perf into one run dir, then compare with the reference
 #   make lock     rewrite requirements.lock from the versions installed in .venv
@@ -46,6 +46,7 @@ lock:
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy  # the files and settings: [tool.mypy] in pyproject.toml
 
 test: lint
 	$(BIN)/pytest -q

@@ -53,6 +53,14 @@ class HiZFOMethod:
         "step_over_own_floor": {"any": 1.1},
         "step_over_default": {},
     }
+    # The hybrid claims.md tests (against the reference, and against its zo-off variant
+    # for the stochasticity claim); compare guards its step against the FO step.
+    is_hybrid: ClassVar[bool] = True
+    zo_off_variant: ClassVar[str | None] = "zo-off"
+    guarded_ratios: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("step_over_fo_step", "time"),
+        ("ops_over_floor_ops", "ops"),
+    )
     # `hizfo-bench perf` rows (bench/perf.py): the plain step at rho 0.5, with the shared
     # forward, and with the one-sided estimator (L(theta) from the FO forward).
     perf_variants: ClassVar[dict[str, dict[str, Any]]] = {

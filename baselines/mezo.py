@@ -93,6 +93,12 @@ class MeZO:
         "step_over_naive_mezo_step": {},
         "step_over_default": {},
     }
+    # compare guards its step against two forwards and its peak against inference's.
+    guarded_ratios: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("step_over_two_forwards", "time"),
+        ("peak_over_inference_peak", "memory"),
+        ("ops_over_floor_ops", "ops"),
+    )
     # `hizfo-bench perf` rows (bench/perf.py): the default step and each opt-in, alone and
     # together, so their step / two-forwards ratios sit side by side.
     perf_variants: ClassVar[dict[str, dict[str, Any]]] = {

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
+from collections.abc import Collection
 from typing import Any
 
 # What each memory kind of a record means (bench/measure/memory.py, bench/perf.py).
@@ -82,3 +84,30 @@ def method_order(methods: list[str] | set[str]) -> list[str]:
         return (traits_of(base).display_order, base, m)
 
     return sorted(set(methods), key=key)
+
+
+def flatten(
+    value: Any,
+    prefix: str = "",
+    *,
+    skip: Collection[str] = (),
+    keep_empty: bool = False,
+    lists: str = "keep",
+) -> dict[str, Any]:
+    """Nested mappings as one level of dotted keys: ``{"a": {"b": 1}}`` -> ``{"a.b": 1}``
+    (a value that is no mapping is ``{prefix: value}``).
+
+    `skip`: top-level keys left out. `keep_empty`: a nested empty mapping stays a value
+    (else it gives no key). `lists`: a list or tuple is kept as a value ("keep"), left out
+    ("drop") or written as JSON text ("json")."""
+    if isinstance(value, dict) and (value or not keep_empty or not prefix):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if not prefix and key in skip:
+                continue
+            name = f"{prefix}.{key}" if prefix else str(key)
+            out.update(flatten(item, name, keep_empty=keep_empty, lists=lists))
+        return out
+    if isinstance(value, list | tuple) and lists != "keep":
+        return {prefix: json.dumps(value)} if lists == "json" else {}
+    return {prefix: value}

@@ -12,6 +12,9 @@ memory and evaluation; the method owns only how parameters change::
         display_order = 100                # rows sort by it, then by name
         fo_fraction = 0.0                  # share trained first-order (or a config field)
         perf_ratios = {}                   # hizfo-bench perf: ratio kind -> {device: limit}
+        is_hybrid = False                  # True only for the method claims.md tests
+        zo_off_variant = None              # its variant with the ZO part off ("zo-off")
+        guarded_ratios = ()                # perf ratios compare guards: (ratio, kind)
 
         def __init__(self, config: MyConfig) -> None: ...
         def setup(self, model, ctx: TrainContext) -> torch.nn.Module: ...
@@ -134,6 +137,15 @@ class MethodTraits:
             targets ("cpu", "cuda" or "any"; only on ratios to a floor); declared as a
             dict {kind: {device: limit}}. Default none; every method row also gets its
             operator counts against its floor's (bench/perf/ops.py) whatever it declares.
+        is_hybrid: True for the hybrid FO/ZO method whose claims claims.md tests against
+            the reference (Hi-ZFO); default False.
+        zo_off_variant: the variant name under which a suite runs this method with its ZO
+            part off (Hi-ZFO's "zo-off": ``hizfo[zo-off]``), the twin claims.md's
+            stochasticity claim compares it with; default None (no such twin).
+        guarded_ratios: the perf ratios `hizfo-bench compare` guards on this method's
+            perf row, as (ratio, "time", "memory" or "ops": operator calls, exact, so any
+            rise is a regression, compared only under the same torch); the row's metric is named
+            ``<label>_<ratio>`` (MeZO: ``mezo_step_over_two_forwards``); default ().
     """
 
     step_passes: tuple[float, float] = (1.0, 1.0)
@@ -141,6 +153,9 @@ class MethodTraits:
     display_order: int = 100
     fo_fraction: float | str = 0.0
     perf_ratios: tuple[tuple[str, tuple[tuple[str, float], ...]], ...] = ()
+    is_hybrid: bool = False
+    zo_off_variant: str | None = None
+    guarded_ratios: tuple[tuple[str, str], ...] = ()
 
     @property
     def step_cost(self) -> float:
@@ -186,6 +201,12 @@ def method_traits(cls: type) -> MethodTraits:
         display_order=int(getattr(cls, "display_order", default.display_order)),
         fo_fraction=fraction,
         perf_ratios=perf_ratios,
+        is_hybrid=bool(getattr(cls, "is_hybrid", default.is_hybrid)),
+        zo_off_variant=getattr(cls, "zo_off_variant", default.zo_off_variant),
+        guarded_ratios=tuple(
+            (str(ratio), str(kind))
+            for ratio, kind in getattr(cls, "guarded_ratios", default.guarded_ratios)
+        ),
     )
 
 

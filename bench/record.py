@@ -5,12 +5,15 @@ Trials, perf, the store, reports, compare and the tests' builders all go through
 class, so the fields below are the whole contract (docs/results.md explains each).
 Bump SCHEMA when a field changes meaning; a new optional field does not need a bump.
 
-Readers get a typed object (``TrialRecord.from_dict``); fields this version does not
-know (written by a newer version, or added by hand) are kept in ``extra`` and written
-back unchanged, so a round trip never loses data. ``validate_record`` is the one check a
-trial file passes before anyone reads it (report, compare, resume, show): every required
-field present, every field of the type annotated here (strictly: ``true`` is not a number,
+Readers get a typed object: ``validate_record`` (through ``store.read_trials`` and
+compare's ``load_records``) is the one check a trial file passes before anyone reads it
+(report, compare, resume, show), and returns the TrialRecord: every required field
+present, every field of the type annotated here (strictly: ``true`` is not a number,
 ``"3"`` not an int), ``status`` "ok" or "failed", and ``schema`` no newer than SCHEMA.
+Fields this version does not know (written by a newer version, or added by hand) are
+kept in ``extra`` and written back unchanged, so a round trip never loses data. The
+field lists (REQUIRED_FIELDS, FRAME_COLUMNS) derive from the fields' metadata below, and
+tests/packages/bench/test_record_docs.py holds docs/results.md's table to the fields.
 """
 
 from __future__ import annotations
@@ -24,26 +27,10 @@ from typing import Any
 
 SCHEMA = 1
 
-# Fields a trial file must have to be read as a trial at all.
-REQUIRED_FIELDS = (
-    "schema",
-    "trial_id",
-    "method",
-    "task",
-    "model",
-    "seed",
-    "status",
-    "error",
-    "score",
-    "metrics",
-    "train_seconds",
-    "eval_seconds",
-    "peak_memory_bytes",
-    "steps",
-    "curve",
-    "config",
-    "environment",
-)
+# Field metadata: a field every trial file must have (REQUIRED_FIELDS), and a field that is
+# a column of the trial DataFrame (FRAME_COLUMNS; "column" names it when it is derived).
+_REQUIRED = {"required": True}
+_COLUMN = {"column": True}
 
 
 def _now() -> str:
@@ -107,41 +94,49 @@ class TrialRecord:
             final checkpoint's folder relative to the run, or None), save_every,
             saved_steps, resumed_from_step (None unless it continued from a checkpoint),
             resumed_from, write_seconds}; None when it neither saved nor resumed.
+        placement: where the trial ran (bench/train/distributed.py): {strategy (single,
+            fsdp2 or device_map), processes, devices, backend}; None when it was not
+            placed (a request the machine cannot meet) or ran outside a sweep's worker.
+        step_seconds: perf rows (bench/perf/output.py): every timed round's step seconds,
+            the samples `compare --history` tests step times on; None for trials.
+        threads: perf rows: the torch threads the rounds ran with; None for trials.
         extra: fields this version does not know, kept for the round trip.
+        read_keys: the keys of the object the record was read from (from_dict), None for
+            a record made in code; not written (trials.csv flattens what a file holds).
     """
 
-    trial_id: str
-    method: str
-    task: str
-    model: str
-    seed: int
-    schema: int = SCHEMA
-    status: str = "failed"
-    error: str | None = None
-    score: float | None = None
-    metrics: dict[str, Any] = field(default_factory=dict)
-    train_seconds: float | None = None
-    eval_seconds: float | None = None
+    trial_id: str = field(metadata=_REQUIRED | _COLUMN)
+    method: str = field(metadata=_REQUIRED | _COLUMN)
+    task: str = field(metadata=_REQUIRED | _COLUMN)
+    model: str = field(metadata=_REQUIRED | _COLUMN)
+    seed: int = field(metadata=_REQUIRED | _COLUMN)
+    schema: int = field(default=SCHEMA, metadata=_REQUIRED)
+    status: str = field(default="failed", metadata=_REQUIRED | _COLUMN)
+    error: str | None = field(default=None, metadata=_REQUIRED | _COLUMN)
+    score: float | None = field(default=None, metadata=_REQUIRED | _COLUMN)
+    metrics: dict[str, Any] = field(default_factory=dict, metadata=_REQUIRED)
+    train_seconds: float | None = field(default=None, metadata=_REQUIRED | _COLUMN)
+    eval_seconds: float | None = field(default=None, metadata=_REQUIRED | _COLUMN)
     load_seconds: float | None = None
     setup_seconds: float | None = None
-    total_seconds: float | None = None
-    peak_memory_bytes: float | None = None
-    memory: dict[str, Any] | None = None
-    steps: int = 0
+    total_seconds: float | None = field(default=None, metadata=_COLUMN)
+    peak_memory_bytes: float | None = field(default=None, metadata=_REQUIRED | _COLUMN)
+    memory: dict[str, Any] | None = field(default=None, metadata={"column": "memory_kind"})
+    steps: int = field(default=0, metadata=_REQUIRED | _COLUMN)
     passes: dict[str, Any] | None = field(default_factory=lambda: {"forward": 0, "backward": 0})
-    steps_per_second: float | None = None
-    tokens_per_second: float | None = None
-    curve: list[dict[str, Any]] = field(default_factory=list)
+    steps_per_second: float | None = field(default=None, metadata=_COLUMN)
+    tokens_per_second: float | None = field(default=None, metadata=_COLUMN)
+    curve: list[dict[str, Any]] = field(default_factory=list, metadata=_REQUIRED)
     eval_curve: list[dict[str, Any]] = field(default_factory=list)
     dev_eval_seconds: float | None = None
     time_to_target: dict[str, Any] | None = None
     sharpness: dict[str, Any] | None = None
     step_extra: dict[str, list[Any]] | None = None
     warnings: list[str] | None = None
-    config: dict[str, Any] = field(default_factory=dict)
-    environment: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict, metadata=_REQUIRED)
+    environment: dict[str, Any] = field(default_factory=dict, metadata=_REQUIRED)
     method_summary: dict[str, Any] = field(default_factory=dict)
-    started_at: str = field(default_factory=_now)
+    started_at: str = field(default_factory=_now, metadata=_COLUMN)
     model_info: dict[str, Any] | None = None
     truncation: dict[str, Any] | None = None
     eval_samples: int | None = None
@@ -149,7 +144,11 @@ class TrialRecord:
     worker: dict[str, Any] | None = None
     attempts: dict[str, Any] | None = None
     checkpoint: dict[str, Any] | None = None
+    placement: dict[str, Any] | None = None
+    step_seconds: list[float] | None = None
+    threads: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    read_keys: tuple[str, ...] | None = field(default=None, repr=False, compare=False)
 
     # Optional fields left out of the file while they hold None (keeps old files identical).
     _OMIT_WHEN_NONE = (
@@ -164,6 +163,9 @@ class TrialRecord:
         "warnings",
         "attempts",
         "checkpoint",
+        "placement",
+        "step_seconds",
+        "threads",
     )
 
     @property
@@ -174,7 +176,7 @@ class TrialRecord:
         """The JSON object of the trial file."""
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
-            if f.name == "extra":
+            if f.name in NOT_WRITTEN:
                 continue
             value = getattr(self, f.name)
             if value is None and f.name in self._OMIT_WHEN_NONE:
@@ -192,10 +194,10 @@ class TrialRecord:
         missing = [k for k in REQUIRED_FIELDS if k not in data]
         if missing:
             raise ValueError(f"trial record lacks {', '.join(missing)}")
-        known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        known = {f.name for f in dataclasses.fields(cls)} - set(NOT_WRITTEN)
         kwargs = {k: v for k, v in data.items() if k in known}
         extra = {k: v for k, v in data.items() if k not in known}
-        return cls(**kwargs, extra=extra)
+        return cls(**kwargs, extra=extra, read_keys=tuple(data))
 
     def final_loss(self) -> float | None:
         """The last training-loss point of the curve, or None."""
@@ -213,40 +215,36 @@ class TrialRecord:
         return row
 
 
-# Columns of the one-row-per-trial DataFrame that reports and the CLI read.
-FRAME_COLUMNS = [
-    "trial_id",
-    "method",
-    "task",
-    "model",
-    "seed",
-    "status",
-    "error",
-    "score",
-    "train_seconds",
-    "eval_seconds",
-    "total_seconds",
-    "peak_memory_bytes",
-    "memory_kind",
-    "steps",
-    "steps_per_second",
-    "tokens_per_second",
-    "started_at",
-    "phase",
-    "target_reached",
-    "target_seconds",
-    "run",
-]
-NUMERIC_COLUMNS = (
-    "score",
-    "train_seconds",
-    "eval_seconds",
-    "total_seconds",
-    "peak_memory_bytes",
-    "steps_per_second",
-    "tokens_per_second",
-    "target_seconds",
+def _frame_columns() -> tuple[list[str], tuple[str, ...]]:
+    """The trial DataFrame's columns, in the dataclass's order (a field marked a column,
+    under its own name or the derived one its metadata names), then the columns `to_row`
+    derives from the config, the target and the run; and those of them that are numbers."""
+    hints = typing.get_type_hints(TrialRecord)
+    columns: list[str] = []
+    numeric: list[str] = []
+    for f in dataclasses.fields(TrialRecord):
+        name = f.metadata.get("column")
+        if name is None:
+            continue
+        columns.append(f.name if name is True else name)
+        if name is True and hints[f.name] == float | None:
+            numeric.append(f.name)
+    return [*columns, *_DERIVED_COLUMNS], (*numeric, "target_seconds")
+
+
+# Fields of the object, not of the file: unknown fields (written as themselves) and the
+# keys a record was read with.
+NOT_WRITTEN = ("extra", "read_keys")
+
+# Columns `to_row` derives from other fields (config's phase, time_to_target) and the run.
+_DERIVED_COLUMNS = ("phase", "target_reached", "target_seconds", "run")
+
+# Fields a trial file must have to be read as a trial at all.
+REQUIRED_FIELDS = tuple(
+    f.name for f in dataclasses.fields(TrialRecord) if f.metadata.get("required")
 )
+# Columns of the one-row-per-trial DataFrame that reports and the CLI read, and the numeric ones.
+FRAME_COLUMNS, NUMERIC_COLUMNS = _frame_columns()
 
 
 class ContractError(ValueError):
@@ -270,7 +268,7 @@ def _record_model() -> Any:
     hints = typing.get_type_hints(TrialRecord)
     fields: dict[str, Any] = {}
     for f in dataclasses.fields(TrialRecord):
-        if f.name == "extra":
+        if f.name in NOT_WRITTEN:
             continue
         kind = hints[f.name]
         if f.name == "status":

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 from bench import store
+from bench.format import flatten
 from bench.spec import TrialSpec
 
 
@@ -23,9 +23,9 @@ def settings_note(specs: list[TrialSpec], run_dir: Path) -> str | None:
     ids = {s.trial_id for s in specs}
     differing: list[tuple[str, str]] = []
     for record in store.read_trials(run_dir) if Path(run_dir).is_dir() else []:
-        config = record["config"]
-        spec = by_cell.get((record["method"], record["task"], record["model"], record["seed"]))
-        if spec is None or record["trial_id"] in ids or config.get("phase", "final") != "final":
+        config = record.config
+        spec = by_cell.get((record.method, record.task, record.model, record.seed))
+        if spec is None or record.trial_id in ids or config.get("phase", "final") != "final":
             continue
         try:
             old = TrialSpec.from_dict(config)
@@ -33,7 +33,7 @@ def settings_note(specs: list[TrialSpec], run_dir: Path) -> str | None:
             continue
         change = _first_change(old, spec)
         if change:
-            differing.append((record["trial_id"], change))
+            differing.append((record.trial_id, change))
     if not differing:
         return None
     n = len(differing)
@@ -49,20 +49,10 @@ def _first_change(old: TrialSpec, new: TrialSpec) -> str | None:
     """``key: A there, B now`` for the first setting that differs, ignoring tuned keys."""
     tuned = {f"method_config.{k}" for k in old.tuning_point} | {"tuning_point", "phase"}
     # Compared as the trial file holds them: a tuple (AdamW's betas) read back is a list.
-    a, b = (_flat(json.loads(json.dumps(s._id_payload()))) for s in (old, new))
+    a, b = (flatten(json.loads(json.dumps(s._id_payload())), keep_empty=True) for s in (old, new))
     for key in sorted(a.keys() | b.keys()):
         if any(key == t or key.startswith(f"{t}.") for t in tuned):
             continue
         if a.get(key, "unset") != b.get(key, "unset"):
             return f"{key}: {a.get(key, 'unset')} there, {b.get(key, 'unset')} now"
     return None
-
-
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out |= _flat(v, f"{prefix}{k}.")
-        else:
-            out[f"{prefix}{k}"] = v
-    return out

@@ -12,10 +12,10 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.record import (  # SCHEMA and the columns stay importable from here
     FRAME_COLUMNS,
@@ -35,6 +35,9 @@ __all__ = [
     "TrialRecord",
     "validate_record",
 ]
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger("hizfo_bench.store")
 
@@ -136,23 +139,23 @@ class TrialFiles:
     """A run's trial files as read: the records that keep the contract, and one line per
     file that does not (``<path>: field 'memory': ...``), which readers skip."""
 
-    records: list[dict[str, Any]] = field(default_factory=list)
+    records: list[TrialRecord] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
 
 
-def read_trial(path: Path) -> dict[str, Any]:
-    """One trial file, checked against the contract (`validate_record`); ContractError
-    (its message starting with the path) when it does not parse or breaks it."""
+def read_trial(path: Path) -> TrialRecord:
+    """One trial file as a TrialRecord, checked once against the contract
+    (`validate_record`); ContractError (its message starting with the path) when it does
+    not parse or breaks it."""
     path = Path(path)
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise ContractError(f"{path}: unreadable ({e})") from None
     try:
-        validate_record(data)
+        return validate_record(data)
     except ContractError as e:
         raise ContractError(f"{path}: {e}", newer=e.newer) from None
-    return data
 
 
 def read_run(run_dir: Path) -> TrialFiles:
@@ -177,7 +180,7 @@ def read_run(run_dir: Path) -> TrialFiles:
 _warned: set[str] = set()
 
 
-def read_trials(run_dir: Path) -> list[dict[str, Any]]:
+def read_trials(run_dir: Path) -> list[TrialRecord]:
     """The records of `read_run`; each skipped file is logged once per process with its
     reason (edited by hand, damaged, or written by other code), and resume runs it again."""
     files = read_run(run_dir)
@@ -191,25 +194,21 @@ def read_trials(run_dir: Path) -> list[dict[str, Any]]:
 def finished_ids(run_dir: Path) -> set[str]:
     """Trials that completed successfully and keep the contract; failed ones and files that
     break it are run again on resume."""
-    return {t["trial_id"] for t in read_trials(run_dir) if t["status"] == "ok"}
+    return {t.trial_id for t in read_trials(run_dir) if t.ok}
 
 
-def records_frame(records: list[TrialRecord | dict[str, Any]], run: str = ""):
-    """Trial records as a pandas DataFrame, one row per trial (FRAME_COLUMNS)."""
+def records_frame(records: Iterable[TrialRecord], run: str = "") -> pd.DataFrame:
+    """Trial records as a pandas DataFrame, one row per trial (FRAME_COLUMNS): the one
+    place a frame is built from records."""
     import pandas as pd
 
-    rows = []
-    for r in records:
-        if not isinstance(r, TrialRecord):
-            r = TrialRecord.from_dict({**dict.fromkeys(REQUIRED_FIELDS), **r})
-        rows.append(r.to_row(run))
-    frame = pd.DataFrame(rows, columns=FRAME_COLUMNS)
+    frame = pd.DataFrame([r.to_row(run) for r in records], columns=FRAME_COLUMNS)
     for c in NUMERIC_COLUMNS:
         frame[c] = pd.to_numeric(frame[c], errors="coerce")
     frame["started_at"] = pd.to_datetime(frame["started_at"], errors="coerce", utc=True)
     return frame
 
 
-def load_frame(run_dir: Path):
+def load_frame(run_dir: Path) -> pd.DataFrame:
     """All trials of a run as a pandas DataFrame, one row per trial."""
     return records_frame(read_trials(run_dir), run=Path(run_dir).name)

@@ -224,7 +224,7 @@ class SimulatedRun:
     """What a run directory holds: final trial records (time_to_target set), per-document
     outcomes (trial_id -> doc_id -> score) and the targets."""
 
-    records: list[dict[str, Any]]
+    records: list[TrialRecord]
     outcomes: dict[str, dict[int, float]]
     targets: dict[str, Target]
 
@@ -302,7 +302,7 @@ def _task(s: Setting, task: str, rng: Any, noise: Mapping[str, float]) -> tuple[
                 sharpness={"random_direction": {"mean_rise": sharp}},
                 config={"phase": "final", "method_config": method_config},
             )
-            records.append(record.to_dict())
+            records.append(record)
     return records, outcomes
 
 
@@ -340,14 +340,14 @@ def write_run(folder: Path, run: SimulatedRun) -> None:
     (folder / "targets.json").write_text(json.dumps(targets, indent=1))
 
 
-def step_noise(records: Iterable[Mapping[str, Any]]) -> dict[str, float]:
+def step_noise(records: Iterable[TrialRecord]) -> dict[str, float]:
     """Step-time noise of real trial files, as sds of log time: `trial_sd` between the
     trials of one (method, task) (their mean seconds per step), `interval_sd` between the
     evaluation intervals of one trial (seconds per step in each, around its mean)."""
     per_trial: dict[tuple[str, str], list[float]] = {}
     within = []
     for r in records:
-        points = [p for p in r.get("eval_curve") or [] if p.get("seconds") is not None]
+        points = [p for p in r.eval_curve if p.get("seconds") is not None]
         rates = [
             math.log((b["seconds"] - a["seconds"]) / (b["step"] - a["step"]))
             for a, b in zip(points, points[1:], strict=False)
@@ -356,7 +356,7 @@ def step_noise(records: Iterable[Mapping[str, Any]]) -> dict[str, float]:
         if len(rates) >= 2:
             mean = statistics.fmean(rates)
             within += [x - mean for x in rates]
-            per_trial.setdefault((r["method"], r["task"]), []).append(mean)
+            per_trial.setdefault((r.method, r.task), []).append(mean)
     between = [x - statistics.fmean(g) for g in per_trial.values() if len(g) >= 2 for x in g]
     n_groups = sum(1 for g in per_trial.values() if len(g) >= 2)
     return {

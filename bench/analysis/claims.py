@@ -36,10 +36,10 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bench.analysis.stats import (
     Components,
@@ -53,6 +53,8 @@ from bench.analysis.stats import (
     seeds_for_power,
 )
 from bench.analysis.targets import paired_times
+from bench.record import TrialRecord
+from bench.registry import reference_method, split_variant, traits_of
 
 SUPPORTED, CONTRADICTED, INCONCLUSIVE, MIXED = "supported", "contradicted", "inconclusive", "mixed"
 NOT_MEASURED = "not measured"
@@ -118,19 +120,16 @@ class Comparison:
         return 1 if iv.lo > 0 else -1 if iv.hi < 0 else 0
 
 
-def _ok(records: Sequence[Mapping[str, Any]], method: str, task: str, model: str) -> dict:
+def _ok(records: Sequence[TrialRecord], method: str, task: str, model: str) -> dict:
     return {
-        r["seed"]: r
+        r.seed: r
         for r in records
-        if r.get("status") == "ok"
-        and r["method"] == method
-        and r["task"] == task
-        and r["model"] == model
+        if r.ok and r.method == method and r.task == task and r.model == model
     }
 
 
 def score_difference(
-    records: Sequence[Mapping[str, Any]],
+    records: Sequence[TrialRecord],
     outcomes: Outcomes,
     method: str,
     reference: str,
@@ -146,8 +145,8 @@ def score_difference(
 
     mine, ref = _ok(records, method, task, model), _ok(records, reference, task, model)
     seeds = sorted(set(mine) & set(ref))
-    pairs = [(outcomes.get(mine[s]["trial_id"]), outcomes.get(ref[s]["trial_id"])) for s in seeds]
-    pairs = [(a, b) for a, b in pairs if a and b]
+    found = [(outcomes.get(mine[s].trial_id), outcomes.get(ref[s].trial_id)) for s in seeds]
+    pairs = [(a, b) for a, b in found if a and b]
     if not pairs:
         return Comparison(method, reference, task, model, None, "-", note="no paired samples")
     docs = sorted(set.intersection(*[set(a) & set(b) for a, b in pairs]))
@@ -180,7 +179,7 @@ def score_difference(
 
 
 def seed_difference(
-    records: Sequence[Mapping[str, Any]],
+    records: Sequence[TrialRecord],
     method: str,
     reference: str,
     task: str,
@@ -211,13 +210,13 @@ def seed_difference(
     )
 
 
-def random_direction_sharpness(record: Mapping[str, Any]) -> float | None:
-    s = record.get("sharpness") or {}
+def random_direction_sharpness(record: TrialRecord) -> float | None:
+    s = record.sharpness or {}
     return (s.get("random_direction") or {}).get("mean_rise")
 
 
-def top_eigenvalue(record: Mapping[str, Any]) -> float | None:
-    s = record.get("sharpness") or {}
+def top_eigenvalue(record: TrialRecord) -> float | None:
+    s = record.sharpness or {}
     return (s.get("hessian") or {}).get("top_eigenvalue")
 
 
@@ -319,128 +318,163 @@ def power_note(c: Comparison, effect: float, what: str) -> str:
     return f"{POWER:.0%} power for {what} needs {n} seeds{where} (this run: {c.seeds})"
 
 
-def _cells(records: Sequence[Mapping[str, Any]], method: str, reference: str) -> list[tuple]:
-    cells = {(r["task"], r["model"]) for r in records if r["method"] == method}
-    cells &= {(r["task"], r["model"]) for r in records if r["method"] == reference}
+def _cells(records: Sequence[TrialRecord], method: str, reference: str) -> list[tuple]:
+    cells = {(r.task, r.model) for r in records if r.method == method}
+    cells &= {(r.task, r.model) for r in records if r.method == reference}
     return sorted(cells)
 
 
+def _verdict(
+    key: str, statement: str, measurement: str, tasks: list[TaskVerdict], **extra: Any
+) -> ClaimVerdict:
+    """A claim's verdict over its per-(task, model) verdicts (combine; not measured when
+    the run has no cell to judge)."""
+    overall = combine([t.verdict for t in tasks]) if tasks else NOT_MEASURED
+    return ClaimVerdict(key, statement, measurement, overall, tasks, **extra)
+
+
+_Judged = TypeVar("_Judged")
+
+
+def _per_cell(
+    records: Sequence[TrialRecord],
+    method: str,
+    other: str,
+    judge: Callable[[str, str], _Judged],
+) -> list[_Judged]:
+    """`judge(task, model)` on every (task, model) both `method` and `other` ran."""
+    return [judge(task, model) for task, model in _cells(records, method, other)]
+
+
 def claim_accuracy(
-    records: Sequence[Mapping[str, Any]],
+    records: Sequence[TrialRecord],
     outcomes: Outcomes,
     method: str,
     reference: str,
     effects: Mapping[str, float] = EFFECTS,
 ) -> ClaimVerdict:
-    tasks = []
     effect = effects["accuracy"]
-    for task, model in _cells(records, method, reference):
+
+    def judge(task: str, model: str) -> TaskVerdict:
         c = score_difference(records, outcomes, method, reference, task, model)
         if c.interval is None:
-            tasks.append(TaskVerdict(task, model, NOT_MEASURED, [c.note]))
-            continue
-        verdict = decide(c)
+            return TaskVerdict(task, model, NOT_MEASURED, [c.note])
         evidence = [f"score difference x100: {_fmt(c.interval, 100)} over {c.unit}"]
-        tasks.append(
-            TaskVerdict(
-                task,
-                model,
-                verdict,
-                evidence,
-                [c],
-                power_note(c, effect, f"a difference of {100 * effect:g} points"),
-            )
-        )
-    return ClaimVerdict(
+        what = f"a difference of {100 * effect:g} points"
+        return TaskVerdict(task, model, decide(c), evidence, [c], power_note(c, effect, what))
+
+    return _verdict(
         "accuracy",
         f"{method} scores higher than first-order fine-tuning ({reference}).",
         f"test score of {method} minus {reference}, paired by seed and document; 95% "
         "interval over seeds (t with S - 1 df, seed and document variance).",
-        combine([t.verdict for t in tasks]) if tasks else NOT_MEASURED,
-        tasks,
+        _per_cell(records, method, reference, judge),
     )
 
 
-def _log_train_seconds(r: Mapping[str, Any]) -> float | None:
-    return math.log(r["train_seconds"]) if r.get("train_seconds") else None
+def _log_train_seconds(r: TrialRecord) -> float | None:
+    return math.log(r.train_seconds) if r.train_seconds else None
+
+
+def _time_to_target_verdict(
+    m_ttt: dict[int, Any],
+    r_ttt: dict[int, Any],
+    method: str,
+    reference: str,
+    task: str,
+    model: str,
+    effect: float,
+) -> TaskVerdict:
+    """Claim 2 on one (task, model) with targets: the paired time-to-target speed-up."""
+    import numpy as np
+
+    pairs = paired_times(m_ttt, r_ttt)
+    n = len(pairs.logs)
+    any_ttt = next(iter(r_ttt.values()))
+    budget = any_ttt.get("budget")
+    target = any_ttt.get("target", "?")
+    c = Comparison(
+        method,
+        reference,
+        task,
+        model,
+        mean_interval(pairs.logs),
+        f"{n} seed{'s' if n != 1 else ''} (t over log ratios, {max(n - 1, 0)} df)",
+        n,
+        1,
+        components(np.array(pairs.logs)[:, None]) if n >= 2 else None,
+    )
+    if c.interval is None:
+        verdict = NOT_MEASURED
+        evidence = [f"neither method reached the target ({target}) on any paired seed"]
+    else:
+        verdict = decide(c)
+        g = geometric_interval(pairs.logs)
+        assert g is not None  # c.interval is set: the paired seeds have times
+        evidence = [
+            f"speed-up to the target ({target}"
+            + (f", budget {budget:.0f} s" if budget else "")
+            + f"): {g.mean:.2f}x"
+            + (f" [{g.lo:.2f}, {g.hi:.2f}]" if g.lo is not None else "")
+            + f", geometric mean over {c.unit}; {pairs.describe()}"
+        ]
+    if not any_ttt.get("fixed_in_advance", False):
+        evidence.append(
+            f"the target is {reference}'s final dev value in this same run, not fixed "
+            "in advance (give the target seeds for a target-setting stage)"
+        )
+    what = f"a {math.exp(effect) - 1:.0%} speed-up"
+    return TaskVerdict(task, model, verdict, evidence, [c], power_note(c, effect, what))
+
+
+def _train_time_verdict(
+    records: Sequence[TrialRecord],
+    method: str,
+    reference: str,
+    task: str,
+    model: str,
+    effect: float,
+) -> TaskVerdict:
+    """Claim 2 on one (task, model) without targets: train-clock time for the same number
+    of steps (log ratio)."""
+    c = seed_difference(
+        records, method, reference, task, model, _log_train_seconds, ", log train seconds"
+    )
+    if c.interval is None:
+        return TaskVerdict(task, model, NOT_MEASURED, ["no paired train times"])
+    ratio = Interval(
+        math.exp(c.interval.mean),
+        None if c.interval.lo is None else math.exp(c.interval.lo),
+        None if c.interval.hi is None else math.exp(c.interval.hi),
+        c.interval.n,
+    )
+    evidence = [
+        f"no dev target: train time ratio {method}/{reference} for the same steps "
+        f"{ratio.mean:.2f}x"
+        + (f" [{ratio.lo:.2f}, {ratio.hi:.2f}]" if ratio.lo is not None else "")
+        + f" over {c.unit}"
+    ]
+    what = f"a {math.exp(effect) - 1:.0%} speed-up"
+    return TaskVerdict(task, model, decide(c, sign=-1), evidence, [c], power_note(c, effect, what))
 
 
 def claim_time(
-    records: Sequence[Mapping[str, Any]],
+    records: Sequence[TrialRecord],
     method: str,
     reference: str,
     effects: Mapping[str, float] = EFFECTS,
 ) -> ClaimVerdict:
-    import numpy as np
-
-    tasks = []
     effect = effects["time"]
-    what = f"a {math.exp(effect) - 1:.0%} speed-up"
-    for task, model in _cells(records, method, reference):
+
+    def judge(task: str, model: str) -> TaskVerdict:
         mine, ref = _ok(records, method, task, model), _ok(records, reference, task, model)
-        m_ttt = {s: r["time_to_target"] for s, r in mine.items() if r.get("time_to_target")}
-        r_ttt = {s: r["time_to_target"] for s, r in ref.items() if r.get("time_to_target")}
+        m_ttt = {s: r.time_to_target for s, r in mine.items() if r.time_to_target}
+        r_ttt = {s: r.time_to_target for s, r in ref.items() if r.time_to_target}
         if m_ttt and r_ttt:
-            pairs = paired_times(m_ttt, r_ttt)
-            n = len(pairs.logs)
-            any_ttt = next(iter(r_ttt.values()))
-            budget = any_ttt.get("budget")
-            target = any_ttt.get("target", "?")
-            c = Comparison(
-                method,
-                reference,
-                task,
-                model,
-                mean_interval(pairs.logs),
-                f"{n} seed{'s' if n != 1 else ''} (t over log ratios, {max(n - 1, 0)} df)",
-                n,
-                1,
-                components(np.array(pairs.logs)[:, None]) if n >= 2 else None,
-            )
-            if c.interval is None:
-                verdict = NOT_MEASURED
-                evidence = [f"neither method reached the target ({target}) on any paired seed"]
-            else:
-                verdict = decide(c)
-                g = geometric_interval(pairs.logs)
-                evidence = [
-                    f"speed-up to the target ({target}"
-                    + (f", budget {budget:.0f} s" if budget else "")
-                    + f"): {g.mean:.2f}x"
-                    + (f" [{g.lo:.2f}, {g.hi:.2f}]" if g.lo is not None else "")
-                    + f", geometric mean over {c.unit}; {pairs.describe()}"
-                ]
-            if not any_ttt.get("fixed_in_advance", False):
-                evidence.append(
-                    f"the target is {reference}'s final dev value in this same run, not fixed "
-                    "in advance (give the target seeds for a target-setting stage)"
-                )
-            tasks.append(
-                TaskVerdict(task, model, verdict, evidence, [c], power_note(c, effect, what))
-            )
-            continue
-        # No targets: train-clock time for the same number of steps (log ratio).
-        c = seed_difference(
-            records, method, reference, task, model, _log_train_seconds, ", log train seconds"
-        )
-        if c.interval is None:
-            tasks.append(TaskVerdict(task, model, NOT_MEASURED, ["no paired train times"]))
-            continue
-        verdict = decide(c, sign=-1)
-        ratio = Interval(
-            math.exp(c.interval.mean),
-            None if c.interval.lo is None else math.exp(c.interval.lo),
-            None if c.interval.hi is None else math.exp(c.interval.hi),
-            c.interval.n,
-        )
-        evidence = [
-            f"no dev target: train time ratio {method}/{reference} for the same steps "
-            f"{ratio.mean:.2f}x"
-            + (f" [{ratio.lo:.2f}, {ratio.hi:.2f}]" if ratio.lo is not None else "")
-            + f" over {c.unit}"
-        ]
-        tasks.append(TaskVerdict(task, model, verdict, evidence, [c], power_note(c, effect, what)))
-    return ClaimVerdict(
+            return _time_to_target_verdict(m_ttt, r_ttt, method, reference, task, model, effect)
+        return _train_time_verdict(records, method, reference, task, model, effect)
+
+    return _verdict(
         "time",
         f"{method} needs less training time than {reference}.",
         "time to the dev target on the train clock plus setup (AlgoPerf: target fixed in "
@@ -448,17 +482,14 @@ def claim_time(
         "budget); speed-up = "
         "reference / method, geometric mean over seeds with a t-interval of the log ratios; "
         "without targets, the train-time ratio for equal steps.",
-        combine([t.verdict for t in tasks]) if tasks else NOT_MEASURED,
-        tasks,
+        _per_cell(records, method, reference, judge),
     )
 
 
-def zo_rate(
-    records: Sequence[Mapping[str, Any]], method: str, task: str, model: str
-) -> float | None:
+def zo_rate(records: Sequence[TrialRecord], method: str, task: str, model: str) -> float | None:
     """The ZO learning rate `method`'s trials ran with on (task, model), if they name one."""
     for r in _ok(records, method, task, model).values():
-        rate = ((r.get("config") or {}).get("method_config") or {}).get("zo_lr")
+        rate = (r.config.get("method_config") or {}).get("zo_lr")
         if isinstance(rate, int | float) and not isinstance(rate, bool):
             return float(rate)
     return None
@@ -484,7 +515,7 @@ class Dose:
 
 
 def zo_dose(
-    records: Sequence[Mapping[str, Any]],
+    records: Sequence[TrialRecord],
     method: str,
     ablation: str,
     task: str,
@@ -495,12 +526,12 @@ def zo_dose(
     (final-point dev-loss difference) with its interval and the gate's power for the
     declared dose (EFFECTS["dose"]); the other points are shown, never tested."""
     mine, abl = _ok(records, method, task, model), _ok(records, ablation, task, model)
-    seeds = sorted(s for s in set(mine) & set(abl) if mine[s].get("eval_curve"))
+    seeds = sorted(s for s in set(mine) & set(abl) if mine[s].eval_curve)
     rate = zo_rate(records, method, task, model)
     lines = [] if rate is None else [f"zo_lr {rate:.3g}" if rate >= 1e-3 else f"zo_lr {rate:.2e}"]
     gains = []
     for s in seeds:
-        extra = mine[s].get("step_extra") or {}
+        extra = mine[s].step_extra or {}
         zo, fo = extra.get("zo_gain"), extra.get("fo_gain")
         if zo and fo:
             zo_sum = sum(x for x in zo if isinstance(x, int | float))
@@ -517,8 +548,8 @@ def zo_dose(
         return Dose(None, None, None, rate, None, lines)
     by_step: dict[int, dict[int, float]] = {}
     for s in seeds:
-        a = {p["step"]: p.get("dev_loss") for p in mine[s]["eval_curve"]}
-        b = {p["step"]: p.get("dev_loss") for p in abl[s]["eval_curve"]}
+        a = {p["step"]: p.get("dev_loss") for p in mine[s].eval_curve}
+        b = {p["step"]: p.get("dev_loss") for p in abl[s].eval_curve}
         for step in sorted(set(a) & set(b)):
             if step > 0 and a[step] is not None and b[step] is not None:
                 by_step.setdefault(step, {})[s] = a[step] - b[step]
@@ -534,7 +565,7 @@ def zo_dose(
         ablation,
         task,
         model,
-        lambda r: next((p.get("dev_loss") for p in r["eval_curve"] if p["step"] == last), None),
+        lambda r: next((p.get("dev_loss") for p in r.eval_curve if p["step"] == last), None),
         f", dev loss at step {last}",
     )
     dose = effects["dose"]
@@ -549,7 +580,7 @@ def zo_dose(
         f"statistic): {_fmt(c.interval, digits=4)} over {c.unit}"
     )
     if gate_power is not None:
-        need = seeds_for_power(dose, c.comps) if c.comps.seed > 0 else 2
+        need = seeds_for_power(dose, c.comps) if c.comps and c.comps.seed > 0 else 2
         text += (
             f"; the gate's power for a dose of {dose:g}: {gate_power:.0%} at {c.seeds} seeds"
             + (f" ({POWER:.0%} power needs {need} seeds)" if need else "")
@@ -564,7 +595,7 @@ def zo_dose(
 
 
 def _stochasticity_task(
-    records: Sequence[Mapping[str, Any]],
+    records: Sequence[TrialRecord],
     outcomes: Outcomes,
     method: str,
     ablation: str,
@@ -605,10 +636,8 @@ def _stochasticity_task(
         f"score: {score_v}: score difference x100, {method} minus {ablation}: "
         f"{_fmt(score.interval, 100)} over {score.unit}",
     ]
-    abl_sharp = [
-        random_direction_sharpness(r) for r in _ok(records, ablation, task, model).values()
-    ]
-    abl_sharp = [x for x in abl_sharp if x is not None]
+    measured = [random_direction_sharpness(r) for r in _ok(records, ablation, task, model).values()]
+    abl_sharp = [x for x in measured if x is not None]
     notes = [power_note(score, effects["score"], f"{100 * effects['score']:g} points")]
     if abl_sharp:
         eff = effects["sharpness"] * abs(sum(abl_sharp) / len(abl_sharp))
@@ -640,7 +669,7 @@ class DosePoint:
 
 
 def dose_response(
-    records: Sequence[Mapping[str, Any]],
+    records: Sequence[TrialRecord],
     outcomes: Outcomes,
     method: str,
     ablation: str,
@@ -651,9 +680,7 @@ def dose_response(
     """`method` and every ``method[zo-lr...]`` variant of the run against the same
     ablation, by ZO rate: each one's dose and claim 3's verdict at that rate. The claim's
     verdict is `method`'s at the suite's settings; the other rates are evidence beside it."""
-    names = [method] + sorted(
-        {r["method"] for r in records if r["method"].startswith(f"{method}[zo-lr")}
-    )
+    names = [method] + sorted({r.method for r in records if r.method.startswith(f"{method}[zo-lr")})
     out = []
     for name in names:
         if not _ok(records, name, task, model):
@@ -667,19 +694,22 @@ def dose_response(
 
 
 def claim_stochasticity(
-    records: Sequence[Mapping[str, Any]],
+    records: Sequence[TrialRecord],
     outcomes: Outcomes,
     method: str,
     ablation: str,
     effects: Mapping[str, float] = EFFECTS,
 ) -> ClaimVerdict:
-    tasks, sweep = [], []
-    for task, model in _cells(records, method, ablation):
+    sweep: list[DosePoint] = []
+
+    def judge(task: str, model: str) -> list[TaskVerdict]:
         points = dose_response(records, outcomes, method, ablation, task, model, effects)
-        tasks += [p.verdict for p in points if p.method == method]
         if len(points) > 1:
-            sweep += points
-    return ClaimVerdict(
+            sweep.extend(points)
+        return [p.verdict for p in points if p.method == method]
+
+    tasks = [t for cell in _per_cell(records, method, ablation, judge) for t in cell]
+    return _verdict(
         "stochasticity",
         f"{method}'s ZO part is beneficial stochasticity: against the same FO set with ZO "
         f"off ({ablation}) it reaches flatter solutions and scores higher.",
@@ -687,27 +717,25 @@ def claim_stochasticity(
         "paired by seed, 95% t-interval: the gate); where it moved, two parts: flatness "
         "(random-direction sharpness, seed-paired 95% t-interval) and score (as claim 1), "
         "combined: supported / contradicted only when both parts are.",
-        combine([t.verdict for t in tasks]) if tasks else NOT_MEASURED,
         tasks,
         note="" if tasks else f"the run has no {ablation} rows beside {method}",
         sweep=sweep,
     )
 
 
-def fo_sizes(records: Sequence[Mapping[str, Any]], method: str) -> dict[str, float]:
+def fo_sizes(records: Sequence[TrialRecord], method: str) -> dict[str, float]:
     """Each ``method[...]`` variant's FO parameters relative to `method`'s (mean over its
     trials, per task and model, then over cells): which ablations are the same size."""
     import statistics
 
     def mean_fo(name: str, task: str, model: str) -> float | None:
         counts = [
-            (r.get("method_summary") or {}).get("fo_parameters")
-            for r in _ok(records, name, task, model).values()
+            r.method_summary.get("fo_parameters") for r in _ok(records, name, task, model).values()
         ]
         counts = [c for c in counts if isinstance(c, int | float) and c > 0]
         return statistics.fmean(counts) if counts else None
 
-    variants = sorted({r["method"] for r in records if r["method"].startswith(f"{method}[")})
+    variants = sorted({r.method for r in records if r.method.startswith(f"{method}[")})
     out = {}
     for v in variants:
         ratios = []
@@ -720,22 +748,45 @@ def fo_sizes(records: Sequence[Mapping[str, Any]], method: str) -> dict[str, flo
     return out
 
 
-def final_records(records: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+def final_records(records: Sequence[TrialRecord]) -> list[TrialRecord]:
     """The final trials (no tuning or target-setting trials)."""
-    return [r for r in records if (r.get("config") or {}).get("phase", "final") == "final"]
+    return [r for r in records if r.config.get("phase", "final") == "final"]
+
+
+def hybrid_of(methods: Iterable[str]) -> str | None:
+    """The label among `methods` whose method declares itself the hybrid the claims are
+    about (MethodTraits.is_hybrid: Hi-ZFO's plain row, not a variant of it), or None."""
+    found = sorted(
+        m for m in set(methods) if split_variant(m)[1] is None and traits_of(m).is_hybrid
+    )
+    return found[0] if found else None
+
+
+def zo_off_twin(method: str) -> str:
+    """The label of `method` with its ZO part off, claim 3's ablation: the variant the
+    method declares (MethodTraits.zo_off_variant), else ``<method>[zo-off]``."""
+    return f"{method}[{traits_of(method).zo_off_variant or 'zo-off'}]"
 
 
 def evaluate_claims(
-    records: Sequence[Mapping[str, Any]],
+    records: Sequence[TrialRecord],
     outcomes: Outcomes,
     *,
-    method: str = "hizfo",
-    reference: str = "fo-adamw",
+    method: str | None = None,
+    reference: str | None = None,
     ablation: str | None = None,
     effects: Mapping[str, float] = EFFECTS,
 ) -> list[ClaimVerdict]:
-    """All three claims on the final trials of a run."""
-    ablation = ablation or f"{method}[zo-off]"
+    """All three claims on the final trials of a run: `method` (default: the run's
+    hybrid, hybrid_of) against `reference` (default: the method that declares itself the
+    reference) and against `ablation` (default: zo_off_twin). ValueError when the run has
+    neither."""
+    labels = {r.method for r in records}
+    method = method or hybrid_of(labels)
+    reference = reference or reference_method(labels)
+    if method is None or reference is None:
+        raise ValueError("the claims need a hybrid method and a reference method in the run")
+    ablation = ablation or zo_off_twin(method)
     finals = final_records(records)
     return [
         claim_accuracy(finals, outcomes, method, reference, effects),

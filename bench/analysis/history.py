@@ -29,11 +29,12 @@ from bench.analysis.regress import (
     record_machine_key,
     trial_key,
 )
+from bench.record import TrialRecord
 
 DEFAULT_ROOT = Path("results") / "history"
 
 
-def run_machine_key(records: list[dict[str, Any]]) -> str:
+def run_machine_key(records: list[TrialRecord]) -> str:
     """The one machine key of a run's records; a run spread over several machines (a
     Ray cluster of different nodes) cannot be filed under one key."""
     keys = {record_machine_key(r) for r in records}
@@ -45,10 +46,10 @@ def run_machine_key(records: list[dict[str, Any]]) -> str:
     return keys.pop()
 
 
-def _run_name(records: list[dict[str, Any]]) -> str:
-    started = min(str(r.get("started_at") or "") for r in records)
+def _run_name(records: list[TrialRecord]) -> str:
+    started = min(str(r.started_at or "") for r in records)
     stamp = re.sub(r"[^0-9T]", "", started)[:15] or "undated"
-    commits = {(r.get("environment") or {}).get("git_commit") for r in records} - {None}
+    commits = {str(c) for r in records if (c := r.environment.get("git_commit")) is not None}
     commit = sorted(commits)[0][:8] if len(commits) == 1 else "mixed" if commits else "nogit"
     return f"{stamp}-{commit}"
 
@@ -60,7 +61,7 @@ def add_run(run_dir: Path | str, root: Path | str = DEFAULT_ROOT, name: str | No
     has no times to compare). Raises UnusableInput for a run without a machine
     fingerprint, or one that exists already under that name.
     """
-    records = [r for r in load_records(run_dir) if r.get("status") == "ok"]
+    records = [r for r in load_records(run_dir) if r.ok]
     if not records:
         raise UnusableInput(f"{run_dir} holds no successful trial")
     key = run_machine_key(records)
@@ -75,7 +76,7 @@ def add_run(run_dir: Path | str, root: Path | str = DEFAULT_ROOT, name: str | No
         raise UnusableInput(f"{dest} exists already: this run is in the history")
     for r in records:
         store.write_trial(dest, r)
-    fp = (records[0].get("environment") or {}).get("machine")
+    fp = records[0].environment.get("machine")
     if fp and not (machine_dir / "machine.json").exists():
         store.write_json_atomic(machine_dir / "machine.json", fp)
     return dest
@@ -96,7 +97,7 @@ def baselines(
     last: int = 5,
     exclude: Path | str | None = None,
     match: str = "key",
-) -> dict[tuple, list[dict[str, Any]]]:
+) -> dict[tuple, list[TrialRecord]]:
     """Per trial key, the matching successful records of the last ``last`` history runs
     of this machine (oldest first). ``exclude`` leaves out a run that is itself in the
     history (comparing a run with itself proves nothing)."""
@@ -104,10 +105,10 @@ def baselines(
     if exclude is not None:
         excluded = Path(exclude).resolve()
         runs = [r for r in runs if r.resolve() != excluded]
-    out: dict[tuple, list[dict[str, Any]]] = {}
+    out: dict[tuple, list[TrialRecord]] = {}
     for run in runs[-last:] if last > 0 else []:
         for r in load_records(run):
-            if r.get("status") == "ok":
+            if r.ok:
                 out.setdefault(trial_key(r, match), []).append(r)
     return out
 

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bench.analysis.targets import METRICS, final_value
+from bench.record import TrialRecord
 
 
 def config_key(config: Mapping[str, Any]) -> str:
@@ -42,28 +43,28 @@ class Choice:
         return asdict(self)
 
 
-def _dev_only(record: Mapping[str, Any], metric: str) -> float | None:
+def _dev_only(record: TrialRecord, metric: str) -> float | None:
     value = final_value(record, metric)
     return value if value is not None and math.isfinite(value) else None
 
 
-def choose(records: list[Mapping[str, Any]], metric: str) -> list[Choice]:
+def choose(records: list[TrialRecord], metric: str) -> list[Choice]:
     """The best tuning point per (method, task, model) by its mean final dev `metric` over
     seeds (lower dev_loss, higher dev_score); failed or diverged points rank last."""
     better_low = METRICS[metric] == "lower"
-    groups: dict[tuple[str, str, str], dict[str, list[Mapping[str, Any]]]] = {}
+    groups: dict[tuple[str, str, str], dict[str, list[TrialRecord]]] = {}
     for r in records:
-        point = (r.get("config") or {}).get("tuning_point") or {}
-        key = (r["method"], r["task"], r["model"])
+        point = r.config.get("tuning_point") or {}
+        key = (r.method, r.task, r.model)
         groups.setdefault(key, {}).setdefault(config_key(point), []).append(r)
     out = []
     for (method, task, model), points in sorted(groups.items()):
         tried = []
-        for key, recs in points.items():
-            values = [_dev_only(r, metric) for r in recs if r.get("status") == "ok"]
-            values = [v for v in values if v is not None]
+        for point_key, recs in points.items():
+            found = [_dev_only(r, metric) for r in recs if r.ok]
+            values = [v for v in found if v is not None]
             mean = sum(values) / len(values) if values and len(values) == len(recs) else None
-            tried.append({"settings": json.loads(key), "dev_value": mean, "seeds": len(recs)})
+            tried.append({"settings": json.loads(point_key), "dev_value": mean, "seeds": len(recs)})
 
         def rank(t: dict[str, Any]) -> float:
             v = t["dev_value"]

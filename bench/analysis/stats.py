@@ -9,11 +9,15 @@ exclude no effect when there is none.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from bench.format import flatten
+from bench.record import TrialRecord
 
 
 @dataclass(frozen=True)
@@ -58,12 +62,12 @@ def t_quantile(level: float, df: int) -> float:
     return float(stats.t.ppf(1 - (1 - level) / 2, df))
 
 
-def primary_stderr(record: dict[str, Any]) -> float | None:
+def primary_stderr(record: TrialRecord) -> float | None:
     """lm-eval's stderr of the trial's primary metric ("exact_match,strict-match" ->
     "exact_match_stderr,strict-match"); the primary metric is the one equal to score."""
-    metrics = record.get("metrics") or {}
-    score = record.get("score")
-    names = [_task_metric(record["task"])]
+    metrics = record.metrics
+    score = record.score
+    names = [_task_metric(record.task)]
     names += [k for k, v in metrics.items() if "stderr" not in k and v == score]
     for name in names:
         if not name:
@@ -261,34 +265,23 @@ def geometric_interval(log_values: Sequence[float], level: float = 0.95) -> Inte
 _NOT_A_SETTING = {"seed", "phase", "method", "task", "model"}
 
 
-def _flat(config: Any, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in (config or {}).items():
-        if not prefix and k in _NOT_A_SETTING:
-            continue
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def split_settings(records: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+def split_settings(records: Sequence[TrialRecord]) -> tuple[list[TrialRecord], list[str]]:
     """Trials of one (method, task, model) that ran with different settings are different
     rows, never extra seeds: every setting but the one with the most trials gets the
     method name ``method{key=value, ...}`` (the keys where it differs from that one), and
     a warning says so. Returns copies; records with one setting come back unchanged."""
     import json
 
-    cells: dict[tuple, dict[str, list[dict[str, Any]]]] = {}
+    cells: dict[tuple, dict[str, list[TrialRecord]]] = {}
     flats: dict[str, dict[str, Any]] = {}
     for r in records:
-        flat = _flat(r.get("config"))
+        flat = flatten(r.config, skip=_NOT_A_SETTING)
         key = json.dumps(flat, sort_keys=True, default=str)
         flats[key] = flat
-        cell = (r.get("method"), r.get("task"), r.get("model"))
+        cell = (r.method, r.task, r.model)
         cells.setdefault(cell, {}).setdefault(key, []).append(r)
-    out, warnings = [], []
+    out: list[TrialRecord] = []
+    warnings: list[str] = []
     for (method, task, model), settings in cells.items():
         if len(settings) == 1:
             out += next(iter(settings.values()))
@@ -304,8 +297,8 @@ def split_settings(records: Sequence[dict[str, Any]]) -> tuple[list[dict[str, An
                 ", ..." if len(diff) > 3 else ""
             )
             name = f"{method}{{{label}}}"
-            out += [{**r, "method": name} for r in group]
-            seeds = sorted(r.get("seed") for r in group)
+            out += [dataclasses.replace(r, method=name) for r in group]
+            seeds = sorted(r.seed for r in group)
             warnings.append(
                 f"{method} on {task} ({model}) ran with {len(settings)} settings: the "
                 f"trials of seeds {seeds} differ in {', '.join(diff)} and are shown as "

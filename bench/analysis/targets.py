@@ -46,6 +46,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from bench.analysis.stats import Interval, geometric_interval, mean_interval
+from bench.record import TrialRecord
 
 METRICS = {"dev_loss": "lower", "dev_score": "higher"}
 _TARGET_KEYS = {"metric", "value", "method", "seeds", "fraction", "budget", "budget_factor"}
@@ -169,12 +170,12 @@ def target_specs(specs: Sequence[Any], targets: Mapping[str, Target]) -> list[An
     return out
 
 
-def _clock(record: Mapping[str, Any], point: Mapping[str, Any]) -> float:
-    return float(point["seconds"]) + float(record.get("setup_seconds") or 0.0)
+def _clock(record: TrialRecord, point: Mapping[str, Any]) -> float:
+    return float(point["seconds"]) + float(record.setup_seconds or 0.0)
 
 
 def set_targets(
-    records: Sequence[Mapping[str, Any]], targets: Mapping[str, Target]
+    records: Sequence[TrialRecord], targets: Mapping[str, Target]
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """Targets from the target-setting trials: task -> model -> {value, budget, ...}.
 
@@ -183,23 +184,17 @@ def set_targets(
     the target-setting trials took to reach it (a trial that never did counts as
     infinitely slow)."""
     out: dict[str, dict[str, dict[str, Any]]] = {}
-    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    groups: dict[tuple[str, str], list[TrialRecord]] = {}
     for r in records:
-        t = targets.get(r.get("task"))
-        if (
-            t is not None
-            and t.staged
-            and r.get("method") == t.method
-            and r.get("status") == "ok"
-            and r.get("eval_curve")
-        ):
-            groups.setdefault((r["task"], r["model"]), []).append(r)
+        t = targets.get(r.task)
+        if t is not None and t.staged and r.method == t.method and r.ok and r.eval_curve:
+            groups.setdefault((r.task, r.model), []).append(r)
     for (task, model), group in sorted(groups.items()):
         t = targets[task]
         sign = 1.0 if METRICS[t.metric] == "lower" else -1.0
         starts, bests = [], []
         for r in group:
-            values = [p.get(t.metric) for p in r["eval_curve"] if p.get(t.metric) is not None]
+            values = [float(p[t.metric]) for p in r.eval_curve if p.get(t.metric) is not None]
             if values:
                 starts.append(values[0])
                 bests.append(min(values, key=lambda v: sign * v))
@@ -220,7 +215,7 @@ def set_targets(
             "value": value,
             "budget": budget,
             "method": t.method,
-            "seeds": sorted(r["seed"] for r in group),
+            "seeds": sorted(r.seed for r in group),
             "rule": f"median start - {t.fraction:g} x median improvement to the best",
             "start": start,
             "best": best,
@@ -233,15 +228,15 @@ def set_targets(
 # ---- time to target ----------------------------------------------------------------------
 
 
-def final_value(record: Mapping[str, Any], metric: str) -> float | None:
+def final_value(record: TrialRecord, metric: str) -> float | None:
     """The last evaluation point's value of `metric`, or None."""
-    points = record.get("eval_curve") or []
+    points = record.eval_curve
     return points[-1].get(metric) if points else None
 
 
 def target_value(
     target: Target,
-    records: Sequence[Mapping[str, Any]],
+    records: Sequence[TrialRecord],
     model: str,
     resolved: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
 ) -> tuple[float | None, float | None]:
@@ -252,21 +247,21 @@ def target_value(
         return (got["value"], got["budget"]) if got else (None, None)
     if target.value is not None:
         return target.value, target.budget
-    finals = [
+    found = [
         final_value(r, target.metric)
         for r in records
-        if r.get("method") == target.method
-        and r.get("task") == target.task
-        and r.get("model") == model
-        and r.get("status") == "ok"
-        and (r.get("config") or {}).get("phase", "final") == "final"
+        if r.method == target.method
+        and r.task == target.task
+        and r.model == model
+        and r.ok
+        and r.config.get("phase", "final") == "final"
     ]
-    finals = [v for v in finals if v is not None]
+    finals = [v for v in found if v is not None]
     return (sum(finals) / len(finals) if finals else None), target.budget
 
 
 def time_to_target(
-    record: Mapping[str, Any], target: Target, value: float | None, budget: float | None = None
+    record: TrialRecord, target: Target, value: float | None, budget: float | None = None
 ) -> dict:
     """When `record` first reached `value` within `budget` (see the module docstring)."""
     out: dict[str, Any] = {
@@ -286,7 +281,7 @@ def time_to_target(
     }
     if value is None:
         return out
-    points = record.get("eval_curve") or []
+    points = record.eval_curve
     for point in points:
         clock = _clock(record, point)
         if budget is not None and clock > budget:
@@ -307,21 +302,21 @@ def time_to_target(
 
 
 def annotate(
-    records: list[dict[str, Any]],
+    records: list[TrialRecord],
     targets: Mapping[str, Target],
     resolved: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
-) -> list[dict]:
+) -> list[TrialRecord]:
     """Set ``time_to_target`` on every successful record whose task has a target; returns
     the records that changed."""
     changed = []
     for r in records:
-        target = targets.get(r.get("task"))
-        if target is None or r.get("status") != "ok" or not r.get("eval_curve"):
+        target = targets.get(r.task)
+        if target is None or not r.ok or not r.eval_curve:
             continue
-        value, budget = target_value(target, records, r["model"], resolved)
+        value, budget = target_value(target, records, r.model, resolved)
         ttt = time_to_target(r, target, value, budget)
-        if r.get("time_to_target") != ttt:
-            r["time_to_target"] = ttt
+        if r.time_to_target != ttt:
+            r.time_to_target = ttt
             changed.append(r)
     return changed
 
@@ -425,30 +420,31 @@ class SpeedupRow:
         return asdict(self)
 
 
-def speedups(records: Sequence[Mapping[str, Any]], reference: str) -> list[SpeedupRow]:
+def speedups(records: Sequence[TrialRecord], reference: str) -> list[SpeedupRow]:
     """One row per (method, task, model) with a time_to_target; speed-up = reference time /
     method time, paired by seed (geometric mean, t-interval over the log ratios)."""
-    groups: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
+    # Per (method, task, model): each seed's time_to_target, in the records' order.
+    groups: dict[tuple[str, str, str], list[tuple[int, dict[str, Any]]]] = {}
     for r in records:
-        if r.get("status") == "ok" and r.get("time_to_target"):
-            groups.setdefault((r["method"], r["task"], r["model"]), []).append(r)
+        if r.ok and r.time_to_target:
+            groups.setdefault((r.method, r.task, r.model), []).append((r.seed, r.time_to_target))
     rows = []
     for (method, task, model), group in sorted(groups.items()):
-        hit = [r for r in group if r["time_to_target"]["reached"]]
-        ref = {r["seed"]: r["time_to_target"] for r in groups.get((reference, task, model), [])}
-        pairs = paired_times({r["seed"]: r["time_to_target"] for r in group}, ref)
+        hit = [ttt for _, ttt in group if ttt["reached"]]
+        ref = dict(groups.get((reference, task, model), []))
+        pairs = paired_times(dict(group), ref)
         rows.append(
             SpeedupRow(
                 method=method,
                 task=task,
                 model=model,
-                target=group[0]["time_to_target"]["target"],
+                target=group[0][1]["target"],
                 reached=len(hit),
                 trials=len(group),
-                seconds=mean_interval([r["time_to_target"]["seconds"] for r in hit]),
-                steps=mean_interval([r["time_to_target"]["steps"] for r in hit]),
+                seconds=mean_interval([ttt["seconds"] for ttt in hit]),
+                steps=mean_interval([ttt["steps"] for ttt in hit]),
                 speedup=geometric_interval(pairs.logs),
-                budget=group[0]["time_to_target"].get("budget"),
+                budget=group[0][1].get("budget"),
                 pairs=pairs,
             )
         )

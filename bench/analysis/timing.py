@@ -42,6 +42,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bench.record import TrialRecord
+
 BOOTSTRAP_SAMPLES = 2000
 
 
@@ -71,16 +73,16 @@ class TimeTolerance:
 CLOCKS = ("cpu_seconds", "seconds")
 
 
-def _has_clock(record: dict[str, Any], clock: str) -> bool:
-    curve = record.get("curve") or []
+def _has_clock(record: TrialRecord, clock: str) -> bool:
+    curve = record.curve
     return bool(curve) and all(isinstance(p.get(clock), int | float) for p in curve)
 
 
-def _on_gpu(record: dict[str, Any]) -> bool:
-    return str((record.get("environment") or {}).get("device") or "").startswith("cuda")
+def _on_gpu(record: TrialRecord) -> bool:
+    return str(record.environment.get("device") or "").startswith("cuda")
 
 
-def common_clock(records: Sequence[dict[str, Any]]) -> str:
+def common_clock(records: Sequence[TrialRecord]) -> str:
     """The clock every one of `records` can be compared on: ``cpu_seconds`` when all of
     them carry it and none ran on a GPU, else the wall clock ``seconds``."""
     if records and all(_has_clock(r, "cpu_seconds") and not _on_gpu(r) for r in records):
@@ -88,17 +90,19 @@ def common_clock(records: Sequence[dict[str, Any]]) -> str:
     return "seconds"
 
 
-def step_times(record: dict[str, Any], clock: str = "seconds") -> list[float]:
+def step_times(record: TrialRecord, clock: str = "seconds") -> list[float]:
     """Per-step seconds of one trial on `clock` (``seconds``: wall; ``cpu_seconds``: the
     process's CPU time): per log window of its curve, or a perf record's timed repeats;
     empty when there is nothing to sample."""
     if clock not in CLOCKS:
         raise ValueError(f"clock must be one of {', '.join(CLOCKS)}, got {clock!r}")
-    repeats = record.get("step_seconds")
+    repeats = record.step_seconds
     if isinstance(repeats, list) and repeats:
         return [float(x) for x in repeats if isinstance(x, int | float) and x > 0]
-    curve = record.get("curve") or []
-    out, prev_step, prev_seconds = [], 0, 0.0
+    curve = record.curve
+    out: list[float] = []
+    prev_step: float = 0
+    prev_seconds = 0.0
     for point in curve:
         step, seconds = point.get("step"), point.get(clock)
         if not isinstance(step, int | float) or not isinstance(seconds, int | float):
@@ -110,7 +114,7 @@ def step_times(record: dict[str, Any], clock: str = "seconds") -> list[float]:
 
 
 def paired_step_times(
-    current: dict[str, Any], baseline: Sequence[dict[str, Any]]
+    current: TrialRecord, baseline: Sequence[TrialRecord]
 ) -> tuple[list[float], list[list[float]], str]:
     """The current trial's step times and each baseline run's, all on one clock
     (common_clock): like is compared with like. Returns (current, runs, clock)."""

@@ -81,13 +81,13 @@ def _run_stages(
     if stage:
         sweeps.append(run_sweep(stage, run_dir, **sweep_kwargs))
         stage_ids = {s.trial_id for s in stage}
-        records = [r for r in store.read_trials(run_dir) if r["trial_id"] in stage_ids]
+        records = [r for r in store.read_trials(run_dir) if r.trial_id in stage_ids]
         resolved = set_targets(records, targets)
         (run_dir / "targets.json").write_text(json.dumps(resolved, indent=1))
     sweeps.append(run_sweep(final, run_dir, **sweep_kwargs))
     if targets:
         final_ids = {s.trial_id for s in final}
-        records = [r for r in store.read_trials(run_dir) if r["trial_id"] in final_ids]
+        records = [r for r in store.read_trials(run_dir) if r.trial_id in final_ids]
         for record in annotate(records, targets, resolved):
             store.write_trial(run_dir, record)
     return sweeps

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.orchestrate import signals
+from bench.record import TrialRecord
 from bench.spec import TrialSpec
 
 log = logging.getLogger("hizfo_bench.sweep")
@@ -256,8 +257,9 @@ def _execute(
     run_dir: str | None = None,
     tracker: str = "none",
     driver: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Body of the Ray task: threads sized to the CPUs Ray gave this trial.
+) -> TrialRecord:
+    """Body of the Ray task: threads sized to the CPUs Ray gave this trial; its
+    TrialRecord, with where it ran (``worker``).
 
     `run_dir` (absolute) is where the worker writes the trial's log, progress,
     samples and tracker files; the driver alone writes the trial file. A worker serves
@@ -305,7 +307,7 @@ def _execute(
             record = run_placed_trial(spec, run_dir=folder, tracker=tracker)
         finally:
             _release_memory()  # the model and the method's state are gone with run_trial
-        record["worker"] = {
+        record.worker = {
             "pid": os.getpid(),
             "node_id": context.get_node_id(),
             "assigned_resources": assigned,
@@ -319,7 +321,7 @@ def _execute(
             "trials_served": _served,  # 1 for the worker's first trial, 2 for its second ...
         }
         try:
-            log_result(tracker, folder, record)
+            log_result(tracker, folder, record.to_dict())
         except Exception as e:  # a tracker must never cost a finished trial its result
             log.warning("%s: tracker %s failed: %s", spec.trial_id, tracker, e)
     finally:

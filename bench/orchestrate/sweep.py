@@ -34,6 +34,7 @@ from bench import store
 from bench.orchestrate import deathwatch, runlock, session, stall
 from bench.orchestrate.display import SweepDisplay, phase_label
 from bench.orchestrate.resume_note import resume_line, resume_steps
+from bench.record import TrialRecord
 from bench.spec import TrialSpec
 from bench.train.progress import clear_progress, progress_dir, read_progress
 
@@ -44,7 +45,7 @@ log = logging.getLogger("hizfo_bench.sweep")
 class Sweep:
     """What one call of `run_sweep` did, with the figures for the overhead estimate."""
 
-    records: list[dict[str, Any]] = field(default_factory=list)
+    records: list[TrialRecord] = field(default_factory=list)
     skipped: int = 0  # trials already finished in the run directory
     resumed: dict[str, int] = field(default_factory=dict)  # trial id -> checkpoint step
     slots: int = 0  # trials the cluster could run at once
@@ -62,7 +63,7 @@ class Sweep:
         attempts lost to dead workers (``lost_seconds``, not in the trials' times)
         and, on a shared machine, contention.
         """
-        times = [r["total_seconds"] for r in self.records if r.get("total_seconds")]
+        times = [r.total_seconds for r in self.records if r.total_seconds]
         if not times:
             return None
         parallelism = max(1, min(self.slots, len(self.records)))
@@ -354,18 +355,18 @@ def _collect(
                 submit(spec, attempt.number + 1, [*attempt.history, entry])
                 continue
             record = failed_record(spec, session.failure_message(e, max_retries))
-            record["traceback"] = str(e)
+            record.traceback = str(e)
         else:
             end = time.time()
-            worker = record.get("worker") or {}
+            worker = record.worker or {}
             who = {"pid": worker.get("pid"), "node_id": worker.get("node_id")}
-            outcome = "ok" if record.get("status") == "ok" else "failed"
+            outcome = "ok" if record.ok else "failed"
             entry = _attempt_entry(attempt, run_dir, end, outcome, who)
         _keep(record, attempt, entry, run_dir, sweep, display)
 
 
 def _keep(
-    record: dict[str, Any],
+    record: TrialRecord,
     attempt: _Attempt,
     entry: dict[str, Any],
     run_dir: Path,
@@ -376,7 +377,7 @@ def _keep(
     spec = attempt.spec
     each = [*attempt.history, entry]
     lost = [a for a in each[:-1] if a["outcome"].startswith("worker died")]
-    record["attempts"] = {
+    record.attempts = {
         "count": len(each),
         "lost_seconds": sum(a["seconds"] for a in lost),
         "each": each,
@@ -387,7 +388,7 @@ def _keep(
         target = store.trials_dir(run_dir) / f"{spec.trial_id}.json"
         raise _write_error(target, e, len(sweep.records)) from None
     sweep.records.append(record)
-    display.finished(spec.trial_id, record)
+    display.finished(spec.trial_id, record.to_dict())
     (progress_dir(run_dir) / f"{spec.trial_id}.json").unlink(missing_ok=True)
 
 
@@ -422,7 +423,7 @@ def _watch(
         log.warning("%s: stopped, %s", spec.trial_id, error)
         record = failed_record(spec, error)
         source = "train.stall_timeout_s" if spec.train.stall_timeout_s else "derived"
-        record["traceback"] = (
+        record.traceback = (
             f"stopped by the driver: no progress for {silent:.0f} s, over the stall limit "
             f"of {limit:.0f} s ({source}); last seen {progress.get('phase')} at step "
             f"{progress.get('step')} of {progress.get('total_steps')}"

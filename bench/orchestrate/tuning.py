@@ -74,6 +74,7 @@ import pydantic
 from bench.analysis.selection import Choice, choose, config_key, edge_sides
 from bench.analysis.targets import METRICS
 from bench.config import ConfigError, Strict, build, settings, with_settings
+from bench.record import TrialRecord
 
 # Spellings of a range: ours, Ray Tune's (tune.loguniform) and Optuna's (LogUniform).
 _SPACE_KINDS = {"log_uniform": "log_uniform", "loguniform": "log_uniform", "uniform": "uniform"}
@@ -320,7 +321,7 @@ class _Group:
             self.points.append({"settings": s, "stage": self.stage + 1, "round": self.round})
         return out
 
-    def update(self, records: list[Mapping[str, Any]]) -> None:
+    def update(self, records: list[TrialRecord]) -> None:
         """Choose within the current stage from `records`; extend, advance or finish."""
         keys = self.stages[self.stage]
         stage_points = [p for p in self.points if p["stage"] == self.stage + 1]
@@ -328,11 +329,7 @@ class _Group:
         if self.incumbent is not None:
             candidates.append(self.incumbent)
         wanted = {config_key(c) for c in candidates}
-        mine = [
-            r
-            for r in records
-            if config_key((r.get("config") or {}).get("tuning_point") or {}) in wanted
-        ]
+        mine = [r for r in records if config_key(r.config.get("tuning_point") or {}) in wanted]
         choices = choose(mine, self.plan.metric) if mine else []
         if not choices or choices[0].dev_value is None:
             best = self.incumbent or (candidates[0] if candidates else {})
@@ -443,19 +440,19 @@ def run_tuning(
             break
         sweeps.append(sweep(batch))
         ids |= {s.trial_id for s in batch}
-        records = [r for r in store.read_trials(run_dir) if r["trial_id"] in ids]
+        records = [r for r in store.read_trials(run_dir) if r.trial_id in ids]
         for g in groups:
             if not g.done:
-                g.update([r for r in records if (r["method"], r["task"], r["model"]) == g.key])
-    records = [r for r in store.read_trials(run_dir) if r["trial_id"] in ids]
+                g.update([r for r in records if (r.method, r.task, r.model) == g.key])
+    records = [r for r in store.read_trials(run_dir) if r.trial_id in ids]
     choices = [_final_choice(g, records) for g in groups]
     write_tuning_json(run_dir, plan, choices)
     return choices, sweeps
 
 
-def _final_choice(group: _Group, records: list[Mapping[str, Any]]) -> Choice:
+def _final_choice(group: _Group, records: list[TrialRecord]) -> Choice:
     """The best point over every stage, with every point tried and the edge flags."""
-    mine = [r for r in records if (r["method"], r["task"], r["model"]) == group.key]
+    mine = [r for r in records if (r.method, r.task, r.model) == group.key]
     chosen = choose(mine, group.plan.metric)
     method, task, model = group.key
     if not chosen:

@@ -56,11 +56,9 @@ def trial_record(
         },
         environment=environment,
         # Every timed round: the samples `compare --history` tests step times on.
-        extra=(
-            {"step_seconds": result["seconds"], "threads": result["threads"], "ops": result["ops"]}
-            if ok
-            else {}
-        ),
+        step_seconds=result["seconds"] if ok else None,
+        threads=result["threads"] if ok else None,
+        extra={"ops": result["ops"]} if ok else {},
     ).to_dict()
 
 

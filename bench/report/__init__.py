@@ -10,9 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench import store
-from bench.analysis.claims import doc_outcomes, score_difference
+from bench.analysis.claims import Outcomes, doc_outcomes, score_difference
 from bench.analysis.stats import split_settings
 from bench.format import fmt_memory, fmt_relative, fmt_seconds, method_order, tex_escape
+from bench.record import TrialRecord
 from bench.report.claims import claims_from, claims_plot, render_claims
 from bench.report.history import find_runs, write_history
 from bench.report.index import skipped_lines, write_index
@@ -77,7 +78,7 @@ def write_report(run_dir: Path, out_dir: Path | None = None, plots: bool = True)
     records = files.records
     if not records:
         raise ValueError(f"{run_dir} holds no trial files that keep the contract")
-    records = [r for r in records if (r.get("config") or {}).get("phase", "final") == "final"]
+    records = [r for r in records if r.config.get("phase", "final") == "final"]
     records, setting_warnings = split_settings(records)  # never average two settings
     setting_warnings = [*skipped_lines(files.skipped)[:1], *setting_warnings]
     out_dir = Path(out_dir) if out_dir else run_dir / "report"
@@ -85,13 +86,13 @@ def write_report(run_dir: Path, out_dir: Path | None = None, plots: bool = True)
     frame = store.records_frame(records, run=run_dir.name)
     tables = main_tables(frame)
     outcomes = doc_outcomes(run_dir)
-    baseline = reference_of({r["method"] for r in records})  # the declared reference
+    baseline = reference_of({r.method for r in records})  # the declared reference
     mark_significance(tables, _score_comparisons(records, outcomes, baseline))
     reference = next(  # the time-to-target reference the run recorded, else the declared
         (
-            r["time_to_target"]["reference"]
+            r.time_to_target["reference"]
             for r in records
-            if (r.get("time_to_target") or {}).get("reference")
+            if r.time_to_target and r.time_to_target.get("reference")
         ),
         baseline,
     )
@@ -122,9 +123,9 @@ def write_report(run_dir: Path, out_dir: Path | None = None, plots: bool = True)
     return written
 
 
-def _score_comparisons(records: list[dict], outcomes: dict, reference: str) -> dict:
+def _score_comparisons(records: list[TrialRecord], outcomes: Outcomes, reference: str) -> dict:
     """(method, task, model) -> paired-bootstrap Comparison against `reference`."""
-    cells = {(r["method"], r["task"], r["model"]) for r in records if r["method"] != reference}
+    cells = {(r.method, r.task, r.model) for r in records if r.method != reference}
     return {
         (m, t, mo): score_difference(records, outcomes, m, reference, t, mo) for m, t, mo in cells
     }

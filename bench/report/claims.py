@@ -21,8 +21,10 @@ from bench.analysis.claims import (
     evaluate_claims,
     final_records,
     fo_sizes,
+    hybrid_of,
 )
 from bench.analysis.stats import split_settings
+from bench.record import TrialRecord
 
 _TITLES = {
     "accuracy": "Claim 1: better accuracy than first-order fine-tuning",
@@ -32,16 +34,14 @@ _TITLES = {
 
 
 def claims_of_run(
-    run_dir: Path, method: str = "hizfo", reference: str | None = None
-) -> tuple[list[ClaimVerdict], list[dict[str, Any]], list[str]] | None:
+    run_dir: Path, method: str | None = None, reference: str | None = None
+) -> tuple[list[ClaimVerdict], list[TrialRecord], list[str]] | None:
     """The claims of one run directory as `hizfo-bench report` reads them: its trial files
     (store.read_trials), the final trials, one row per setting (stats.split_settings),
     the per-document outcomes of samples/, evaluate_claims. None without `method` rows.
     Returns (claims, the records they were read from, the settings warnings)."""
     records = [
-        r
-        for r in store.read_trials(Path(run_dir))
-        if (r.get("config") or {}).get("phase", "final") == "final"
+        r for r in store.read_trials(Path(run_dir)) if r.config.get("phase", "final") == "final"
     ]
     records, warnings = split_settings(records)
     claims = claims_from(records, doc_outcomes(Path(run_dir)), method, reference)
@@ -49,18 +49,21 @@ def claims_of_run(
 
 
 def claims_from(
-    records: Sequence[Mapping[str, Any]],
+    records: Sequence[TrialRecord],
     outcomes: Mapping[str, Mapping[int, float]],
-    method: str = "hizfo",
+    method: str | None = None,
     reference: str | None = None,
 ) -> list[ClaimVerdict] | None:
     """The claims of final, setting-split records (None without `method` rows); the
-    reference is the run's declared one unless given."""
+    method is the run's hybrid (MethodTraits.is_hybrid) and the reference the run's
+    declared one, unless given."""
     from bench.report.tables import reference_of
 
-    if method not in {r["method"] for r in records}:
+    labels = {r.method for r in records}
+    method = method or hybrid_of(labels)
+    if method is None or method not in labels:
         return None
-    reference = reference or reference_of({r["method"] for r in records})
+    reference = reference or reference_of(labels)
     return evaluate_claims(records, outcomes, method=method, reference=reference)
 
 
@@ -79,12 +82,12 @@ def _short(model: str) -> str:
     return Path(model).name or model
 
 
-def _rows(records: Sequence[Mapping[str, Any]]) -> list[str]:
+def _rows(records: Sequence[TrialRecord]) -> list[str]:
     """Per (method, task, model): the seeds that finished and the ones that failed."""
     cells: dict[tuple, dict[str, list]] = {}
     for r in final_records(records):
-        cell = cells.setdefault((r["method"], r["task"], r["model"]), {"ok": [], "failed": []})
-        cell["ok" if r.get("status") == "ok" else "failed"].append(r["seed"])
+        cell = cells.setdefault((r.method, r.task, r.model), {"ok": [], "failed": []})
+        cell["ok" if r.ok else "failed"].append(r.seed)
     lines = ["| method | task | model | seeds finished | failed |", "|---|---|---|---|---|"]
     for (method, task, model), c in sorted(cells.items()):
         ok = sorted(c["ok"])
@@ -96,23 +99,23 @@ def _rows(records: Sequence[Mapping[str, Any]]) -> list[str]:
     return lines
 
 
-def _scale(records: Sequence[Mapping[str, Any]]) -> str:
+def _scale(records: Sequence[TrialRecord]) -> str:
     finals = final_records(records)
-    models = sorted({_short(r["model"]) for r in finals})
-    tasks = sorted({r["task"] for r in finals})
-    docs = sorted({r.get("eval_samples") for r in finals if r.get("eval_samples")})
-    steps = sorted({r.get("steps") for r in finals if r.get("steps")})
+    models = sorted({_short(r.model) for r in finals})
+    tasks = sorted({r.task for r in finals})
+    docs = sorted({r.eval_samples for r in finals if r.eval_samples})
+    steps = sorted({r.steps for r in finals if r.steps})
     return (
         f"Scale of this run: models {', '.join(models)}; tasks {', '.join(tasks)}; test "
         f"documents per trial {docs}; steps {steps}. A verdict holds at this scale only."
     )
 
 
-def _one_seed(records: Sequence[Mapping[str, Any]]) -> bool:
+def _one_seed(records: Sequence[TrialRecord]) -> bool:
     seeds: dict[tuple, set] = {}
     for r in final_records(records):
-        if r.get("status") == "ok":
-            seeds.setdefault((r["method"], r["task"], r["model"]), set()).add(r["seed"])
+        if r.ok:
+            seeds.setdefault((r.method, r.task, r.model), set()).add(r.seed)
     return bool(seeds) and max(len(s) for s in seeds.values()) < 2
 
 
@@ -155,17 +158,20 @@ def _dose_response(points: Sequence[DosePoint]) -> list[str]:
 
 def render_claims(
     claims: Sequence[ClaimVerdict],
-    records: Sequence[Mapping[str, Any]],
+    records: Sequence[TrialRecord],
     warnings: Sequence[str] = (),
 ) -> str:
     lines = ["# The paper's claims, tested on this run", "", _scale(records), ""]
     lines += _rows(records) + [""]
-    sizes = {v: x for v, x in fo_sizes(records, "hizfo").items() if "[zo-" not in v}
+    method = hybrid_of({r.method for r in records})
+    sizes = (
+        {v: x for v, x in fo_sizes(records, method).items() if "[zo-" not in v} if method else {}
+    )
     if sizes:
         lines += [
-            "FO set of each variant, in parameters relative to hizfo's (a same-size "
+            f"FO set of each variant, in parameters relative to {method}'s (a same-size "
             "ablation is near 1; one far below trains a smaller FO part, so its difference "
-            "from hizfo mixes the selection with the FO budget): "
+            f"from {method} mixes the selection with the FO budget): "
             + ", ".join(f"{v} {x:.2f}x" for v, x in sorted(sizes.items())),
             "",
         ]
@@ -243,6 +249,7 @@ def claims_plot(claims: Sequence[ClaimVerdict], folder: Path) -> list[Path]:
     for ax, (c, rows) in zip(axes[0], panels, strict=True):
         for i, (_label, comp) in enumerate(rows):
             iv = comp.interval
+            assert iv is not None  # the panels hold compared intervals only
             lo = iv.lo if iv.lo is not None else iv.mean
             hi = iv.hi if iv.hi is not None else iv.mean
             ax.errorbar(
@@ -307,7 +314,7 @@ def dose_response_plot(points: Sequence[DosePoint], folder: Path) -> list[Path]:
     axes[1].set_title("judged only where the dose gate opened", fontsize=9)
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / "dose_response.png", folder / "dose_response.pdf"]
-    for p in paths:
-        fig.savefig(p)
+    for path in paths:
+        fig.savefig(path)
     plt.close(fig)
     return paths

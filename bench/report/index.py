@@ -19,10 +19,10 @@ import os
 import re
 import struct
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 from bench import store
+from bench.record import TrialRecord
 
 # Report files in the order the page lists them, with what each one is.
 REPORT_FILES = (
@@ -107,34 +107,34 @@ def shown_width(png: Path) -> int | None:
     return round(width / (per_metre * 0.0254) * 96)
 
 
-def _trial_rows(run_dir: Path, out_dir: Path, records: list[dict[str, Any]]) -> list[str]:
+def _trial_rows(run_dir: Path, out_dir: Path, records: list[TrialRecord]) -> list[str]:
     rows = []
     for r in sorted(
         records,
         key=lambda r: (
-            (r.get("config") or {}).get("phase", "final") != "final",
-            r["task"],
-            r["method"],
-            r["seed"],
+            r.config.get("phase", "final") != "final",
+            r.task,
+            r.method,
+            r.seed,
         ),
     ):
-        trial_id = r["trial_id"]
+        trial_id = r.trial_id
         links = []
         for name, folder, suffix in TRIAL_FILES:
             path = run_dir / folder / f"{trial_id}{suffix}"
             links.append(_link(path, out_dir, name) if path.is_file() else "")
-        score = r.get("score")
-        status = r.get("status") or "?"
-        if r.get("error"):
-            status += f": {r['error']}"
-        seed = r.get("seed")
+        score = r.score
+        status = r.status or "?"
+        if r.error:
+            status += f": {r.error}"
+        seed = r.seed
         cells = [
             html.escape(trial_id),
-            html.escape(str(r.get("method"))),
-            html.escape(str(r.get("task"))),
-            html.escape(str(r.get("model"))),
+            html.escape(str(r.method)),
+            html.escape(str(r.task)),
+            html.escape(str(r.model)),
             ("num", html.escape(str(seed))),
-            html.escape((r.get("config") or {}).get("phase", "final")),
+            html.escape(r.config.get("phase", "final")),
             html.escape(status),
             ("num", f"{score:.4f}" if isinstance(score, int | float) else ""),
             *links,
@@ -143,7 +143,7 @@ def _trial_rows(run_dir: Path, out_dir: Path, records: list[dict[str, Any]]) -> 
             f'<td class="{c[0]}">{c[1]}</td>' if isinstance(c, tuple) else f"<td>{c}</td>"
             for c in cells
         )
-        css = "" if r.get("status") == "ok" else ' class="failed"'
+        css = "" if r.ok else ' class="failed"'
         rows.append(f"<tr{css}>{tds}</tr>")
     return rows
 
@@ -163,7 +163,7 @@ def render_index(run_dir: Path, out_dir: Path) -> str:
     run_dir, out_dir = Path(run_dir).resolve(), Path(out_dir).resolve()
     files = store.read_run(run_dir)
     records = files.records
-    ok = sum(r.get("status") == "ok" for r in records)
+    ok = sum(r.ok for r in records)
     title = f"hizfo-bench report: {run_dir.name}"
     skipped = skipped_lines(files.skipped)
     body = [

@@ -25,7 +25,8 @@ from typing import Any
 
 from bench import store
 from bench.analysis.stats import mean_interval, split_settings
-from bench.format import fmt_memory, fmt_seconds, method_order
+from bench.format import flatten, fmt_memory, fmt_seconds, method_order
+from bench.record import TrialRecord
 
 _NOT_A_SETTING = {"seed", "phase", "method", "task", "model", "tuning_point"}
 
@@ -70,53 +71,39 @@ class JoinCell:
         return text
 
 
-def _flat(config: Any, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in (config or {}).items():
-        if not prefix and key in _NOT_A_SETTING:
-            continue
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
+def _final(records: list[TrialRecord]) -> list[TrialRecord]:
+    return [r for r in records if r.config.get("phase", "final") == "final"]
 
 
-def _final(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [r for r in records if (r.get("config") or {}).get("phase", "final") == "final"]
-
-
-def join_cells(runs: dict[str, list[dict[str, Any]]]) -> list[JoinCell]:
+def join_cells(runs: dict[str, list[TrialRecord]]) -> list[JoinCell]:
     """The cells of the joint table, from each run's records (label -> records)."""
     cells: dict[tuple[str, str, str, str], JoinCell] = {}
     for run, records in runs.items():
         records, _ = split_settings(_final(records))
         for r in records:
-            key = (r["method"], run, r["task"], r["model"])
+            key = (r.method, run, r.task, r.model)
             cell = cells.setdefault(key, JoinCell(*key, [], 0, [], []))
-            if r.get("status") != "ok":
+            if not r.ok:
                 cell.failed += 1
                 continue
-            if isinstance(r.get("score"), int | float):
-                cell.scores.append(float(r["score"]))
-            if isinstance(r.get("train_seconds"), int | float):
-                cell.train_seconds.append(float(r["train_seconds"]))
-            if isinstance(r.get("peak_memory_bytes"), int | float):
-                cell.peak_memory.append(float(r["peak_memory_bytes"]))
+            if isinstance(r.score, int | float):
+                cell.scores.append(float(r.score))
+            if isinstance(r.train_seconds, int | float):
+                cell.train_seconds.append(float(r.train_seconds))
+            if isinstance(r.peak_memory_bytes, int | float):
+                cell.peak_memory.append(float(r.peak_memory_bytes))
     return list(cells.values())
 
 
-def setting_differences(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
+def setting_differences(runs: dict[str, list[TrialRecord]]) -> list[str]:
     """Per method present in several runs: the settings whose values differ between
     the runs (one line each)."""
     values: dict[str, dict[str, dict[str, set[str]]]] = {}  # method -> key -> run -> values
     for run, records in runs.items():
         for r in _final(records):
-            for key, value in _flat(r.get("config")).items():
+            for key, value in flatten(r.config, skip=_NOT_A_SETTING).items():
                 text = json.dumps(value, sort_keys=True, default=str)
-                values.setdefault(r["method"], {}).setdefault(key, {}).setdefault(run, set()).add(
-                    text
-                )
+                values.setdefault(r.method, {}).setdefault(key, {}).setdefault(run, set()).add(text)
     lines = []
     for method in method_order(set(values)):
         keys = values[method]
@@ -139,7 +126,7 @@ def setting_differences(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
     return lines
 
 
-def render_join(runs: dict[str, list[dict[str, Any]]]) -> tuple[str, str]:
+def render_join(runs: dict[str, list[TrialRecord]]) -> tuple[str, str]:
     """The joint table as Markdown, and its raw numbers as CSV."""
     cells = join_cells(runs)
     labels = list(runs)
@@ -188,7 +175,15 @@ def render_join(runs: dict[str, list[dict[str, Any]]]) -> tuple[str, str]:
     ]
     if missing:
         lines += ["", "Not run in: " + "; ".join(missing)]
+    return "\n".join(lines) + "\n", _join_csv(rows, columns, by_key)
 
+
+def _join_csv(
+    rows: list[tuple[str, str]],
+    columns: list[tuple[str, str]],
+    by_key: dict[tuple[str, str, str, str], JoinCell],
+) -> str:
+    """The joint table's raw numbers: one CSV row per (method, run, task, model) cell."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(
@@ -229,7 +224,7 @@ def render_join(runs: dict[str, list[dict[str, Any]]]) -> tuple[str, str]:
                     _mean(cell.peak_memory),
                 ]
             )
-    return "\n".join(lines) + "\n", out.getvalue()
+    return out.getvalue()
 
 
 def _blank(x: float | None) -> Any:

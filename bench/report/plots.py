@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -22,8 +22,12 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from bench.format import file_slug, fmt_memory, method_order  # noqa: E402
+from bench.record import TrialRecord
 
-_STYLE = {
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
+
+_STYLE: dict[RcKeyType, Any] = {
     "figure.dpi": 110,
     "savefig.dpi": 150,
     "font.size": 10,
@@ -152,16 +156,16 @@ _METRIC_WORDS = {
 }
 
 
-def task_metric(task: str, records: list[dict[str, Any]] | None = None) -> str | None:
+def task_metric(task: str, records: list[TrialRecord] | None = None) -> str | None:
     """The lm-eval key of `task`'s score: from the task registry (a suite-defined task,
     such as a jsonl one, from its records' ``config.task_config``), else the metric of
     its records whose value equals the score."""
     from bench.tasks import task_labels
 
-    mine = [r for r in records or [] if r.get("task") == task]
+    mine = [r for r in records or [] if r.task == task]
     configs = {
         json.dumps(c, sort_keys=True, default=str): c
-        for c in ((r.get("config") or {}).get("task_config") for r in mine)
+        for c in (r.config.get("task_config") for r in mine)
         if c
     }
     for config in [*configs.values(), None]:
@@ -169,10 +173,10 @@ def task_metric(task: str, records: list[dict[str, Any]] | None = None) -> str |
         if labels is not None:
             return labels[1]
     for r in mine:
-        if r.get("score") is None:
+        if r.score is None:
             continue
-        for key, value in (r.get("metrics") or {}).items():
-            if "stderr" not in key and value == r["score"]:
+        for key, value in r.metrics.items():
+            if "stderr" not in key and value == r.score:
                 return key
     return None
 
@@ -213,7 +217,7 @@ def _model_suffix(model: str, models: set[str]) -> str:
 # ---- one run -------------------------------------------------------------------------
 
 
-def run_plots(records: list[dict[str, Any]], frame: pd.DataFrame, folder: Path) -> list[Path]:
+def run_plots(records: list[TrialRecord], frame: pd.DataFrame, folder: Path) -> list[Path]:
     """Every plot of one run's report; returns the files written."""
     styles = method_styles(list(frame["method"]))
     colors = {m: s["color"] for m, s in styles.items()}
@@ -232,30 +236,28 @@ def run_plots(records: list[dict[str, Any]], frame: pd.DataFrame, folder: Path) 
 
 
 def loss_curves(
-    records: list[dict[str, Any]], styles: dict[str, dict[str, Any]], folder: Path
+    records: list[TrialRecord], styles: dict[str, dict[str, Any]], folder: Path
 ) -> list[Path]:
     """Per (model, task): training loss against step and against wall-clock seconds."""
     written = []
-    models = {r["model"] for r in records}
-    for model, task in sorted({(r["model"], r["task"]) for r in records}):
-        group = [r for r in records if (r["model"], r["task"]) == (model, task)]
+    models = {r.model for r in records}
+    for model, task in sorted({(r.model, r.task) for r in records}):
+        group = [r for r in records if (r.model, r.task) == (model, task)]
         fig, (ax_step, ax_time) = plt.subplots(
             1, 2, figsize=(12, 4.2), sharey=True, layout="constrained"
         )
         legend: dict[str, Any] = {}
         no_curve = set()
-        unit, per = time_unit(
-            max((p["seconds"] for r in group for p in r.get("curve") or []), default=0.0)
-        )
-        order = method_order({r["method"] for r in group})
-        for r in sorted(group, key=lambda r: (order.index(r["method"]), r["seed"])):
-            curve = r.get("curve") or []
+        unit, per = time_unit(max((p["seconds"] for r in group for p in r.curve), default=0.0))
+        order = method_order({r.method for r in group})
+        for r in sorted(group, key=lambda r: (order.index(r.method), r.seed)):
+            curve = r.curve
             if not curve:
-                no_curve.add(r["method"])
+                no_curve.add(r.method)
                 continue
-            failed = r.get("status") != "ok"
-            label = r["method"] + (" (failed)" if failed else "")
-            kw = _line_kw(styles[r["method"]], len(curve))
+            failed = not r.ok
+            label = r.method + (" (failed)" if failed else "")
+            kw = _line_kw(styles[r.method], len(curve))
             if failed:
                 kw["alpha"] = 0.5
             steps = [p["step"] for p in curve]
@@ -272,7 +274,7 @@ def loss_curves(
         ax_time.set_xlabel(f"training wall-clock ({unit})")
         ax_step.set_title("loss vs step")
         ax_time.set_title("loss vs wall-clock")
-        no_curve -= {r["method"] for r in group if r.get("curve")}
+        no_curve -= {r.method for r in group if r.curve}
         _legend_right(fig, list(legend.values()), list(legend))
         fig.suptitle(f"{task} — {Path(model).name or model}", fontsize=11)
         if no_curve:
@@ -284,17 +286,17 @@ def loss_curves(
 
 
 def dev_curves(
-    records: list[dict[str, Any]], styles: dict[str, dict[str, Any]], folder: Path
+    records: list[TrialRecord], styles: dict[str, dict[str, Any]], folder: Path
 ) -> list[Path]:
     """Per (model, task) with evaluation points: dev loss (and dev score, when measured)
     against train-clock time, one line per trial, with the dev target drawn."""
     written = []
-    with_points = [r for r in records if r.get("eval_curve") and r.get("status") == "ok"]
-    models = {r["model"] for r in with_points}
-    for model, task in sorted({(r["model"], r["task"]) for r in with_points}):
-        group = [r for r in with_points if (r["model"], r["task"]) == (model, task)]
+    with_points = [r for r in records if r.eval_curve and r.ok]
+    models = {r.model for r in with_points}
+    for model, task in sorted({(r.model, r.task) for r in with_points}):
+        group = [r for r in with_points if (r.model, r.task) == (model, task)]
         metrics = ["dev_loss"]
-        if any(p.get("dev_score") is not None for r in group for p in r["eval_curve"]):
+        if any(p.get("dev_score") is not None for r in group for p in r.eval_curve):
             metrics.append("dev_score")
         fig, axes = plt.subplots(
             1,
@@ -303,20 +305,20 @@ def dev_curves(
             squeeze=False,
             layout="constrained",
         )
-        unit, per = time_unit(max(p["seconds"] for r in group for p in r["eval_curve"]))
-        order = method_order({r["method"] for r in group})
+        unit, per = time_unit(max(p["seconds"] for r in group for p in r.eval_curve))
+        order = method_order({r.method for r in group})
         legend: dict[str, Any] = {}
         for ax, metric in zip(axes[0], metrics, strict=True):
-            for r in sorted(group, key=lambda r: (order.index(r["method"]), r["seed"])):
-                pts = [p for p in r["eval_curve"] if p.get(metric) is not None]
+            for r in sorted(group, key=lambda r: (order.index(r.method), r.seed)):
+                pts = [p for p in r.eval_curve if p.get(metric) is not None]
                 (line,) = ax.plot(
                     [p["seconds"] / per for p in pts],
                     [p[metric] for p in pts],
                     alpha=0.9,
-                    **_line_kw(styles[r["method"]], len(pts)),
+                    **_line_kw(styles[r.method], len(pts)),
                 )
-                legend.setdefault(r["method"], line)
-            ttt = next((r["time_to_target"] for r in group if r.get("time_to_target")), None)
+                legend.setdefault(r.method, line)
+            ttt = next((r.time_to_target for r in group if r.time_to_target), None)
             if ttt and ttt.get("metric") == metric and ttt.get("value") is not None:
                 target = ax.axhline(ttt["value"], color="0.3", linestyle=":", linewidth=1.2)
                 legend.setdefault(f"target: {ttt['target']}", target)
@@ -332,7 +334,7 @@ def score_vs_time(
     frame: pd.DataFrame,
     styles: dict[str, dict[str, Any]],
     folder: Path,
-    records: list[dict[str, Any]] | None = None,
+    records: list[TrialRecord] | None = None,
 ) -> list[Path]:
     """One panel per task (tasks score on different metrics), one point per trial: score
     against train time, the y axis named by the task's metric; failed trials as red x on
@@ -483,24 +485,24 @@ BREAKDOWN_PARTS = (
 )
 
 
-def breakdown_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+def breakdown_frame(records: list[TrialRecord]) -> pd.DataFrame:
     """One row per successful trial with a memory breakdown: method, task, model, seed and
     each part's bytes (bench/measure/memory.py; trials without one are left out)."""
     rows = []
     for r in records:
-        parts = (r.get("memory") or {}).get("breakdown") or {}
-        if r.get("status") != "ok" or not all(
+        parts = (r.memory or {}).get("breakdown") or {}
+        if not r.ok or not all(
             isinstance(parts.get(key), int | float) for key, _, _ in BREAKDOWN_PARTS
         ):
             continue
-        row = {k: r[k] for k in ("method", "task", "model", "seed")}
+        row: dict[str, Any] = {"method": r.method, "task": r.task, "model": r.model, "seed": r.seed}
         row.update({key: float(parts[key]) for key, _, _ in BREAKDOWN_PARTS})
         rows.append(row)
     columns = ["method", "task", "model", "seed", *(key for key, _, _ in BREAKDOWN_PARTS)]
     return pd.DataFrame(rows, columns=columns)
 
 
-def memory_breakdown(records: list[dict[str, Any]], folder: Path) -> list[Path]:
+def memory_breakdown(records: list[TrialRecord], folder: Path) -> list[Path]:
     """Per (model, task): one stacked bar per method, weights, gradients, optimizer state
     and activations (the residual of the measured peak), means over the seeds. The bar's
     height is the peak the tables report (weights plus what training added)."""
@@ -564,10 +566,10 @@ def memory_breakdown(records: list[dict[str, Any]], folder: Path) -> list[Path]:
 # ---- Hi-ZFO's profiling history --------------------------------------------------------
 
 
-def profile_history(record: dict[str, Any]) -> list[dict[str, Any]]:
+def profile_history(record: TrialRecord) -> list[dict[str, Any]]:
     """The list of {"step", "importance": {tensor: score}, "fo": [tensor]} a method
     reported in method_summary, whatever key it used; [] when there is none."""
-    summary = record.get("method_summary") or {}
+    summary = record.method_summary or {}
     if not isinstance(summary, dict):
         return []
     candidates = [summary.get(k) for k in ("profiles", "history", "profile_history")]
@@ -637,7 +639,7 @@ def layer_matrices(
 
 
 def importance_heatmap(
-    record: dict[str, Any], history: list[dict[str, Any]], folder: Path
+    record: TrialRecord, history: list[dict[str, Any]], folder: Path
 ) -> list[Path]:
     """Two heatmaps sharing the layer axis: importance per layer over the profiles, and
     which share of each layer's tensors was updated first-order."""
@@ -667,16 +669,13 @@ def importance_heatmap(
     fig.colorbar(im, ax=ax_imp, fraction=0.046, pad=0.02, label="relative importance")
     fig.colorbar(fo_im, ax=ax_fo, fraction=0.046, pad=0.02, label="FO tensors / tensors")
     fig.suptitle(
-        f"{record['method']} profiles — {record['task']}, {Path(record['model']).name or record['model']}, "
-        f"seed {record['seed']}",
+        f"{record.method} profiles — {record.task}, {Path(record.model).name or record.model}, "
+        f"seed {record.seed}",
         fontsize=11,
     )
     # Named by method: hizfo and an ablation such as hizfo[zo-off] must not share a file.
-    model = file_slug(Path(record["model"]).name or record["model"])
-    stem = (
-        f"{file_slug(record['method'])}_importance_{file_slug(record['task'])}_{model}"
-        f"_s{record['seed']}"
-    )
+    model = file_slug(Path(record.model).name or record.model)
+    stem = f"{file_slug(record.method)}_importance_{file_slug(record.task)}_{model}_s{record.seed}"
     return _save(fig, folder, stem)
 
 

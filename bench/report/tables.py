@@ -117,6 +117,7 @@ class Cell:
     def text(self, pm: str = "±") -> str:
         if self.n_ok == 0:
             return "failed" if self.n_failed else "-"
+        assert self.mean is not None  # set for every cell with a trial that scored
         out = f"{100 * self.mean:.1f}"
         if self.half is not None:
             out += f" {pm} {100 * self.half:.1f}"
@@ -133,7 +134,7 @@ class Row:
     cells: dict[str, Cell]
     average: float | None  # mean score over tasks, only when every task has a score
     train_seconds: float | None  # mean over this method's ok trials
-    relative_time: float | None  # vs BASELINE over the tasks both have; None = no baseline
+    relative_time: float | None  # vs the reference over the tasks both have; None = none
     peak_memory_bytes: float | None  # the largest per-task mean
     task_train_seconds: dict[str, float | None] = field(default_factory=dict)
     task_peak_memory: dict[str, float | None] = field(default_factory=dict)
@@ -146,6 +147,7 @@ class MainTable:
     rows: list[Row]
     memory_kinds: list[str]
     failed: pd.DataFrame  # every failed trial of this model, with its error
+    reference: str = BASELINE  # the method compared and timed against (reference_of)
 
     @property
     def has_average(self) -> bool:
@@ -189,21 +191,20 @@ def main_tables(frame: pd.DataFrame) -> list[MainTable]:
                 t_ok = t[t["status"] == "ok"]
                 times[task] = _mean(t_ok["train_seconds"])
                 mems[task] = _mean(t_ok["peak_memory_bytes"])
-            means = [c.mean for c in cells.values()]
-            average = (
-                sum(means) / len(means) if means and all(m is not None for m in means) else None
-            )
+            means = [c.mean for c in cells.values() if c.mean is not None]
+            average = sum(means) / len(means) if cells and len(means) == len(cells) else None
             rel = None
             if reference in set(mframe["method"]):
+                timed = {task: s for task, s in times.items() if s is not None}
                 shared = [
                     task
                     for _, task in columns
-                    if times[task] is not None
+                    if task in timed
                     and pd.notna(per_task_time.get((reference, task), float("nan")))
                 ]
                 base = sum(per_task_time[(reference, task)] for task in shared)
                 if shared and base > 0:
-                    rel = sum(times[task] for task in shared) / base
+                    rel = sum(timed[task] for task in shared) / base
             mem_values = [m for m in mems.values() if m is not None]
             rows.append(
                 Row(
@@ -218,14 +219,14 @@ def main_tables(frame: pd.DataFrame) -> list[MainTable]:
                 )
             )
         for _, task in columns:
-            scored = [r.cells[task].mean for r in rows if r.cells[task].mean is not None]
+            scored = [m for r in rows if (m := r.cells[task].mean) is not None]
             best = max(scored, default=None)
             for r in rows:
                 c = r.cells[task]
                 c.best = best is not None and c.mean is not None and math.isclose(c.mean, best)
         kinds = sorted({k for k in mframe["memory_kind"].dropna()})
         failed = mframe[mframe["status"] != "ok"][["trial_id", "method", "task", "seed", "error"]]
-        tables.append(MainTable(str(model), columns, rows, kinds, failed))
+        tables.append(MainTable(str(model), columns, rows, kinds, failed, reference))
     return tables
 
 
@@ -243,15 +244,15 @@ def _caption(table: MainTable) -> str:
     one = all(c.n_ok <= 1 for r in table.rows for c in r.cells.values())
     spread = (
         "one seed: no interval, and no test against "
-        f"{BASELINE} (one trained model per method cannot measure seed variance)"
+        f"{table.reference} (one trained model per method cannot measure seed variance)"
         if one
         else f"mean ± half-width of the 95% t-interval over seeds ({counts}); "
-        f"{NOT_SIGNIFICANT} = the difference from {BASELINE}, paired by seed and document "
+        f"{NOT_SIGNIFICANT} = the difference from {table.reference}, paired by seed and document "
         "(t over seeds, seed and document variance), has a 95% interval containing 0"
     )
     return (
         f"{table.model}: score ×100, {spread} (best per task in bold). "
-        f"Train time: mean per trial; relative to {BASELINE} over the tasks both ran. "
+        f"Train time: mean per trial; relative to {table.reference} over the tasks both ran. "
         f"Memory: {kinds}."
     )
 
@@ -262,7 +263,7 @@ def render_markdown(tables: list[MainTable], warnings: list[str] | None = None) 
         head = ["method"] + [f"{fam} / {task}" for fam, task in table.columns]
         if table.has_average:
             head.append("avg")
-        head += ["train time", f"time vs {BASELINE}", "peak memory"]
+        head += ["train time", f"time vs {table.reference}", "peak memory"]
         lines = [
             f"### {table.model}",
             "",
@@ -306,7 +307,7 @@ def render_latex(tables: list[MainTable]) -> str:
         n_task = len(table.columns)
         extra = (["Avg."] if table.has_average else []) + [
             "Time",
-            f"vs {tex_escape(BASELINE)}",
+            f"vs {tex_escape(table.reference)}",
             "Memory",
         ]
         spec = "l" + "c" * n_task + "r" * len(extra)
@@ -370,7 +371,7 @@ def render_csv(tables: list[MainTable]) -> str:
     header += [
         "score_average",
         "train_seconds_mean",
-        f"time_relative_to_{BASELINE}",
+        f"time_relative_to_{tables[0].reference if tables else BASELINE}",
         "peak_memory_bytes",
         "best_in",
     ]
@@ -390,8 +391,8 @@ def render_csv(tables: list[MainTable]) -> str:
                 row += [
                     num(c.mean),
                     num(c.std),
-                    c.n_ok,
-                    c.n_failed,
+                    str(c.n_ok),
+                    str(c.n_failed),
                     num(r.task_train_seconds.get(col[1])),
                     num(r.task_peak_memory.get(col[1])),
                 ]

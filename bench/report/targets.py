@@ -10,11 +10,11 @@ steps to it with 95% t-intervals, and the speed-up against the reference method
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from bench.analysis.stats import Interval
 from bench.analysis.targets import speedups
 from bench.format import method_order
+from bench.record import TrialRecord
 
 
 def fmt_interval(iv: Interval | None, unit: str = "", digits: int = 1) -> str:
@@ -27,7 +27,7 @@ def fmt_interval(iv: Interval | None, unit: str = "", digits: int = 1) -> str:
     return text
 
 
-def time_to_target_table(records: list[dict[str, Any]], reference: str) -> str | None:
+def time_to_target_table(records: list[TrialRecord], reference: str) -> str | None:
     """The Markdown time-to-target table, or None when no trial has a target."""
     rows = speedups(records, reference)
     if not rows:

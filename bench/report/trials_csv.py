@@ -16,11 +16,12 @@ trials (methods have different config fields); a trial without a column leaves i
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 from typing import Any
 
 from bench import store
+from bench.format import flatten
+from bench.record import TrialRecord
 
 # Left out: per-step series (in the trial file and metrics/), the traceback, and what
 # this version does not know.
@@ -47,31 +48,18 @@ LEADING = (
 )
 
 
-def _flatten(value: Any, prefix: str, out: dict[str, Any], lists_as_text: bool) -> None:
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _flatten(item, f"{prefix}.{key}" if prefix else str(key), out, lists_as_text)
-    elif isinstance(value, list | tuple):
-        if lists_as_text:
-            out[prefix] = json.dumps(value)
-    else:
-        out[prefix] = value
-
-
-def trial_row(record: dict[str, Any], run: str = "") -> dict[str, Any]:
-    """One trial record as a flat row (see the module docstring)."""
+def trial_row(record: TrialRecord, run: str = "") -> dict[str, Any]:
+    """One trial record (its file's object) as a flat row (see the module docstring)."""
     row: dict[str, Any] = {"run": run}
-    for key, value in record.items():
-        if key in _DROPPED:
-            continue
-        _flatten(value, key, row, lists_as_text=key == "config")
-    config = record.get("config") or {}
-    row["phase"] = config.get("phase", "final")
-    curve = record.get("curve") or []
-    row["final_loss"] = curve[-1].get("loss") if curve else None
-    points = record.get("eval_curve") or []
+    written = record.to_dict()
+    for key in record.read_keys or written:  # what the file holds, in its order
+        value = written.get(key)
+        if key not in _DROPPED:
+            row.update(flatten(value, key, lists="json" if key == "config" else "drop"))
+    row["phase"] = record.config.get("phase", "final")
+    row["final_loss"] = record.curve[-1].get("loss") if record.curve else None
     for metric in ("dev_loss", "dev_score"):
-        values = [p[metric] for p in points if p.get(metric) is not None]
+        values = [p[metric] for p in record.eval_curve if p.get(metric) is not None]
         row[f"final_{metric}"] = values[-1] if values else None
     return row
 
@@ -90,7 +78,7 @@ def write_trials_csv(run_dir: Path, out_dir: Path) -> Path:
     Written with the csv module, not pandas: a column that is empty for some trials
     keeps its integers as integers."""
     run_dir = Path(run_dir)
-    records = sorted(store.read_run(run_dir).records, key=lambda r: r["trial_id"])
+    records = sorted(store.read_run(run_dir).records, key=lambda r: r.trial_id)
     rows = [trial_row(r, run_dir.name) for r in records]
     path = Path(out_dir) / "trials.csv"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -52,6 +52,7 @@ import torch
 from bench import models
 from bench.measure.memory import release_freed_memory
 from bench.method import Batch, StepStats
+from bench.record import TrialRecord
 from bench.spec import TrialSpec
 from bench.train.recipe import TrialRecipe, failed_record, run_trial
 
@@ -327,7 +328,7 @@ def run_sharded_trial(
     *,
     run_dir: Path | None = None,
     tracker: str = "none",
-) -> dict[str, Any]:
+) -> TrialRecord:
     """Run an fsdp2 trial in placement.processes processes; rank 0's record."""
     import torch.multiprocessing as mp
 
@@ -347,7 +348,7 @@ def run_sharded_trial(
             mp.start_processes(
                 _rank_main, args=args, nprocs=placement.processes, join=True, start_method=start
             )
-            return json.loads(Path(out, "record.json").read_text())
+            return TrialRecord.from_dict(json.loads(Path(out, "record.json").read_text()))
         except Exception as e:  # a rank died: the trial failed, the sweep goes on
             first = (str(e).strip().splitlines() or [""])[0]
             return failed_record(spec, f"{type(e).__name__}: {first}")
@@ -388,22 +389,23 @@ def run_placed_trial(
     progress: bool = False,
     run_dir: Path | None = None,
     tracker: str = "none",
-) -> dict[str, Any]:
+) -> TrialRecord:
     """Run one trial where its resources say (plan) and return its record, with the
-    placement it ran under; never raises (a request that cannot be met is a failed
-    record with one line)."""
+    placement it ran under (None: not placed); never raises (a request that cannot be
+    met is a failed record with one line)."""
     try:
         placement = plan(spec)
     except PlacementError as e:
-        record = failed_record(spec, f"PlacementError: {e}")
-        return {**record, "placement": None}
+        return failed_record(spec, f"PlacementError: {e}")
     if placement.strategy == "fsdp2":
         record = run_sharded_trial(spec, placement, run_dir=run_dir, tracker=tracker)
     elif placement.strategy == "device_map":
         recipe = DeviceMapRecipe(spec, placement.devices, progress=progress, run_dir=run_dir)
-        record = run_trial(spec, recipe=recipe, tracker=tracker)
+        record = TrialRecord.from_dict(run_trial(spec, recipe=recipe, tracker=tracker))
     else:
-        record = run_trial(spec, progress=progress, run_dir=run_dir, tracker=tracker)
-    record["placement"] = placement.to_dict()
+        record = TrialRecord.from_dict(
+            run_trial(spec, progress=progress, run_dir=run_dir, tracker=tracker)
+        )
+    record.placement = placement.to_dict()
     log.info("%s ran on %s", spec.trial_id, placement.to_dict())
     return record

@@ -111,11 +111,11 @@ def trial_checkpoints(spec: TrialSpec, run_dir: Path | None) -> TrialCheckpoints
     return TrialCheckpoints(run_dir, spec.trial_id, save_every=cfg.save_every, final=final)
 
 
-def failed_record(spec: TrialSpec, error: str) -> dict[str, Any]:
+def failed_record(spec: TrialSpec, error: str) -> TrialRecord:
     """The record of a trial whose worker never returned (it died, or Ray failed)."""
     record = new_record(spec, torch.device("cpu"))
     record.error = error
-    return record.to_dict()
+    return record
 
 
 class TrialRecipe:

@@ -31,6 +31,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from bench.format import flatten
 from bench.train.hooks import Hook, LoopState
 
 TRACKERS = ("none", "tensorboard", "wandb")
@@ -78,16 +79,6 @@ def _final_training(state: LoopState) -> dict[str, float]:
     return _numbers(figures)
 
 
-def _flat(values: dict[str, Any], prefix: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def hparams_of(spec: dict[str, Any]) -> dict[str, bool | int | float | str]:
     """A trial's hyperparameters for TensorBoard's HParams view, from its spec (a
     ``TrialSpec.to_dict()``): the identity (method, task, model, seed, phase), every
@@ -97,8 +88,8 @@ def hparams_of(spec: dict[str, Any]) -> dict[str, bool | int | float | str]:
     values: dict[str, Any] = {
         k: spec.get(k) for k in ("method", "task", "model", "seed", "phase") if k in spec
     }
-    values.update(_flat(spec.get("method_config") or {}, "method_config."))
-    values.update(_flat(spec.get("train") or {}, "train."))
+    values.update(flatten(spec.get("method_config") or {}, "method_config"))
+    values.update(flatten(spec.get("train") or {}, "train"))
     out: dict[str, bool | int | float | str] = {}
     for key, value in values.items():
         if value is None or (isinstance(value, float) and not math.isfinite(value)):

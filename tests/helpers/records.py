@@ -22,8 +22,8 @@ def make_record(
     started_at: str = "2026-01-01T00:00:00+0000",
     steps: int = 20,
     **extra: Any,
-) -> dict[str, Any]:
-    """A contract-complete trial record (a TrialRecord's JSON object) with plausible values."""
+) -> TrialRecord:
+    """A contract-complete TrialRecord with plausible values."""
     curve = [
         {"step": s, "loss": 3.0 - 0.05 * s, "seconds": (train_seconds or 10) * s / steps}
         for s in range(5, steps + 1, 5)
@@ -52,7 +52,7 @@ def make_record(
         "started_at": started_at,
     }
     record.update(extra)
-    return TrialRecord.from_dict({"schema": SCHEMA, **record}).to_dict()
+    return TrialRecord.from_dict({"schema": SCHEMA, **record})
 
 
 def bare_record(trial_id: str, status: str = "ok", **extra: Any) -> dict[str, Any]:
@@ -65,7 +65,7 @@ def bare_record(trial_id: str, status: str = "ok", **extra: Any) -> dict[str, An
     return record
 
 
-def write_run(run_dir: Path, records: list[dict[str, Any]]) -> Path:
+def write_run(run_dir: Path, records: list[TrialRecord] | list[dict[str, Any]]) -> Path:
     """A run directory holding `records` as trial files."""
     for r in records:
         store.write_trial(run_dir, r)

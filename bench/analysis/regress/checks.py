@@ -10,14 +10,17 @@ from bench.analysis.regress.matching import config_differences, same_platform
 from bench.analysis.stats import primary_stderr
 from bench.analysis.timing import TimeTolerance, compare_times, paired_step_times, step_times
 from bench.format import fmt_mib, fmt_s
+from bench.record import TrialRecord
+from bench.registry import split_variant, traits_of
 
-# Perf ratios guarded, each on the perf record of the method it is about:
-# ratio -> (perf method label, "time" or "memory").
-GUARDED_RATIOS = {
-    "mezo_step_over_two_forwards": ("mezo", "time"),
-    "hizfo_step_over_fo_step": ("hizfo", "time"),
-    "mezo_peak_over_inference_peak": ("mezo", "memory"),
-}
+
+def guarded_ratios(label: str) -> list[tuple[str, str]]:
+    """The perf ratios guarded on the perf row of method `label` (its plain row, not a
+    variant's), as (metric name, "time" or "memory"): what the method declares
+    (MethodTraits.guarded_ratios), named ``<label>_<ratio>``."""
+    if split_variant(label)[1] is not None:
+        return []
+    return [(f"{label}_{ratio}", kind) for ratio, kind in traits_of(label).guarded_ratios]
 
 
 @dataclass
@@ -117,9 +120,9 @@ def _rel(ref: float, cur: float) -> str:
     return f"{100 * (cur - ref) / abs(ref):+.2f}%"
 
 
-def check_score(ref: dict[str, Any], cur: dict[str, Any], tol: Tolerances) -> Check | None:
+def check_score(ref: TrialRecord, cur: TrialRecord, tol: Tolerances) -> Check | None:
     """One seed against one seed: the difference's noise is both trials' lm-eval stderr."""
-    r_score, c_score = _num(ref.get("score")), cur.get("score")
+    r_score, c_score = _num(ref.score), cur.score
     if r_score is None:
         return None
     c_num = _num(c_score)
@@ -151,22 +154,19 @@ def check_score(ref: dict[str, Any], cur: dict[str, Any], tol: Tolerances) -> Ch
 
 
 def check_group_scores(
-    key: str, refs: list[dict[str, Any]], curs: list[dict[str, Any]], tol: Tolerances
+    key: str, refs: list[TrialRecord], curs: list[TrialRecord], tol: Tolerances
 ) -> Check | None:
     """Mean over seeds against mean over seeds: the noise is both means' standard error."""
     from bench.analysis.stats import mean_interval
 
-    def scores(records: list[dict[str, Any]]) -> list[float]:
-        return [
-            float(r["score"])
-            for r in records
-            if r.get("status") == "ok" and _num(r.get("score")) is not None
-        ]
+    def scores(records: list[TrialRecord]) -> list[float]:
+        return [s for r in records if r.ok and (s := _num(r.score)) is not None]
 
     a, b = scores(refs), scores(curs)
     if len(a) < 2 or len(b) < 2:
         return None
     ia, ib = mean_interval(a), mean_interval(b)
+    assert ia is not None and ib is not None  # two or more scores each
     sem_a = math.sqrt(sum((x - ia.mean) ** 2 for x in a) / (len(a) - 1) / len(a))
     sem_b = math.sqrt(sum((x - ib.mean) ** 2 for x in b) / (len(b) - 1) / len(b))
     se = math.sqrt(sem_a**2 + sem_b**2)
@@ -185,15 +185,15 @@ def check_group_scores(
     )
 
 
-def check_passes(ref: dict[str, Any], cur: dict[str, Any]) -> list[Check]:
+def check_passes(ref: TrialRecord, cur: TrialRecord) -> list[Check]:
     """Forward and backward passes per step: exact, machine-independent counts."""
-    out = []
-    r_steps, c_steps = ref.get("steps") or 0, cur.get("steps") or 0
+    out: list[Check] = []
+    r_steps, c_steps = ref.steps or 0, cur.steps or 0
     if not r_steps or not c_steps:
         return out
     for kind in ("forward", "backward"):
-        r = _num((ref.get("passes") or {}).get(kind))
-        c = _num((cur.get("passes") or {}).get(kind))
+        r = _num((ref.passes or {}).get(kind))
+        c = _num((cur.passes or {}).get(kind))
         if r is None or c is None:
             continue
         r_per, c_per = r / r_steps, c / c_steps
@@ -230,27 +230,26 @@ def _loss_check(
     return Check(figure, status, r, c, change, bound, {"same_platform": same})
 
 
-def check_losses(
-    ref: dict[str, Any], cur: dict[str, Any], tol: Tolerances, same: bool
-) -> list[Check]:
+def check_losses(ref: TrialRecord, cur: TrialRecord, tol: Tolerances, same: bool) -> list[Check]:
     """Final training loss and every matching dev-curve point of a fixed-seed run."""
-    out = []
+    out: list[Check] = []
     r_loss, c_loss = final_loss(ref), final_loss(cur)
     if r_loss is not None and c_loss is None:
         out.append(Check("final training loss", "regression", r_loss, None, "no curve now"))
     elif r_loss is not None and c_loss is not None:
         out.append(_loss_check("final training loss", r_loss, c_loss, same, tol))
     r_dev, c_dev = dev_curve(ref), dev_curve(cur)
-    if r_dev and not c_dev and "eval_curve" in cur:
+    if r_dev and not c_dev:
         out.append(Check("dev loss", "regression", None, None, "no dev curve now"))
     common = sorted(set(r_dev) & set(c_dev))
     if common:
-        worst = None
+        worst: Check | None = None
         for step in common:
             check = _loss_check("dev loss", r_dev[step], c_dev[step], same, tol, f" at step {step}")
             if worst is None or _severity(check) > _severity(worst):
                 worst = check
-        out.append(worst)
+        if worst is not None:
+            out.append(worst)
     return out
 
 
@@ -260,18 +259,16 @@ def _severity(check: Check) -> tuple[int, float]:
     return rank, abs(c - r)
 
 
-def check_ratios(ref: dict[str, Any], cur: dict[str, Any], tol: Tolerances) -> list[Check]:
-    """The perf ratios this record is about (GUARDED_RATIOS), on the same device type."""
-    out = []
-    if ref.get("task") != "perf":
+def check_ratios(ref: TrialRecord, cur: TrialRecord, tol: Tolerances) -> list[Check]:
+    """The perf ratios this record is about (guarded_ratios), on the same device type."""
+    out: list[Check] = []
+    if ref.task != "perf":
         return out
-    r_dev = (ref.get("environment") or {}).get("device")
-    c_dev = (cur.get("environment") or {}).get("device")
-    for name, (label, kind) in GUARDED_RATIOS.items():
-        if ref.get("method") != label:
-            continue
-        r = _num((ref.get("metrics") or {}).get(name))
-        c = _num((cur.get("metrics") or {}).get(name))
+    r_dev = ref.environment.get("device")
+    c_dev = cur.environment.get("device")
+    for name, kind in guarded_ratios(ref.method):
+        r = _num(ref.metrics.get(name))
+        c = _num(cur.metrics.get(name))
         if r is None:
             continue
         if c is None:
@@ -280,7 +277,14 @@ def check_ratios(ref: dict[str, Any], cur: dict[str, Any], tol: Tolerances) -> l
         if r_dev != c_dev:
             out.append(Check(name, "skipped", r, c, "", f"measured on {r_dev} vs {c_dev}"))
             continue
-        rtol = tol.ratio_tol_time if kind == "time" else tol.ratio_tol_memory
+        if kind == "ops":  # exact counts: only between the same torch, then no tolerance
+            versions = [(x.environment.get("packages") or {}).get("torch") for x in (ref, cur)]
+            if versions[0] != versions[1]:
+                out.append(
+                    Check(name, "skipped", r, c, "", f"torch {versions[0]} vs {versions[1]}")
+                )
+                continue
+        rtol = {"time": tol.ratio_tol_time, "ops": 0.0}.get(kind, tol.ratio_tol_memory)
         status = "regression" if c > r * (1 + rtol) else "improved" if c < r * (1 - rtol) else "ok"
         out.append(
             Check(
@@ -295,11 +299,11 @@ def check_ratios(ref: dict[str, Any], cur: dict[str, Any], tol: Tolerances) -> l
     return out
 
 
-def check_memory(ref: dict[str, Any], cur: dict[str, Any], tol: Tolerances) -> Check | None:
-    r, c = _num(ref.get("peak_memory_bytes")), _num(cur.get("peak_memory_bytes"))
+def check_memory(ref: TrialRecord, cur: TrialRecord, tol: Tolerances) -> Check | None:
+    r, c = _num(ref.peak_memory_bytes), _num(cur.peak_memory_bytes)
     if r is None or c is None:
         return None
-    kinds = ((ref.get("memory") or {}).get("kind"), (cur.get("memory") or {}).get("kind"))
+    kinds = ((ref.memory or {}).get("kind"), (cur.memory or {}).get("kind"))
     if kinds[0] != kinds[1]:
         return Check(
             "peak memory", "skipped", r, c, "", f"measured differently ({kinds[0]} vs {kinds[1]})"
@@ -317,9 +321,7 @@ def check_memory(ref: dict[str, Any], cur: dict[str, Any], tol: Tolerances) -> C
     )
 
 
-def check_time(
-    cur: dict[str, Any], baseline: list[dict[str, Any]] | None, tol: Tolerances
-) -> Check:
+def check_time(cur: TrialRecord, baseline: list[TrialRecord] | None, tol: Tolerances) -> Check:
     """Per-step times of this trial against the same trial in this machine's history."""
     if not baseline:
         return Check("step time", "no baseline", evidence="no earlier run of this machine")
@@ -348,23 +350,23 @@ def check_time(
 
 def compare_trial(
     key: str,
-    ref: dict[str, Any],
-    cur: dict[str, Any],
+    ref: TrialRecord,
+    cur: TrialRecord,
     tol: Tolerances,
-    baseline: list[dict[str, Any]] | None = None,
+    baseline: list[TrialRecord] | None = None,
 ) -> TrialComparison:
-    c = TrialComparison(key, ref["trial_id"], cur["trial_id"], "ok")
-    if ref["trial_id"] != cur["trial_id"]:
+    c = TrialComparison(key, ref.trial_id, cur.trial_id, "ok")
+    if ref.trial_id != cur.trial_id:
         c.config_changes = config_differences(ref, cur)
-    ref_ok, cur_ok = ref.get("status") == "ok", cur.get("status") == "ok"
+    ref_ok, cur_ok = ref.ok, cur.ok
     if not ref_ok:
         c.outcome = "fixed" if cur_ok else "still failed"
         if not cur_ok:
-            c.reasons.append(f"failed in both: {_first_line(cur.get('error'))}")
+            c.reasons.append(f"failed in both: {_first_line(cur.error)}")
         return c
     if not cur_ok:
         c.outcome = "regression"
-        c.reasons.append(f"failed now: {_first_line(cur.get('error'))}")
+        c.reasons.append(f"failed now: {_first_line(cur.error)}")
         return c
 
     same = same_platform(ref, cur)
@@ -377,7 +379,7 @@ def compare_trial(
         checks += check_ratios(ref, cur, tol)
     if tol.check_memory:
         checks.append(check_memory(ref, cur, tol))
-    if tol.check_time and (cur.get("steps") or step_times(cur)):
+    if tol.check_time and (cur.steps or step_times(cur)):
         checks.append(check_time(cur, baseline, tol))
     c.checks = [x for x in checks if x is not None]
     c.reasons = [x.sentence() for x in c.checks if x.status == "regression"]
@@ -386,20 +388,20 @@ def compare_trial(
     return c
 
 
-def final_loss(record: dict[str, Any]) -> float | None:
+def final_loss(record: TrialRecord) -> float | None:
     """The last point of the loss curve; None without one, NaN/inf count as +inf."""
-    curve = record.get("curve") or []
+    curve = record.curve
     if not curve:
         return None
     loss = curve[-1].get("loss")
     return float(loss) if isinstance(loss, int | float) and math.isfinite(loss) else math.inf
 
 
-def dev_curve(record: dict[str, Any]) -> dict[int, float]:
+def dev_curve(record: TrialRecord) -> dict[int, float]:
     """step -> dev loss of the record's ``eval_curve`` (points with ``dev_loss``); a
     non-finite dev loss counts as +inf."""
     out = {}
-    for point in record.get("eval_curve") or []:
+    for point in record.eval_curve:
         if not isinstance(point, dict) or "dev_loss" not in point:
             continue
         loss = _num(point.get("dev_loss"))

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import store
+from bench.record import TrialRecord
 
 
 class UnusableInput(ValueError):
@@ -28,7 +29,7 @@ def _records_from_json(path: Path) -> list[dict[str, Any]]:
     return [data]
 
 
-def load_records(path: Path | str) -> list[dict[str, Any]]:
+def load_records(path: Path | str) -> list[TrialRecord]:
     """Trial records from a run dir (trials/*.json), a folder of trial JSONs, or one JSON
     file holding a record, a list of records or {"trials": [...]}; checked against the
     result-file contract."""
@@ -41,12 +42,13 @@ def load_records(path: Path | str) -> list[dict[str, Any]]:
         files = sorted(path.glob("*.json"))
     else:
         files = [path]
-    records = [r for f in files for r in _records_from_json(f)]
-    if not records:
+    objects = [r for f in files for r in _records_from_json(f)]
+    if not objects:
         raise UnusableInput(f"{path} holds no trial records")
-    for r in records:  # the one contract check (bench.record.validate_record)
+    records = []
+    for r in objects:  # the one contract check (bench.record.validate_record)
         try:
-            store.validate_record(r)
+            records.append(store.validate_record(r))
         except store.ContractError as e:
             trial = r.get("trial_id", "?") if isinstance(r, dict) else "?"
             raise UnusableInput(f"{path}: trial {trial}: {e}") from None

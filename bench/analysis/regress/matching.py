@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
+from bench.format import flatten
 from bench.measure.environment import fingerprint_key
+from bench.record import TrialRecord
 
 KEY_FIELDS = ("method", "task", "model", "seed")
 UNKNOWN = "unknown"  # machine key of a record without a fingerprint
@@ -13,10 +14,10 @@ UNKNOWN = "unknown"  # machine key of a record without a fingerprint
 # ---- matching ------------------------------------------------------------------------
 
 
-def trial_key(record: dict[str, Any], match: str = "key") -> tuple:
+def trial_key(record: TrialRecord, match: str = "key") -> tuple:
     if match == "id":
-        return (record["trial_id"],)
-    return tuple(record[k] for k in KEY_FIELDS)
+        return (record.trial_id,)
+    return tuple(getattr(record, k) for k in KEY_FIELDS)
 
 
 def _key_text(key: tuple) -> str:
@@ -26,17 +27,8 @@ def _key_text(key: tuple) -> str:
     return f"{method}/{task}/{Path(str(model)).name or model}/s{seed}"
 
 
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(d, dict):
-        return {prefix: d}
-    out = {}
-    for k, v in d.items():
-        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-    return out
-
-
-def config_differences(ref: dict[str, Any], cur: dict[str, Any]) -> list[str]:
-    a, b = _flatten(ref.get("config") or {}), _flatten(cur.get("config") or {})
+def config_differences(ref: TrialRecord, cur: TrialRecord) -> list[str]:
+    a, b = flatten(ref.config), flatten(cur.config)
     return [
         f"{k}: {a.get(k)!r} -> {b.get(k)!r}"
         for k in sorted(set(a) | set(b))
@@ -45,9 +37,9 @@ def config_differences(ref: dict[str, Any], cur: dict[str, Any]) -> list[str]:
 
 
 def _index(
-    records: list[dict[str, Any]], match: str, side: str, warnings: list[str]
-) -> dict[tuple, list[dict[str, Any]]]:
-    index: dict[tuple, list[dict[str, Any]]] = {}
+    records: list[TrialRecord], match: str, side: str, warnings: list[str]
+) -> dict[tuple, list[TrialRecord]]:
+    index: dict[tuple, list[TrialRecord]] = {}
     for r in records:
         index.setdefault(trial_key(r, match), []).append(r)
     for key, rs in index.items():
@@ -59,21 +51,21 @@ def _index(
     return index
 
 
-def _pick(candidates: list[dict[str, Any]], other: list[dict[str, Any]]) -> dict[str, Any]:
-    ids = {r["trial_id"] for r in other}
-    same = [r for r in candidates if r["trial_id"] in ids]
+def _pick(candidates: list[TrialRecord], other: list[TrialRecord]) -> TrialRecord:
+    ids = {r.trial_id for r in other}
+    same = [r for r in candidates if r.trial_id in ids]
     pool = same or candidates
-    return max(pool, key=lambda r: str(r.get("started_at") or ""))
+    return max(pool, key=lambda r: str(r.started_at or ""))
 
 
 # ---- platforms -----------------------------------------------------------------------
 
 
-def record_machine_key(record: dict[str, Any]) -> str:
+def record_machine_key(record: TrialRecord) -> str:
     """The fingerprint key a record ran on: its ``environment.machine_key``, else one
     computed from ``environment.machine`` (records written before the key existed), else
     "unknown" (no fingerprint at all: never matches a history)."""
-    env = record.get("environment") or {}
+    env = record.environment
     key = env.get("machine_key")
     if isinstance(key, str) and key and key != UNKNOWN:
         return key
@@ -83,18 +75,18 @@ def record_machine_key(record: dict[str, Any]) -> str:
     return UNKNOWN
 
 
-def machine_key(record: dict[str, Any]) -> str:
+def machine_key(record: TrialRecord) -> str:
     """The machine fingerprint key a record ran on ("unknown" without one)."""
     return record_machine_key(record)
 
 
-def same_platform(ref: dict[str, Any], cur: dict[str, Any]) -> bool:
+def same_platform(ref: TrialRecord, cur: TrialRecord) -> bool:
     """Whether a fixed-seed run repeats bit for bit: same machine fingerprint, torch
     version and intra-op thread count (the thread count sets float reduction order)."""
     key = machine_key(ref)
     if key == "unknown" or key != machine_key(cur):
         return False
-    a, b = ref.get("environment") or {}, cur.get("environment") or {}
+    a, b = ref.environment, cur.environment
     torch_a = (a.get("packages") or {}).get("torch")
     torch_b = (b.get("packages") or {}).get("torch")
     return torch_a == torch_b and a.get("torch_threads") == b.get("torch_threads")

@@ -14,6 +14,7 @@ from bench.analysis.regress.checks import (
 )
 from bench.analysis.regress.inputs import UnusableInput
 from bench.analysis.regress.matching import KEY_FIELDS, _index, _key_text, _pick, machine_key
+from bench.record import TrialRecord
 
 
 @dataclass
@@ -52,14 +53,14 @@ class Verdict:
 
 
 def compare(
-    reference: list[dict[str, Any]],
-    current: list[dict[str, Any]],
+    reference: list[TrialRecord],
+    current: list[TrialRecord],
     tol: Tolerances | None = None,
     *,
     match: str = "key",
     reference_name: str = "reference",
     current_name: str = "current",
-    baseline: dict[tuple, list[dict[str, Any]]] | None = None,
+    baseline: dict[tuple, list[TrialRecord]] | None = None,
     history_name: str | None = None,
 ) -> Verdict:
     """Compare every reference trial with its match in `current` (see the module doc).
@@ -86,7 +87,7 @@ def compare(
         if key not in cur_index:
             r = _pick(ref_index[key], [])
             trials.append(
-                TrialComparison(text, r["trial_id"], None, "missing", ["missing from current"])
+                TrialComparison(text, r.trial_id, None, "missing", ["missing from current"])
             )
             continue
         ref = _pick(ref_index[key], cur_index[key])
@@ -94,7 +95,7 @@ def compare(
         trials.append(compare_trial(text, ref, cur, tol, baseline.get(key)))
     for key in sorted(set(cur_index) - set(ref_index), key=str):
         cur = _pick(cur_index[key], [])
-        trials.append(TrialComparison(_key_text(key), None, cur["trial_id"], "new"))
+        trials.append(TrialComparison(_key_text(key), None, cur.trial_id, "new"))
     if match == "key":
         trials += _group_comparisons(reference, current, tol)
 
@@ -116,12 +117,12 @@ def compare(
 
 
 def _group_comparisons(
-    reference: list[dict[str, Any]], current: list[dict[str, Any]], tol: Tolerances
+    reference: list[TrialRecord], current: list[TrialRecord], tol: Tolerances
 ) -> list[TrialComparison]:
-    def groups(records: list[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
-        out: dict[tuple, list[dict[str, Any]]] = {}
+    def groups(records: list[TrialRecord]) -> dict[tuple, list[TrialRecord]]:
+        out: dict[tuple, list[TrialRecord]] = {}
         for r in records:
-            out.setdefault((r["method"], r["task"], r["model"]), []).append(r)
+            out.setdefault((r.method, r.task, r.model), []).append(r)
         return out
 
     ref_groups, cur_groups = groups(reference), groups(current)
@@ -140,20 +141,15 @@ def _group_comparisons(
 
 
 def _machine_warnings(
-    reference: list[dict[str, Any]],
-    current: list[dict[str, Any]],
-    baseline: dict[tuple, list[dict[str, Any]]],
+    reference: list[TrialRecord],
+    current: list[TrialRecord],
+    baseline: dict[tuple, list[TrialRecord]],
     history_name: str | None,
     tol: Tolerances,
 ) -> list[str]:
-    def describe(records: list[dict[str, Any]]) -> str:
+    def describe(records: list[TrialRecord]) -> str:
         keys = sorted({machine_key(r) for r in records})
-        cpus = sorted(
-            {
-                str(((r.get("environment") or {}).get("machine") or {}).get("cpu_model"))
-                for r in records
-            }
-        )
+        cpus = sorted({str((r.environment.get("machine") or {}).get("cpu_model")) for r in records})
         return f"{', '.join(keys)} ({'; '.join(cpus)})"
 
     out = []

@@ -126,7 +126,10 @@ def test_a_jsonl_split_that_is_a_directory_says_so(tmp_path):
 def test_a_resume_with_other_settings_says_so_in_one_line(tmp_path, capsys):
     _, (spec,) = load_suite(_suite(tmp_path))
     run = tmp_path / "run"
-    done = make_record("none", digest="x") | {"trial_id": spec.trial_id, "config": spec.to_dict()}
+    done = make_record("none", digest="x").to_dict() | {
+        "trial_id": spec.trial_id,
+        "config": spec.to_dict(),
+    }
     store.write_trial(run, done)
     code, err = _dry_run(tmp_path, _suite(tmp_path), capsys)  # same settings: nothing said
     assert (code, err) == (0, "")

@@ -105,7 +105,7 @@ def test_perf_command_writes_ratios_and_contract_trials(tmp_path, capsys) -> Non
     assert interval["n"] == 2 and interval["threads"] == 1
     assert 0 < hizfo["step_extras"]["backward_depth"] < 1  # rho 0.5: a partial backward
 
-    records = load_records(run_dir)  # what `hizfo-bench compare` reads
+    records = [r.to_dict() for r in load_records(run_dir)]  # what `hizfo-bench compare` reads
     assert {r["method"] for r in records} == MEZO_ROWS | HIZFO_ROWS | {"fo-adamw"}
     for r in records:
         assert all(k in r for k in store.REQUIRED_FIELDS)

@@ -73,7 +73,7 @@ def test_read_trials_skips_unreadable_files(tmp_path):
     store.write_trial(tmp_path, _record("bad", status="failed"))
     (tmp_path / "trials" / "torn.json").write_text('{"trial_id": "torn", ')
     (tmp_path / "trials" / ".good.json.x1.tmp").write_text("{")
-    assert [r["trial_id"] for r in store.read_trials(tmp_path)] == ["bad", "good"]
+    assert [r.trial_id for r in store.read_trials(tmp_path)] == ["bad", "good"]
     assert store.finished_ids(tmp_path) == {"good"}  # failed trials run again on resume
 
 

@@ -19,7 +19,7 @@ GOOD = "fo-adamw__math-mini__tiny__s0__abcd1234"
 
 
 def _broken(**change) -> dict:
-    record = make_record("fo-adamw", digest="bad00000")
+    record = make_record("fo-adamw", digest="bad00000").to_dict()
     for key, value in change.items():
         if value is _DROP:
             del record[key]
@@ -58,7 +58,7 @@ def test_a_record_that_breaks_the_contract_is_named_with_its_field(case: str) ->
 
 
 def test_a_good_record_passes_and_keeps_unknown_fields() -> None:
-    record = make_record("fo-adamw") | {"added_by_hand": [1]}
+    record = make_record("fo-adamw").to_dict() | {"added_by_hand": [1]}
     assert validate_record(record).extra == {"added_by_hand": [1]}
 
 
@@ -67,7 +67,7 @@ def test_resume_never_trusts_a_broken_ok_file(tmp_path: Path, case: str) -> None
     run = _run(tmp_path, _broken(**BREAKS[case][0]))
     assert store.finished_ids(run) == {GOOD}  # the broken one is run again
     files = store.read_run(run)
-    assert [r["trial_id"] for r in files.records] == [GOOD]
+    assert [r.trial_id for r in files.records] == [GOOD]
     (line,) = files.skipped
     assert "bad00000.json" in line and BREAKS[case][1] in line
 
@@ -81,7 +81,7 @@ def test_a_newer_schema_is_refused_in_one_line_naming_the_version(tmp_path: Path
 
 def test_report_skips_broken_files_and_counts_them_in_its_header(tmp_path: Path, capsys) -> None:
     run = _run(tmp_path, _broken(status=5))
-    store.write_trial(run, make_record("fo-adamw", digest="memory00") | {"memory": None})
+    store.write_trial(run, make_record("fo-adamw", digest="memory00").to_dict() | {"memory": None})
     bad_memory = _broken(memory=[1, 2]) | {"trial_id": "x__memory_list"}
     (store.trials_dir(run) / "x__memory_list.json").write_text(json.dumps(bad_memory))
     assert main(["report", str(run)]) == 0

@@ -88,7 +88,8 @@ def test_plugin_registers_through_its_own_distribution(zo_signsgd_installed):
 @pytest.mark.integration
 def test_plugin_runs_through_a_suite_into_the_table(zo_signsgd_installed, ray_cluster, tmp_path):
     specs = expand(SUITE)
-    (record,) = run_sweep(specs, tmp_path, progress=False).records
+    (trial,) = run_sweep(specs, tmp_path, progress=False).records
+    record = trial.to_dict()
     assert record["status"] == "ok", record["error"]
     assert record["passes"] == {"forward": 120, "backward": 0}
     first, last = record["curve"][0]["loss"], record["curve"][-1]["loss"]

@@ -23,6 +23,7 @@ from bench.analysis.calibrate import (
 )
 from bench.analysis.claims import CONTRADICTED, NOT_TESTABLE, SUPPORTED, ZO_OFF
 from bench.cli import main
+from bench.record import TrialRecord
 from bench.report.claims import verdicts_of_run
 
 REPLICATES = 100
@@ -97,8 +98,8 @@ def test_a_replicate_is_a_run_directory_the_report_reads(tmp_path):
     assert len(records) == 2 * 3 * 3  # two tasks, three methods, three seeds
     assert (tmp_path / "run" / "targets.json").is_file()
     assert len(list((tmp_path / "run" / "samples").glob("*.jsonl"))) == len(records)
-    early = [r for r in records if r["method"] == "hizfo"]
-    assert all(r["steps"] < 16 for r in early)  # stopped before the budget
+    early = [r for r in records if r.method == "hizfo"]
+    assert all(r.steps < 16 for r in early)  # stopped before the budget
     got = verdicts_of_run(tmp_path / "run")
     assert set(got) == {"accuracy", "time", "stochasticity"}
     assert set(got["time"]) == {OVERALL, "sim-a", "sim-b"}
@@ -111,7 +112,7 @@ def test_step_noise_is_measured_from_trial_files():
         per = math.exp(rng.normal(0, 0.2))
         t = np.concatenate([[0.0], np.cumsum(per * 2 * np.exp(rng.normal(0, 0.3, 8)))])
         curve = [{"step": 2 * i, "seconds": float(x)} for i, x in enumerate(t)]
-        records.append({"method": "m", "task": "t", "eval_curve": curve})
+        records.append(TrialRecord("m__t", "m", "t", "tiny", 0, eval_curve=curve))
     noise = step_noise(records)
     assert 0.15 < noise["trial_sd"] < 0.3 and 0.25 < noise["interval_sd"] < 0.36
 

@@ -32,7 +32,7 @@ def _samples(run_dir, record, p_correct, seed):
     rng = random.Random(seed)
     folder = run_dir / "samples"
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / f"{record['trial_id']}.jsonl", "w") as f:
+    with open(folder / f"{record.trial_id}.jsonl", "w") as f:
         for d in range(N_DOCS):
             f.write(json.dumps({"doc_id": d, "score": float(rng.random() < p_correct)}) + "\n")
 
@@ -79,7 +79,7 @@ def _run(tmp_path, spec):
             records.append(r)
     write_run(tmp_path, records)
     for i, r in enumerate(records):
-        p = spec[(r["method"], r["task"])][0]
+        p = spec[(r.method, r.task)][0]
         # Shared per-(task, seed) noise: documents are paired across methods.
         _samples(
             tmp_path,
@@ -87,8 +87,7 @@ def _run(tmp_path, spec):
             p,
             # crc32, not hash(): str hashes change with each process's PYTHONHASHSEED,
             # and the data (so the verdicts) must be the same on every run.
-            seed=zlib.crc32(f"{r['task']}/{r['seed']}/{r['method'] if p != 0.5 else ''}".encode())
-            % 10**6
+            seed=zlib.crc32(f"{r.task}/{r.seed}/{r.method if p != 0.5 else ''}".encode()) % 10**6
             + i * (p == 0.5),
         )
     return records
@@ -221,7 +220,7 @@ def test_one_seed_never_gives_a_verdict_and_says_why(tmp_path):
     ]
     write_run(tmp_path, records)
     for i, r in enumerate(records):
-        _samples(tmp_path, r, 0.8 if r["method"] == "fo-adamw" else 0.2, seed=i)
+        _samples(tmp_path, r, 0.8 if r.method == "fo-adamw" else 0.2, seed=i)
     v = _verdicts(tmp_path, records)
     assert v["accuracy"].verdict == ONE_SEED and v["time"].verdict == ONE_SEED
     assert "cannot include seed variance" in v["accuracy"].tasks[0].evidence[0]
@@ -241,16 +240,16 @@ def test_claim3_is_not_testable_when_zo_does_not_move_the_dev_loss(tmp_path):
     records = _run(tmp_path, spec)
     noise = {0: 1e-4, 1: -2e-4, 2: 1e-4}
     for r in records:
-        if r["method"].startswith("hizfo"):
-            shift = noise[r["seed"]] if r["method"] == "hizfo" else 0.0
-            r["eval_curve"] = _curve([2.0, 1.5 + shift, 1.2 + shift])
+        if r.method.startswith("hizfo"):
+            shift = noise[r.seed] if r.method == "hizfo" else 0.0
+            r.eval_curve = _curve([2.0, 1.5 + shift, 1.2 + shift])
     claim3 = _verdicts(tmp_path, records)["stochasticity"]
     assert claim3.verdict == NOT_TESTABLE
     assert "did not change the dev loss beyond seed noise" in claim3.tasks[0].dose[-1]
     # The same run with a consistent ZO dose is tested on its parts.
     for r in records:
-        if r["method"] == "hizfo":
-            r["eval_curve"] = _curve([2.0, 1.4 + noise[r["seed"]], 1.1 + noise[r["seed"]]])
+        if r.method == "hizfo":
+            r.eval_curve = _curve([2.0, 1.4 + noise[r.seed], 1.1 + noise[r.seed]])
     claim3 = _verdicts(tmp_path, records)["stochasticity"]
     assert claim3.verdict == SUPPORTED
     assert claim3.tasks[0].parts == {"flatness": SUPPORTED, "score": SUPPORTED}
@@ -264,7 +263,7 @@ def test_claim3_is_not_testable_when_zo_does_not_move_the_dev_loss(tmp_path):
 def test_two_settings_of_one_method_are_two_rows_not_seeds(tmp_path):
     records = [make_record("fo-adamw", seed=0, score=0.5, digest="a0")]
     other = make_record("fo-adamw", seed=0, score=0.1, digest="b0")
-    other["config"] = {**other["config"], "eval": {"limit": 4}}
+    other.config = {**other.config, "eval": {"limit": 4}}
     write_run(tmp_path, [*records, other])
     write_report(tmp_path)
     table = (tmp_path / "report" / "table.md").read_text()
@@ -287,11 +286,11 @@ def test_the_dose_response_judges_every_rate_and_the_verdict_stays_hizfos(tmp_pa
     noise = {0: 1e-4, 1: -2e-4, 2: 1e-4}
     rates = {"hizfo": 1e-6, "hizfo[zo-lr=1e-4]": 1e-4, "hizfo[zo-lr=1e-5]": 1e-5}
     for r in records:
-        if r["method"].startswith("hizfo"):
-            moved = -0.1 if r["method"] == "hizfo[zo-lr=1e-4]" else 0.0
-            shift = 0.0 if r["method"] == "hizfo[zo-off]" else noise[r["seed"]] + moved
-            r["eval_curve"] = _curve([2.0, 1.5 + shift, 1.2 + shift])
-            r["config"]["method_config"] = {"zo_lr": rates.get(r["method"], 1e-6)}
+        if r.method.startswith("hizfo"):
+            moved = -0.1 if r.method == "hizfo[zo-lr=1e-4]" else 0.0
+            shift = 0.0 if r.method == "hizfo[zo-off]" else noise[r.seed] + moved
+            r.eval_curve = _curve([2.0, 1.5 + shift, 1.2 + shift])
+            r.config["method_config"] = {"zo_lr": rates.get(r.method, 1e-6)}
     claim3 = _verdicts(tmp_path, records)["stochasticity"]
     assert claim3.verdict == NOT_TESTABLE
     points = {p.method: p for p in claim3.sweep}
@@ -320,18 +319,18 @@ def test_the_gate_is_one_final_point_statistic_with_its_power(tmp_path):
     records = _run(tmp_path, spec)
     noise = {0: 1e-4, 1: -2e-4, 2: 1e-4}
     for r in records:
-        if r["method"] == "hizfo":
-            r["eval_curve"] = _curve([2.0, 1.3 + noise[r["seed"]], 1.2 + noise[r["seed"]]])
-        elif r["method"] == "hizfo[zo-off]":
-            r["eval_curve"] = _curve([2.0, 1.5, 1.2])
+        if r.method == "hizfo":
+            r.eval_curve = _curve([2.0, 1.3 + noise[r.seed], 1.2 + noise[r.seed]])
+        elif r.method == "hizfo[zo-off]":
+            r.eval_curve = _curve([2.0, 1.5, 1.2])
     claim3 = _verdicts(tmp_path, records)["stochasticity"]
     assert claim3.verdict == NOT_TESTABLE  # step 4 moved, step 8 (the last) did not
     dose = "\n".join(claim3.tasks[0].dose)
     assert "at step 8, the primary statistic" in dose and "the gate's power for a dose" in dose
     assert "earlier points, shown, not tested: step 4" in dose
     for r in records:
-        if r["method"] == "hizfo":
-            r["eval_curve"] = _curve([2.0, 1.5, 1.15 + noise[r["seed"]]])
+        if r.method == "hizfo":
+            r.eval_curve = _curve([2.0, 1.5, 1.15 + noise[r.seed]])
     assert _verdicts(tmp_path, records)["stochasticity"].tasks[0].dose[-1] == (
         "the ZO part changed the dev loss beyond seed noise"
     )
@@ -348,20 +347,20 @@ def test_a_zo_rate_below_the_declared_minimum_is_left_out_of_the_overall_verdict
     records = _run(tmp_path, spec)
     noise = {0: 1e-4, 1: -2e-4, 2: 1e-4}
     for r in records:
-        if r["method"].startswith("hizfo"):
-            on = r["method"] == "hizfo" and r["task"] == "math-mini"
-            shift = -0.1 + noise[r["seed"]] if on else 0.0
-            r["eval_curve"] = _curve([2.0, 1.5 + shift, 1.2 + shift])
-            rate = 3e-9 if r["task"] == "docstring-summary" else 1e-4
-            r["config"]["method_config"] = {"zo_lr": rate}
+        if r.method.startswith("hizfo"):
+            on = r.method == "hizfo" and r.task == "math-mini"
+            shift = -0.1 + noise[r.seed] if on else 0.0
+            r.eval_curve = _curve([2.0, 1.5 + shift, 1.2 + shift])
+            rate = 3e-9 if r.task == "docstring-summary" else 1e-4
+            r.config["method_config"] = {"zo_lr": rate}
     claim3 = _verdicts(tmp_path, records)["stochasticity"]
     by_task = {t.task: t.verdict for t in claim3.tasks}
     assert by_task == {"math-mini": SUPPORTED, "docstring-summary": ZO_OFF}
     assert claim3.verdict == SUPPORTED
     # The same docstring-summary at an active rate that did not move: inconclusive overall.
     for r in records:
-        if r["task"] == "docstring-summary" and r["method"].startswith("hizfo"):
-            r["config"]["method_config"] = {"zo_lr": 1e-4}
+        if r.task == "docstring-summary" and r.method.startswith("hizfo"):
+            r.config["method_config"] = {"zo_lr": 1e-4}
     assert _verdicts(tmp_path, records)["stochasticity"].verdict == INCONCLUSIVE
 
 
@@ -377,8 +376,8 @@ def test_claims_md_says_how_big_each_ablations_fo_set_is(tmp_path):
     records = _run(tmp_path, spec)
     fo = {"hizfo": 1000, "hizfo[random]": 950, "hizfo[reverse]": 600}
     for r in records:
-        if r["method"] in fo:
-            r["method_summary"] = {"fo_parameters": fo[r["method"]]}
+        if r.method in fo:
+            r.method_summary = {"fo_parameters": fo[r.method]}
     write_run(tmp_path, records)
     write_report(tmp_path)
     text = (tmp_path / "report" / "claims.md").read_text()

@@ -104,8 +104,8 @@ def test_wrong_sign_update_is_a_loss_regression(tmp_path, mezo_is):
     ref = run(tmp_path / "ref")
     again = run(tmp_path / "again")
     # bit-reproducible on one platform: the tight tolerance rests on this
-    ref_curve = regress.load_records(ref)[0]["curve"]
-    assert [p["loss"] for p in regress.load_records(again)[0]["curve"]] == [
+    ref_curve = regress.load_records(ref)[0].curve
+    assert [p["loss"] for p in regress.load_records(again)[0].curve] == [
         p["loss"] for p in ref_curve
     ]
     mezo_is(AscendingMeZO)

@@ -15,6 +15,7 @@ from bench import store
 from bench.analysis import history, regress
 from bench.analysis.timing import paired_step_times, step_times
 from bench.cli import main
+from bench.record import TrialRecord
 from bench.report.compare import render_table
 
 SUITE = [("none", 0.10, 0.0), ("fo-adamw", 0.40, 100.0), ("mezo", 0.30, 50.0)]
@@ -31,7 +32,7 @@ def run_pair(tmp_path, change=None, seeds=(0,)):
     ref = reference_records(seeds)
     cur = copy.deepcopy(ref)
     for r in cur:
-        r["started_at"] = "2026-01-02T00:00:00+0000"
+        r.started_at = "2026-01-02T00:00:00+0000"
     if change:
         change(cur)
     return write_run(tmp_path / "ref", ref), write_run(tmp_path / "cur", cur)
@@ -40,8 +41,9 @@ def run_pair(tmp_path, change=None, seeds=(0,)):
 def edit(method, **fields):
     def change(records):
         for r in records:
-            if r["method"] == method:
-                r.update(fields)
+            if r.method == method:
+                for name, value in fields.items():
+                    setattr(r, name, value)
 
     return change
 
@@ -68,7 +70,7 @@ MACHINE = {"cpu_model": "Test CPU", "cpu_count": 2, "machine": "x86_64", "gpus":
 def on_machine(records, key="m1", torch="2.13.0", threads=1):
     """Records stamped with a machine fingerprint, torch version and thread count."""
     for r in records:
-        r["environment"] = {
+        r.environment = {
             "machine": {**MACHINE, "cpu_model": f"Test CPU {key}"},
             "machine_key": key,
             "packages": {"torch": torch},
@@ -85,14 +87,14 @@ def with_step_times(record, mean, spread=0.1, windows=20, seed=0, every=5):
     for i in range(1, windows + 1):
         seconds += every * mean * (1 + spread * (2 * rng.random() - 1))
         curve.append({"step": i * every, "loss": 3.0 - 0.01 * i, "seconds": seconds})
-    record.update(curve=curve, steps=windows * every, train_seconds=seconds)
+    record.curve, record.steps, record.train_seconds = curve, windows * every, seconds
     return record
 
 
 def timed_run(path, mean, seed, key="m1"):
     records = on_machine(reference_records(), key)
     for i, r in enumerate(records):
-        if r["method"] != "none":
+        if r.method != "none":
             with_step_times(r, mean * (1 + i), seed=seed * 10 + i)
     return write_run(path, records)
 
@@ -110,8 +112,8 @@ def test_slower_steps_are_flagged_against_this_machines_history(tmp_path, capsys
     slow = timed_run(tmp_path / "slow", 0.010, seed=8)
     # mezo's step 1.5x slower in the current run
     for path in (slow / "trials").glob("mezo*.json"):
-        record = json.loads(path.read_text())
-        path.write_text(json.dumps(with_step_times(record, 0.010 * 3 * 1.5, seed=9)))
+        record = TrialRecord.from_dict(json.loads(path.read_text()))
+        path.write_text(json.dumps(with_step_times(record, 0.010 * 3 * 1.5, seed=9).to_dict()))
     out_json = tmp_path / "v.json"
     args = ["compare", str(ref), str(slow), "--history", str(root), "--json", str(out_json)]
     assert main(args) == 1
@@ -163,14 +165,15 @@ def test_a_shift_within_the_history_spread_passes(tmp_path):
 
 def test_step_times_come_from_curve_windows():
     record = make_record("mezo", steps=20)
-    record["curve"] = [
+    record.curve = [
         {"step": 5, "loss": 1.0, "seconds": 9.0},  # first window: one-time costs, dropped
         {"step": 10, "loss": 1.0, "seconds": 10.0},
         {"step": 15, "loss": 1.0, "seconds": 12.0},
         {"step": 20, "loss": 1.0, "seconds": 12.5},
     ]
     assert step_times(record) == pytest.approx([0.2, 0.4, 0.1])
-    assert step_times({"curve": [], "step_seconds": [0.5, 0.6]}) == [0.5, 0.6]
+    perf = TrialRecord("perf-mezo", "mezo", "perf", "tiny", 0, step_seconds=[0.5, 0.6])
+    assert step_times(perf) == [0.5, 0.6]
 
 
 def test_step_times_compare_like_with_like_on_the_cpu_clock_when_all_have_it():
@@ -184,7 +187,7 @@ def test_step_times_compare_like_with_like_on_the_cpu_clock_when_all_have_it():
             }
             for s in (5, 10, 15, 20)
         ]
-        return {"curve": curve, "environment": {"device": device}}
+        return TrialRecord("t", "m", "t", "tiny", 0, curve=curve, environment={"device": device})
 
     current, runs, clock = paired_step_times(rec(), [rec(), rec()])
     assert clock == "cpu_seconds" and current == pytest.approx([0.5, 0.5, 0.5])
@@ -246,8 +249,8 @@ def test_loss_tolerance_is_tight_on_one_platform_and_loose_across():
         ref = on_machine(reference_records())
         cur = on_machine(copy.deepcopy(ref), **platform)
         for r in cur:
-            if r["method"] == "mezo":
-                r["curve"][-1]["loss"] *= factor
+            if r.method == "mezo":
+                r.curve[-1]["loss"] *= factor
         return regress.compare(ref, cur)
 
     (t,) = pair(1.0005).regressions
@@ -263,8 +266,8 @@ def test_loss_tolerance_is_tight_on_one_platform_and_loose_across():
 def test_wrong_sign_loss_and_dev_curve_are_flagged(tmp_path):
     def flat(records):
         for r in records:
-            if r["method"] == "mezo":
-                r["curve"] = [{**p, "loss": 3.0} for p in r["curve"]]
+            if r.method == "mezo":
+                r.curve = [{**p, "loss": 3.0} for p in r.curve]
 
     ref, cur = run_pair(tmp_path, flat)
     v = verdict_of(ref, cur)
@@ -279,8 +282,8 @@ def test_wrong_sign_loss_and_dev_curve_are_flagged(tmp_path):
     ref, cur = run_pair(tmp_path / "c", edit("mezo", eval_curve=worse))
     ref_records = regress.load_records(ref)
     for r in ref_records:
-        if r["method"] == "mezo":
-            r["eval_curve"] = dev
+        if r.method == "mezo":
+            r.eval_curve = dev
     (t,) = regress.compare(ref_records, regress.load_records(cur)).regressions
     assert t.check("dev loss").change == "2.2000 -> 2.9000 (+31.82%) at step 20"
 
@@ -289,7 +292,7 @@ def test_more_passes_per_step_are_flagged(tmp_path):
     ref, cur = run_pair(tmp_path, edit("mezo", passes={"forward": 60, "backward": 0}))
     ref_records = regress.load_records(ref)
     for r in ref_records:
-        r["passes"] = {"forward": 40, "backward": 0}
+        r.passes = {"forward": 40, "backward": 0}
     v = regress.compare(ref_records, regress.load_records(cur))
     assert [t.reasons for t in v.regressions if t.key.startswith("mezo")] == [
         ["forward passes per step: 2 -> 3 (exact count)"]
@@ -319,6 +322,22 @@ def test_perf_ratios_are_guarded_on_their_own_record():
     assert "mezo_step_over_two_forwards: 1.600 -> 2.400 (+50.00%)" in v.regressions[0].reasons[0]
 
 
+def test_operator_counts_are_guarded_exactly_under_the_same_torch():
+    """ops_over_floor_ops is exact on any machine: one more operator call per step is a
+    regression, the same count passes, and another torch version is not compared."""
+
+    def rec(ops: float, torch: str = "2.13.0"):
+        r = perf_record("mezo", mezo_ops_over_floor_ops=ops)
+        r.environment = {"device": "cpu", "packages": {"torch": torch}}
+        return r
+
+    assert regress.compare([rec(1.25)], [rec(1.25)]).passed
+    (t,) = regress.compare([rec(1.25)], [rec(1.2501)]).regressions
+    assert "mezo_ops_over_floor_ops: 1.250 -> 1.250" in t.reasons[0]
+    v = regress.compare([rec(1.25)], [rec(2.0, torch="2.14.0")])
+    assert v.passed and "torch 2.13.0 vs 2.14.0" in str(v.to_dict())
+
+
 def test_per_seed_score_tolerance_uses_both_trials_lm_eval_stderr(tmp_path):
     # stderr 0.05 in every record: the difference of two single-seed scores has stderr
     # sqrt(0.05^2 + 0.05^2) = 0.0707, threshold max(0.02, 2 x 0.0707) = 0.141
@@ -341,8 +360,8 @@ def test_seed_mean_is_compared_with_the_sem(tmp_path):
 
     def spread(records, shift=0.0):
         for r in records:
-            if r["method"] == "mezo":
-                r["score"] = 0.30 + 0.02 * r["seed"] - shift
+            if r.method == "mezo":
+                r.score = 0.30 + 0.02 * r.seed - shift
 
     ref = reference_records(seeds=(0, 1, 2))
     spread(ref)
@@ -372,8 +391,8 @@ def test_missing_trial_is_a_regression_and_new_is_not(tmp_path, capsys):
 def test_config_change_matches_by_key_with_a_warning(tmp_path, capsys):
     def retuned(records):
         for r in records:
-            r["trial_id"] = r["trial_id"].replace("abcd1234", "ffff0000")
-            r["config"] = {**r["config"], "train": {"steps": 40}}
+            r.trial_id = r.trial_id.replace("abcd1234", "ffff0000")
+            r.config = {**r.config, "train": {"steps": 40}}
 
     ref, cur = run_pair(tmp_path, retuned)
     assert main(["compare", str(ref), str(cur)]) == 0
@@ -385,7 +404,7 @@ def test_config_change_matches_by_key_with_a_warning(tmp_path, capsys):
 
 def test_failed_in_reference_is_not_a_regression(tmp_path):
     ref = reference_records()
-    ref[2].update(status="failed", score=None)
+    ref[2].status, ref[2].score = "failed", None
     write_run(tmp_path / "ref", ref)
     cur = reference_records()
     write_run(tmp_path / "cur", cur)
@@ -395,7 +414,7 @@ def test_failed_in_reference_is_not_a_regression(tmp_path):
 
 def test_reference_as_a_single_json_file(tmp_path):
     ref_file = tmp_path / "reference.json"
-    ref_file.write_text(json.dumps({"trials": reference_records()}))
+    ref_file.write_text(json.dumps({"trials": [r.to_dict() for r in reference_records()]}))
     _, cur = run_pair(tmp_path)
     assert main(["compare", str(ref_file), str(cur)]) == 0
 
@@ -430,14 +449,14 @@ def test_committed_nightly_reference_is_usable():
     """The reference the nightly CI job compares against loads and matches itself."""
     ref = REPO / "results" / "reference" / "nightly"
     records = regress.load_records(ref)
-    assert {r["status"] for r in records} == {"ok"}
+    assert {r.status for r in records} == {"ok"}
     assert regress.compare(records, copy.deepcopy(records)).passed
 
 
 def test_same_platform_score_drop_is_flagged_though_within_stderr():
     ref = on_machine(reference_records())
     cur = on_machine(copy.deepcopy(ref))
-    next(r for r in cur if r["method"] == "fo-adamw")["score"] = 0.35  # within 0.141
+    next(r for r in cur if r.method == "fo-adamw").score = 0.35  # within 0.141
     (t,) = regress.compare(ref, cur).regressions
     assert "same platform" in t.reasons[0]
     assert regress.compare(ref, on_machine(copy.deepcopy(cur), key="m2")).passed

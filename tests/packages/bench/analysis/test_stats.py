@@ -17,6 +17,7 @@ from bench.analysis.stats import (
     seeds_for_power,
     split_settings,
 )
+from bench.record import TrialRecord
 
 
 def test_seed_interval_is_a_t_interval_over_seed_means_when_documents_agree():
@@ -71,17 +72,13 @@ def test_geometric_interval():
 
 def test_split_settings_labels_the_minority_setting():
     def rec(seed, limit):
-        return {
-            "method": "m",
-            "task": "t",
-            "model": "x",
-            "seed": seed,
-            "config": {"seed": seed, "eval": {"limit": limit}},
-        }
+        return TrialRecord(
+            f"m{seed}", "m", "t", "x", seed, config={"seed": seed, "eval": {"limit": limit}}
+        )
 
     records = [rec(0, 30), rec(1, 30), rec(0, 4)]
     out, warnings = split_settings(records)
-    assert sorted(r["method"] for r in out) == ["m", "m", "m{eval.limit=4}"]
+    assert sorted(r.method for r in out) == ["m", "m", "m{eval.limit=4}"]
     assert len(warnings) == 1 and "eval.limit" in warnings[0]
     same, none = split_settings(records[:2])
-    assert [r["method"] for r in same] == ["m", "m"] and none == []
+    assert [r.method for r in same] == ["m", "m"] and none == []

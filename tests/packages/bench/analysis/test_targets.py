@@ -18,22 +18,23 @@ from bench.analysis.targets import (
     target_specs,
     time_to_target,
 )
+from bench.record import TrialRecord
 
 
 def _rec(method, seed, losses, spp=10.0, setup=0.0, phase="final"):
-    return {
-        "trial_id": f"{method}-{seed}-{phase}",
-        "method": method,
-        "task": "t",
-        "model": "m",
-        "seed": seed,
-        "status": "ok",
-        "setup_seconds": setup,
-        "config": {"phase": phase},
-        "eval_curve": [
+    return TrialRecord(
+        f"{method}-{seed}-{phase}",
+        method,
+        "t",
+        "m",
+        seed,
+        status="ok",
+        setup_seconds=setup,
+        config={"phase": phase},
+        eval_curve=[
             {"step": 5 * i, "seconds": spp * i, "dev_loss": v} for i, v in enumerate(losses)
         ],
-    }
+    )
 
 
 def test_the_stage_fixes_a_target_the_reference_reaches_and_a_budget():

@@ -75,8 +75,8 @@ def test_a_full_disk_stops_the_sweep_in_one_line_and_the_resume_completes(
         assert "No space left on device" in message and "MiB free" in message
         assert "1 finished trial(s) of it are kept, run it again to resume" in message
         kept = store.read_trials(run_dir)
-        assert [r["status"] for r in kept] == ["ok"]
-        before = (store.trials_dir(run_dir) / f"{kept[0]['trial_id']}.json").read_bytes()
+        assert [r.status for r in kept] == ["ok"]
+        before = (store.trials_dir(run_dir) / f"{kept[0].trial_id}.json").read_bytes()
         assert not list(store.trials_dir(run_dir).glob(".*.tmp"))  # nothing torn
 
         # Room again: the resume runs the interrupted trial and the rest, once each.
@@ -85,9 +85,9 @@ def test_a_full_disk_stops_the_sweep_in_one_line_and_the_resume_completes(
         sweep = run_sweep(specs, run_dir, progress=False)
         assert sweep.skipped == 1 and len(sweep.records) == 2
         records = store.read_trials(run_dir)
-        assert sorted(r["trial_id"] for r in records) == sorted(s.trial_id for s in specs)
-        assert all(r["status"] == "ok" for r in records)
-        assert (store.trials_dir(run_dir) / f"{kept[0]['trial_id']}.json").read_bytes() == before
+        assert sorted(r.trial_id for r in records) == sorted(s.trial_id for s in specs)
+        assert all(r.ok for r in records)
+        assert (store.trials_dir(run_dir) / f"{kept[0].trial_id}.json").read_bytes() == before
 
 
 @pytest.mark.integration

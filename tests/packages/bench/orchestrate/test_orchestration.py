@@ -155,7 +155,7 @@ def test_dead_workers_are_retried_a_bounded_number_of_times(ray_cluster, tmp_pat
 
     sweep = run_sweep([recovers, never], tmp_path / "run", max_retries=1, progress=False)
 
-    records = {r["trial_id"]: r for r in store.read_trials(tmp_path / "run")}
+    records = {r.trial_id: r.to_dict() for r in store.read_trials(tmp_path / "run")}
     assert records[recovers.trial_id]["status"] == "ok", records[recovers.trial_id]["error"]
     assert len((tmp_path / "recovers.txt").read_text().splitlines()) == 2  # died, then ran
     failed = records[never.trial_id]

@@ -152,7 +152,7 @@ def test_a_hung_trial_is_stopped_and_recorded_failed_and_the_sweep_goes_on(
 
     sweep = run_sweep([hung, fine], run_dir, progress=False, max_retries=0)
 
-    records = {r["trial_id"]: r for r in store.read_trials(run_dir)}
+    records = {r.trial_id: r.to_dict() for r in store.read_trials(run_dir)}
     assert records[fine.trial_id]["status"] == "ok", records[fine.trial_id]["error"]
     failed = records[hung.trial_id]
     assert failed["status"] == "failed"

@@ -9,6 +9,7 @@ from bench import store
 from bench.cli import main
 from bench.orchestrate.session import ResourceError, Resources, plan_resources
 from bench.orchestrate.sweep import Sweep, run_sweep
+from bench.record import TrialRecord
 from bench.suite import expand
 
 SUITE = {
@@ -56,9 +57,13 @@ def test_impossible_request_is_an_error_not_a_hang():
         plan_resources([{"CPU": 4.0, "GPU": 1.0}], 8)
 
 
+def _timed(seconds: float) -> TrialRecord:
+    return TrialRecord("t", "m", "t", "tiny", 0, total_seconds=seconds)
+
+
 def test_overhead_is_wall_against_trial_time_over_parallelism():
     sweep = Sweep(
-        records=[{"total_seconds": 10.0}, {"total_seconds": 20.0}, {"total_seconds": 30.0}],
+        records=[_timed(10.0), _timed(20.0), _timed(30.0)],
         slots=2,
         wall_seconds=40.0,
         startup_seconds=5.0,
@@ -66,11 +71,11 @@ def test_overhead_is_wall_against_trial_time_over_parallelism():
     over = sweep.overhead()
     assert over["ideal_seconds"] == 30.0 and over["critical_path_seconds"] == 30.0
     assert over["overhead_seconds"] == 10.0 and over["overhead_fraction"] == 0.25
-    one = Sweep(records=[{"total_seconds": 10.0}], slots=8, wall_seconds=12.0)
+    one = Sweep(records=[_timed(10.0)], slots=8, wall_seconds=12.0)
     assert one.overhead()["parallelism"] == 1
     assert Sweep().overhead() is None
     # attempts lost to dead workers are in the figures (their time is in no total_seconds)
-    lost = Sweep(records=[{"total_seconds": 10.0}], slots=1, wall_seconds=20.0)
+    lost = Sweep(records=[_timed(10.0)], slots=1, wall_seconds=20.0)
     lost.lost_attempts, lost.lost_seconds = 1, 8.0
     assert (lost.overhead()["lost_attempts"], lost.overhead()["lost_seconds"]) == (1, 8.0)
     assert over["lost_attempts"] == 0
@@ -140,7 +145,7 @@ def test_suite_through_ray_writes_contract_files(ray_cluster, tmp_path):
 
     # resume: finished trials are skipped, the failed one runs again
     again = run_sweep(specs, tmp_path, progress=False)
-    assert again.skipped == 3 and [r["trial_id"] for r in again.records] == [broken[0].trial_id]
+    assert again.skipped == 3 and [r.trial_id for r in again.records] == [broken[0].trial_id]
     frame = store.load_frame(tmp_path)
     assert set(frame["method"]) == {"none", "fo-adamw", "mezo"} and len(frame) == 4
 
@@ -160,7 +165,7 @@ def test_cli_dry_run_lists_trials_and_runs_nothing(tmp_path, capsys):
     specs = expand(SUITE)
     out = tmp_path / "run"
     # A finished trial file that keeps the contract (an all-None one is re-run, not done).
-    store.write_trial(out, make_record("none", seed=0) | {"trial_id": specs[0].trial_id})
+    store.write_trial(out, make_record("none", seed=0).to_dict() | {"trial_id": specs[0].trial_id})
     assert main(["run", "--suite", str(suite), "--out", str(out), "--dry-run"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("suite s: 3 trials")

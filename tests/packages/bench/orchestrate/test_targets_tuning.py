@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from bench.analysis.selection import choose
@@ -15,6 +17,7 @@ from bench.analysis.targets import (
 )
 from bench.config import ConfigError
 from bench.orchestrate.tuning import final_specs, sample_points, tuning_specs
+from bench.record import TrialRecord
 from bench.suite import expand, plan_from_raw
 
 
@@ -33,15 +36,16 @@ def _curve(values, metric="dev_loss", seconds_per_point=10.0):
 
 
 def _rec(method, seed, values, metric="dev_loss", spp=10.0, **kw):
-    return {
-        "method": method,
-        "task": "t",
-        "model": "m",
-        "seed": seed,
-        "status": "ok",
-        "eval_curve": _curve(values, metric, spp),
+    return TrialRecord(
+        f"{method}__{seed}",
+        method,
+        "t",
+        "m",
+        seed,
+        status="ok",
+        eval_curve=_curve(values, metric, spp),
         **kw,
-    }
+    )
 
 
 def test_first_point_past_a_fixed_loss_target():
@@ -88,17 +92,18 @@ def test_target_errors_are_one_line():
 
 
 def _tune_rec(lr, dev_loss, test_score):
-    return {
-        "method": "m",
-        "task": "t",
-        "model": "x",
-        "seed": 0,
-        "status": "ok",
-        "config": {"tuning_point": {"lr": lr}, "phase": "tune"},
-        "eval_curve": [{"step": 10, "seconds": 1.0, "dev_loss": dev_loss, "dev_score": None}],
-        "score": test_score,
-        "metrics": {"exact_match": test_score},
-    }
+    return TrialRecord(
+        f"m__{lr}",
+        "m",
+        "t",
+        "x",
+        0,
+        status="ok",
+        config={"tuning_point": {"lr": lr}, "phase": "tune"},
+        eval_curve=[{"step": 10, "seconds": 1.0, "dev_loss": dev_loss, "dev_score": None}],
+        score=test_score,
+        metrics={"exact_match": test_score},
+    )
 
 
 def test_selection_reads_dev_never_test():
@@ -108,12 +113,15 @@ def test_selection_reads_dev_never_test():
     assert choice.chosen == {"lr": 0.1} and choice.budget == 3
     # Removing every test field changes nothing: selection never reads them.
     for r in recs:
-        del r["score"], r["metrics"]
+        r.score, r.metrics = None, {}
     assert choose(recs, "dev_loss")[0].chosen == {"lr": 0.1}
 
 
 def test_failed_points_rank_last():
-    recs = [_tune_rec(1.0, 3.0, 0.0), {**_tune_rec(0.1, 1.0, 0.0), "status": "failed"}]
+    recs = [
+        _tune_rec(1.0, 3.0, 0.0),
+        dataclasses.replace(_tune_rec(0.1, 1.0, 0.0), status="failed"),
+    ]
     assert choose(recs, "dev_loss")[0].chosen == {"lr": 1.0}
 
 

@@ -61,7 +61,7 @@ def _fake_sweep(run_dir, dev_loss):
                 ],
                 digest=s.trial_id,
             )
-            record["trial_id"] = s.trial_id
+            record.trial_id = s.trial_id
             store.write_trial(run_dir, record)
         ran.append(list(specs))
         return specs

@@ -10,6 +10,7 @@ import pytest
 from helpers.records import make_record
 
 from bench import store
+from bench.record import TrialRecord
 from bench.report import plots
 
 GIB = 2**30
@@ -205,7 +206,7 @@ def test_memory_breakdown_from_a_trial_run_through_the_recipe(tmp_path):
     )
     record = run_trial(spec)
     assert record["status"] == "ok", record["error"]
-    frame = plots.breakdown_frame([record])
+    frame = plots.breakdown_frame([TrialRecord.from_dict(record)])
     assert len(frame) == 1
     parts = frame.iloc[0][[key for key, _, _ in plots.BREAKDOWN_PARTS]]
     # AdamW: two moments per weight, plus a step counter per tensor

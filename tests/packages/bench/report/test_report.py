@@ -138,9 +138,9 @@ def test_layer_matrices_from_a_hizfo_history():
 
 def test_profile_history_found_under_any_key():
     history = hizfo_history()
-    assert plots.profile_history({"method_summary": {"whatever": history}}) == history
-    assert plots.profile_history({"method_summary": {"fo_tensors": 3}}) == []
-    assert plots.profile_history({"method_summary": None}) == []
+    assert plots.profile_history(make_record("hizfo", method_summary={"w": history})) == history
+    assert plots.profile_history(make_record("hizfo", method_summary={"fo_tensors": 3})) == []
+    assert plots.profile_history(make_record("hizfo", method_summary=None)) == []
 
 
 def test_cli_report_writes_tables_and_plots(tmp_path, capsys):

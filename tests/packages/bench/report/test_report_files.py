@@ -49,7 +49,7 @@ def _run(tmp_path: Path, name: str = "run", fo_score: float = 0.4, lr: float = 1
         ]
     records.append(make_record("mezo", seed=2, status="failed"))
     tune = make_record("mezo", seed=7, digest="tune0001")
-    tune["config"] = {**tune["config"], "phase": "tune", "method_config": {"lr": 1e-5}}
+    tune.config = {**tune.config, "phase": "tune", "method_config": {"lr": 1e-5}}
     records.append(tune)
     return write_run(tmp_path / name, records)
 

@@ -23,29 +23,29 @@ def test_two_gloo_processes_give_the_single_process_losses() -> None:
     sharded = run_placed_trial(
         make_spec("fo-adamw", {"lr": 1e-3}, resources=ResourcesConfig(processes=2), **common)
     )
-    assert single["status"] == sharded["status"] == "ok", sharded.get("error")
-    losses = [p["loss"] for p in sharded["curve"]]
+    assert single["status"] == sharded.status == "ok", sharded.error
+    losses = [p["loss"] for p in sharded.curve]
     assert len(losses) == 4
     assert losses == pytest.approx([p["loss"] for p in single["curve"]], rel=1e-6, abs=0)
     # Evaluation points (steps 0, 2, 4): the dev loss of the whole dev batch.
-    dev = [p["dev_loss"] for p in sharded["eval_curve"]]
+    dev = [p["dev_loss"] for p in sharded.eval_curve]
     assert len(dev) == 3
     assert dev == pytest.approx([p["dev_loss"] for p in single["eval_curve"]], rel=1e-6, abs=0)
-    assert sharded["placement"] == {
+    assert sharded.placement == {
         "strategy": "fsdp2",
         "processes": 2,
         "devices": ["cpu", "cpu"],
         "backend": "gloo",
     }
     # Rank 0 evaluated the gathered (unsharded) model on the test split.
-    assert sharded["eval_samples"] == single["eval_samples"] == 2
-    assert sharded["passes"] == single["passes"]
+    assert sharded.eval_samples == single["eval_samples"] == 2
+    assert sharded.passes == single["passes"]
 
 
 def test_a_one_device_trial_says_so() -> None:
     record = run_placed_trial(make_spec("none", limit=1))
-    assert record["status"] == "ok"
-    assert record["placement"] == {
+    assert record.ok
+    assert record.placement == {
         "strategy": "single",
         "processes": 1,
         "devices": ["cpu"],
@@ -98,8 +98,8 @@ def test_resources_join_the_trial_id_only_when_set() -> None:
 def test_an_unplaceable_trial_is_a_failed_record() -> None:
     spec = make_spec("lora", resources=ResourcesConfig(processes=2))
     record = run_placed_trial(spec)
-    assert record["status"] == "failed" and record["placement"] is None
-    assert record["error"].startswith("PlacementError: lora runs on one device only")
+    assert record.status == "failed" and record.placement is None
+    assert record.error.startswith("PlacementError: lora runs on one device only")
     assert torch.get_num_threads() >= 1
 
 
@@ -114,8 +114,8 @@ def test_fsdp2_on_one_gpu_gives_the_plain_trial_losses() -> None:
     spec = make_spec("fo-adamw", {"lr": 1e-3}, steps=4, log_every=1, limit=2)
     single = run_trial(spec)
     sharded = run_sharded_trial(spec, Placement("fsdp2", 1, ("cuda:0",), "nccl"))
-    assert single["status"] == sharded["status"] == "ok", sharded.get("error")
-    assert [p["loss"] for p in sharded["curve"]] == pytest.approx(
+    assert single["status"] == sharded.status == "ok", sharded.error
+    assert [p["loss"] for p in sharded.curve] == pytest.approx(
         [p["loss"] for p in single["curve"]],
         rel=1e-4,
         abs=0,  # bf16 autocast kernels
