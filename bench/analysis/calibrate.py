@@ -104,109 +104,130 @@ class Setting:
 def default_settings(seeds: Sequence[int] = (3, 5), documents: int = 30) -> list[Setting]:
     """No effect at three seed sds and two score kinds, and every planted effect."""
     out = []
-    none = {c: "none" for c in CLAIMS}
     for n in seeds:
-        for scores in ("binary", "continuous"):
-            for sd in (0.0, 0.5, 1.0):
-                out.append(
-                    Setting(
-                        f"no effect, {scores}, seed sd {sd:g}, {n} seeds",
-                        n,
-                        documents,
-                        sd,
-                        scores,
-                        truth=none,
-                    )
-                )
-        out += [
-            Setting(
-                f"score +1 logit (binary, seed sd 0.25), {n} seeds",
-                n,
-                documents,
-                0.25,
-                score_effect=1.0,
-                truth={"accuracy": SUPPORTED, "time": "none"},
-            ),
-            Setting(
-                f"2x faster to the target, {n} seeds",
-                n,
-                documents,
-                time_factor=2.0,
-                truth={"accuracy": "none", "time": SUPPORTED},
-            ),
-            Setting(
-                f"2x slower to the target, {n} seeds",
-                n,
-                documents,
-                time_factor=0.5,
-                truth={"time": CONTRADICTED},
-            ),
-            Setting(
-                f"never reaches, 2x the step speed, stops at half the budget, {n} seeds",
-                n,
-                documents,
-                time_factor=2.0,
-                never=True,
-                early_stop=0.5,
-                truth={"accuracy": "none", "time": CONTRADICTED},
-            ),
-        ]
-        for k in (1, 3, 5):
+        out += _no_effect_settings(n, documents)
+        out += _score_and_time_settings(n, documents)
+        out += _stochasticity_settings(n, documents)
+    return out
+
+
+def _no_effect_settings(n: int, documents: int) -> list[Setting]:
+    """Nothing planted: every claim's truth is 'none'."""
+    out = []
+    none = {c: "none" for c in CLAIMS}
+    for scores in ("binary", "continuous"):
+        for sd in (0.0, 0.5, 1.0):
             out.append(
                 Setting(
-                    f"claim 3: ZO dose {k} sd, no flatness or score effect, {n} seeds",
+                    f"no effect, {scores}, seed sd {sd:g}, {n} seeds",
                     n,
                     documents,
-                    dose=-k * DOSE_SD,
-                    truth={"stochasticity": "none"},
+                    sd,
+                    scores,
+                    truth=none,
                 )
             )
-        out += [
+    return out
+
+
+def _score_and_time_settings(n: int, documents: int) -> list[Setting]:
+    """Claims 1 and 2: a score effect, faster and slower to the target, never reaching."""
+    out: list[Setting] = []
+    out += [
+        Setting(
+            f"score +1 logit (binary, seed sd 0.25), {n} seeds",
+            n,
+            documents,
+            0.25,
+            score_effect=1.0,
+            truth={"accuracy": SUPPORTED, "time": "none"},
+        ),
+        Setting(
+            f"2x faster to the target, {n} seeds",
+            n,
+            documents,
+            time_factor=2.0,
+            truth={"accuracy": "none", "time": SUPPORTED},
+        ),
+        Setting(
+            f"2x slower to the target, {n} seeds",
+            n,
+            documents,
+            time_factor=0.5,
+            truth={"time": CONTRADICTED},
+        ),
+        Setting(
+            f"never reaches, 2x the step speed, stops at half the budget, {n} seeds",
+            n,
+            documents,
+            time_factor=2.0,
+            never=True,
+            early_stop=0.5,
+            truth={"accuracy": "none", "time": CONTRADICTED},
+        ),
+    ]
+    return out
+
+
+def _stochasticity_settings(n: int, documents: int) -> list[Setting]:
+    """Claim 3: a ZO dose alone, and with flatness and score effects either way."""
+    out = []
+    for k in (1, 3, 5):
+        out.append(
             Setting(
-                f"claim 3: ZO dose 3 sd, flatter and +1 logit, {n} seeds",
+                f"claim 3: ZO dose {k} sd, no flatness or score effect, {n} seeds",
                 n,
                 documents,
-                0.25,
-                dose=-3 * DOSE_SD,
-                flat=0.5,
-                zo_score=1.0,
-                truth={"stochasticity": SUPPORTED},
-            ),
-            Setting(
-                f"claim 3: ZO dose 3 sd, sharper and -1 logit, {n} seeds",
-                n,
-                documents,
-                0.25,
-                dose=3 * DOSE_SD,
-                flat=-0.5,
-                zo_score=-1.0,
-                truth={"stochasticity": CONTRADICTED},
-            ),
-            Setting(
-                f"claim 3 as in the claims suite (sim-b's ZO rate off): dose 3 sd, flatter "
-                f"and +1 logit on sim-a, {n} seeds",
-                n,
-                documents,
-                0.25,
-                dose=-3 * DOSE_SD,
-                flat=0.5,
-                zo_score=1.0,
-                zo_off_b=True,
-                truth={"stochasticity": SUPPORTED},
-            ),
-            Setting(
-                f"claim 3 as in the claims suite (sim-b's ZO rate off): dose 3 sd, sharper "
-                f"and -1 logit on sim-a, {n} seeds",
-                n,
-                documents,
-                0.25,
-                dose=3 * DOSE_SD,
-                flat=-0.5,
-                zo_score=-1.0,
-                zo_off_b=True,
-                truth={"stochasticity": CONTRADICTED},
-            ),
-        ]
+                dose=-k * DOSE_SD,
+                truth={"stochasticity": "none"},
+            )
+        )
+    out += [
+        Setting(
+            f"claim 3: ZO dose 3 sd, flatter and +1 logit, {n} seeds",
+            n,
+            documents,
+            0.25,
+            dose=-3 * DOSE_SD,
+            flat=0.5,
+            zo_score=1.0,
+            truth={"stochasticity": SUPPORTED},
+        ),
+        Setting(
+            f"claim 3: ZO dose 3 sd, sharper and -1 logit, {n} seeds",
+            n,
+            documents,
+            0.25,
+            dose=3 * DOSE_SD,
+            flat=-0.5,
+            zo_score=-1.0,
+            truth={"stochasticity": CONTRADICTED},
+        ),
+        Setting(
+            f"claim 3 as in the claims suite (sim-b's ZO rate off): dose 3 sd, flatter "
+            f"and +1 logit on sim-a, {n} seeds",
+            n,
+            documents,
+            0.25,
+            dose=-3 * DOSE_SD,
+            flat=0.5,
+            zo_score=1.0,
+            zo_off_b=True,
+            truth={"stochasticity": SUPPORTED},
+        ),
+        Setting(
+            f"claim 3 as in the claims suite (sim-b's ZO rate off): dose 3 sd, sharper "
+            f"and -1 logit on sim-a, {n} seeds",
+            n,
+            documents,
+            0.25,
+            dose=3 * DOSE_SD,
+            flat=-0.5,
+            zo_score=-1.0,
+            zo_off_b=True,
+            truth={"stochasticity": CONTRADICTED},
+        ),
+    ]
     return out
 
 
