@@ -142,8 +142,8 @@ def _dry_run(suite: Any, run_dir: Path) -> int:
         pending = s.phase != "tune" and (s.method, s.task, s.model) in tuned
         mark = "done" if s.trial_id in done and not pending else "todo"
         note = "  (target setting)" if s.phase == "target" else ""
-        note += "  (settings from tuning: id set then)" if pending else ""
-        print(f"  [{mark}] {s.trial_id}{note}")
+        tuned_note = " (after tuning: its settings, and so its id, are set then)" if pending else ""
+        print(f"  [{mark}]{tuned_note} {s.trial_id}{note}")
     return 0
 
 

@@ -103,13 +103,13 @@ def renamed_methods(tmp_path, monkeypatch):
     """fo-adamw, hizfo and mezo registered again as "ref-copy", "hybrid-copy" and
     "zo-copy" (classes that only inherit), for this test's process."""
     folder = tmp_path / "plugins"
-    install_plugin(folder, "renamed_methods", "hybrid-copy", "RenamedHiZFO", COPIES)
-    entries = folder / "renamed_methods-0.1.dist-info" / "entry_points.txt"
+    install_plugin(folder, "perf_renamed_methods", "hybrid-copy", "RenamedHiZFO", COPIES)
+    entries = folder / "perf_renamed_methods-0.1.dist-info" / "entry_points.txt"
     entries.write_text(
         "[hizfo_bench.methods]\n"
-        "ref-copy = renamed_methods:RenamedAdamW\n"
-        "hybrid-copy = renamed_methods:RenamedHiZFO\n"
-        "zo-copy = renamed_methods:RenamedMeZO\n"
+        "ref-copy = perf_renamed_methods:RenamedAdamW\n"
+        "hybrid-copy = perf_renamed_methods:RenamedHiZFO\n"
+        "zo-copy = perf_renamed_methods:RenamedMeZO\n"
     )
     monkeypatch.syspath_prepend(str(folder))
     registry.refresh_methods()

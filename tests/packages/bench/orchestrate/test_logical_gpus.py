@@ -130,20 +130,20 @@ def test_one_gpu_each_and_a_two_gpu_trial_waits_for_both(logical_gpus, tmp_path,
     run_sweep([a, b, both], tmp_path / "run", progress=False)
     watcher.join(timeout=10)
 
-    records = {r["trial_id"]: r for r in store.read_trials(tmp_path / "run")}
-    assert all(r["status"] == "ok" for r in records.values()), records
+    records = {r.trial_id: r for r in store.read_trials(tmp_path / "run")}
+    assert all(r.status == "ok" for r in records.values()), records
     probes = {n: json.loads((seen / f"{n}.json").read_text()) for n in ("a", "b", "both")}
     # Two one-GPU trials at once: each its own device, and the record says which.
     assert sorted([probes["a"]["cvd"], probes["b"]["cvd"]]) == ["0", "1"]
     for name, spec in (("a", a), ("b", b)):
-        worker = records[spec.trial_id]["worker"]
+        worker = records[spec.trial_id].worker
         assert worker["cuda_visible_devices"] == probes[name]["cvd"]
         assert worker["gpu_ids"] == [probes[name]["cvd"]]
         assert worker["assigned_resources"]["GPU"] == 1
     # The two-GPU trial waited while both were held, then got both.
     assert observed["two_gpu_trial_started_meanwhile"] is False
     assert probes["both"]["start"] >= observed["released_at"]
-    worker = records[both.trial_id]["worker"]
+    worker = records[both.trial_id].worker
     assert sorted(worker["cuda_visible_devices"].split(",")) == ["0", "1"]
     assert sorted(worker["gpu_ids"]) == ["0", "1"]
     assert worker["assigned_resources"]["GPU"] == 2

@@ -254,7 +254,7 @@ def test_a_dry_run_lists_tuned_trials_as_to_do_until_tuning_chose_then_with_its_
     assert main(["run", "--suite", "mini-tune", "--out", str(run), "--dry-run"]) == 0
     out = capsys.readouterr().out
     line = next(x for x in out.splitlines() if first.trial_id in x)
-    assert line.strip().startswith("[todo]") and "settings from tuning" in line
+    assert line.strip().startswith("[todo] (after tuning") and line.split()[-1] == first.trial_id
 
     choice = Choice(first.method, first.task, first.model, "dev_loss", 1, {"lr": 3e-4}, 1.0)
     (run / "tuning.json").write_text(json.dumps({"choices": [choice.to_dict()]}))

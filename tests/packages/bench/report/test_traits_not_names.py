@@ -101,7 +101,9 @@ def test_guarded_perf_ratios_are_the_methods_declared_ones(renamed):
     assert guarded_ratios("mezo") == [
         ("mezo_step_over_two_forwards", "time"),
         ("mezo_peak_over_inference_peak", "memory"),
+        ("mezo_ops_over_floor_ops", "ops"),
     ]
-    assert guarded_ratios("hizfo") == [("hizfo_step_over_fo_step", "time")]
-    assert guarded_ratios("my-hybrid") == [("my-hybrid_step_over_fo_step", "time")]
+    hizfo = [("hizfo_step_over_fo_step", "time"), ("hizfo_ops_over_floor_ops", "ops")]
+    assert guarded_ratios("hizfo") == hizfo
+    assert guarded_ratios("my-hybrid") == [(k.replace("hizfo", "my-hybrid"), v) for k, v in hizfo]
     assert guarded_ratios("mezo[keep_z]") == [] and guarded_ratios("fo-adamw") == []
