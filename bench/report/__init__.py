@@ -84,7 +84,7 @@ def write_report(run_dir: Path, out_dir: Path | None = None, plots: bool = True)
     out_dir = Path(out_dir) if out_dir else run_dir / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
     frame = store.records_frame(records, run=run_dir.name)
-    tables = main_tables(frame)
+    tables = main_tables(frame, records)
     outcomes = doc_outcomes(run_dir)
     baseline = reference_of({r.method for r in records})  # the declared reference
     mark_significance(tables, _score_comparisons(records, outcomes, baseline))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,7 @@ from bench.format import (
     method_order,
     tex_escape,
 )
+from bench.record import TrialRecord
 
 # The "time relative to" column divides by the time of the method that declares itself
 # the reference (MethodTraits.is_reference: fo-adamw); this name is the fallback when no
@@ -92,11 +93,17 @@ def summary_table(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def task_family(task: str) -> str:
-    from bench.tasks import available_tasks
+def task_family(task: str, records: Sequence[TrialRecord] = ()) -> str:
+    """The table's family column of `task`: a registered task's, or a suite-defined
+    one's (a jsonl task's ``family``) from its records' ``config.task_config``."""
+    from bench.tasks import task_labels
 
-    cls = available_tasks().get(task)
-    return cls.family if cls is not None else "other"
+    configs = [r.config.get("task_config") for r in records if r.task == task]
+    for config in [*(c for c in configs if c), None]:
+        labels = task_labels(task, config)
+        if labels is not None:
+            return labels[0]
+    return "other"
 
 
 # ---- the main table ------------------------------------------------------------------
@@ -159,15 +166,16 @@ def _mean(values: pd.Series) -> float | None:
     return float(values.mean()) if len(values) else None
 
 
-def main_tables(frame: pd.DataFrame) -> list[MainTable]:
-    """One MainTable per model: the numbers behind table.md / .tex / .csv."""
+def main_tables(frame: pd.DataFrame, records: Sequence[TrialRecord] = ()) -> list[MainTable]:
+    """One MainTable per model: the numbers behind table.md / .tex / .csv (`records`: the
+    frame's, for the family of a suite-defined task)."""
     if "phase" in frame:  # tuning and target-setting trials are not final results
         frame = frame[frame["phase"].fillna("final") == "final"]
     reference = reference_of(set(frame["method"]))
     tables = []
     for model, mframe in frame.groupby("model", sort=True):
         tasks = sorted(set(mframe["task"]))
-        families = {t: task_family(t) for t in tasks}
+        families = {t: task_family(t, records) for t in tasks}
         fam_rank = {f: i for i, f in enumerate(FAMILY_ORDER)}
         columns = sorted(
             ((families[t], t) for t in tasks), key=lambda c: (fam_rank.get(c[0], 99), c)

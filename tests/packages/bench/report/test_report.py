@@ -102,7 +102,7 @@ def test_all_failed_method_is_shown_not_dropped(tmp_path):
 
 def test_tasks_grouped_by_family(tmp_path, monkeypatch):
     families = {"math-mini": "math", "code-x": "code", "gen-y": "generative", "alg-z": "math"}
-    monkeypatch.setattr(report.tables, "task_family", lambda t: families[t])
+    monkeypatch.setattr(report.tables, "task_family", lambda t, records=(): families[t])
     run = write_run(
         tmp_path / "run",
         [make_record("fo-adamw", task=t, score=0.1 * (i + 1)) for i, t in enumerate(families)],
@@ -270,3 +270,17 @@ def test_a_run_of_tuning_trials_only_reports(tmp_path):
     )
     assert main(["report", str(tmp_path)]) == 0
     assert "lr=1e-05 (chosen)" in (tmp_path / "report" / "tuning.md").read_text()
+
+
+def test_a_suite_defined_task_sits_under_its_declared_family():
+    """A jsonl task with family: math is a math column, not 'other' (issue 35)."""
+    config = {"type": "jsonl", "family": "math", "metric": "exact_match"}
+    records = [
+        make_record(m, task="sums", digest=m, config={"method": m, "task_config": config})
+        for m in ("fo-adamw", "mezo")
+    ]
+    records.append(make_record("fo-adamw", task="math-mini", digest="mm"))
+    (table,) = report.main_tables(report.trial_frame(records), records)
+    assert table.columns == [("math", "math-mini"), ("math", "sums")]
+    (without,) = report.main_tables(report.trial_frame(records))
+    assert ("other", "sums") in without.columns
