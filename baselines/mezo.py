@@ -64,7 +64,9 @@ class MeZOConfig:
     warmup_steps: int = 0
     keep_z: bool = False
     distribution: str = "gaussian"
-    z_stream: str = "tensor"
+    z_stream: str = field(
+        default="tensor", metadata={"id": "when_set"}
+    )  # added after trial ids existed: hashed only when set (bench.spec)
 
     def __post_init__(self) -> None:
         check_schedule(self.schedule, self.warmup_steps, owner="MeZOConfig")

@@ -12,6 +12,7 @@ the trial id hashes, what Ray ships to a worker and what the trial file keeps.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -186,6 +187,12 @@ class TrialSpec:
         # Sections added after schema 1 join the hash only when set, so every spec that
         # existed before keeps its trial id (resume and references keep working).
         d = self.to_dict()
+        # Likewise a method config's fields marked metadata {"id": "when_set"}.
+        if dataclasses.is_dataclass(self.method_config):
+            for f in dataclasses.fields(self.method_config):
+                unset = getattr(self.method_config, f.name) == f.default
+                if f.metadata.get("id") == "when_set" and unset:
+                    d["method_config"].pop(f.name, None)
         if self.dev == DevConfig():
             del d["dev"]
         if self.train.precision is None:

@@ -14,7 +14,7 @@ its AdamW every time the FO set changes) and a resume without scheduler state.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -70,7 +70,9 @@ class AdamWConfig:
     schedule: str = "constant"
     warmup_steps: int = 0
     max_grad_norm: float | None = 1.0
-    implementation: str = "auto"
+    implementation: str = field(
+        default="auto", metadata={"id": "when_set"}
+    )  # added after trial ids existed: hashed only when set (bench.spec)
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)  # YAML gives lists

@@ -170,9 +170,13 @@ class HiZFOConfig:
     zo_normalize_direction: bool = False
     zo_keep_z: bool = False
     zo_distribution: str = "gaussian"
-    zo_stream: str = "tensor"
+    zo_stream: str = field(
+        default="tensor", metadata={"id": "when_set"}
+    )  # added after trial ids existed: hashed only when set (bench.spec)
     max_grad_norm: float | None = 1.0
-    fo_implementation: str = "auto"
+    fo_implementation: str = field(
+        default="auto", metadata={"id": "when_set"}
+    )  # added after trial ids existed: hashed only when set (bench.spec)
     shared_forward: bool = False
     zo_enabled: bool = True
 
