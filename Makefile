@@ -1,5 +1,5 @@
 # The commands of the README's quick start:
-#   make smoke    a first look: every method and measurement on the tiny model (~2 min)
+#   make smoke    a first look: every method and measurement on the tiny model (~45 s once set up)
 #   make run      set up .venv, prepare the embedded model, run the default suite, print the table
 #   make test     set up .venv, run ruff (lint + format), mypy and the tests
 #   make nightly  the nightly regression check (docs/reports.md): the nightly suite, the
