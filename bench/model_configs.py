@@ -15,6 +15,7 @@ the model (the LM head's share grows as the body shrinks: say so next to any fig
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -169,10 +170,17 @@ def build(
 
 
 def parameter_count(config: dict[str, Any]) -> int:
-    """Parameters of `config`, counted on the meta device (no memory, no init)."""
+    """Parameters of `config`, counted on the meta device (no memory, no init); each
+    distinct config is built once per process (a suite's estimate asks for the same few
+    shapes hundreds of times)."""
+    return _parameter_count(json.dumps(config, sort_keys=True))
+
+
+@functools.cache
+def _parameter_count(config_json: str) -> int:
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    kwargs = dict(config)
+    kwargs = json.loads(config_json)
     hf_config = AutoConfig.for_model(kwargs.pop("model_type"), **kwargs)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(hf_config)

@@ -128,10 +128,10 @@ class HiZFOConfig:
             launches, another z).
         max_grad_norm: clip the FO gradients' global norm to this; None = no clipping
             (1.0, the Hugging Face Trainer default).
-        fo_implementation: the FO AdamW's kernels (hizfo.adamw.AdamWConfig
-            implementation, as fo-adamw's ``implementation``): "auto" (torch's choice:
-            foreach on CUDA, a loop on a CPU), "foreach" (the same floats as the loop on
-            a CPU) or "fused".
+        fo_implementation: how the FO AdamW walks its tensors (hizfo.adamw.AdamWConfig
+            implementation, as fo-adamw's ``implementation``): "auto" (BucketedAdamW,
+            torch's foreach arithmetic bucket by bucket: the loop's floats on a CPU),
+            "loop", "foreach" or "fused" (torch's own).
         shared_forward: two-sided only: let the FO pass double as SPSA's "+" probe,
             saving one forward per step (False, the plain step above, is our default). The
             ZO tensors are moved to theta + eps z first, the FO forward and backward run
@@ -683,7 +683,7 @@ def _grad_dot(params: Sequence[torch.Tensor]) -> float:
 
     float32 and float64 tensors go in groups of at most _DOT_GROUP_NUMEL elements (a
     tensor larger than that is a group of its own): one torch._foreach_mul of the
-    group's gradients and weights, one cat of the products and one float64 sum, so
+    group's gradients and weights, one concatenation of the products and one float64 sum, so
     the FO half's gain costs O(groups) operator calls, not O(tensors). The products
     are rounded as a float32 dot's are and summed in float64 (more precisely than a
     BLAS dot). Lower precisions are upcast to float32 chunk by chunk, a dot per chunk.
@@ -719,7 +719,13 @@ def _grad_dot(params: Sequence[torch.Tensor]) -> float:
 def _group_dot(group: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
     """sum_i g_i . w_i over a group of same-device tensors, as a float64 scalar."""
     products = torch._foreach_mul([g for g, _ in group], [w for _, w in group])
-    flat = torch.cat([x.reshape(-1) for x in products])
+    # torch._chunk_cat with one chunk per tensor: the products flattened and concatenated
+    # in one call (torch.cat of each reshaped to 1-D costs a view per tensor).
+    flat = (
+        torch._chunk_cat(products, 0, 1)
+        if hasattr(torch, "_chunk_cat")
+        else torch.cat([x.reshape(-1) for x in products])
+    )
     return flat.sum(dtype=torch.float64)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -10,6 +11,7 @@ from helpers.tiny import closure_for, tiny_llama, token_batch
 
 from hizfo.adamw import (
     AdamWConfig,
+    BucketedAdamW,
     build_adamw,
     clip_gradients,
     lr_multiplier,
@@ -136,3 +138,92 @@ def test_clipping_and_foreach_adamw_cost_no_call_per_tensor() -> None:
         counts.append(dict(counter.calls))
     assert counts[0] == counts[1]
     assert sum(counts[0].values()) < 25
+
+
+def _two_models_trained(steps: int, carry_over_at: int | None = None) -> tuple[list, list]:
+    """The tiny model trained by torch's loop and by BucketedAdamW (small buckets, so
+    there are several), with weight decay, one tensor without a gradient every other
+    step (its count falls behind) and, at `carry_over_at`, both optimizers rebuilt with
+    their state carried over (as Hi-ZFO does when its FO set changes)."""
+    models = [tiny_llama(), tiny_llama()]
+    loop_cfg = AdamWConfig(lr=1e-2, weight_decay=0.1, implementation="loop")
+
+    def build(i: int, model: torch.nn.Module) -> torch.optim.AdamW:
+        if i == 0:
+            return build_adamw(model.named_parameters(), loop_cfg)
+        groups = param_groups(model.named_parameters(), 0.1)
+        return BucketedAdamW(groups, lr=1e-2, bucket_numel=2048)
+
+    optimizers = [build(i, m) for i, m in enumerate(models)]
+    for t in range(steps):
+        if t == carry_over_at:
+            rebuilt = [build(i, m) for i, m in enumerate(models)]
+            for old, new in zip(optimizers, rebuilt, strict=True):
+                for p, state in old.state.items():
+                    new.state[p] = state
+            optimizers = rebuilt
+        for model, optimizer in zip(models, optimizers, strict=True):
+            closure_for(model, token_batch(t))().backward()
+            clip_gradients(model.parameters(), AdamWConfig(max_grad_norm=0.1))
+            if t % 2:
+                model.lm_head.weight.grad = None
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    return models, optimizers
+
+
+def test_bucketed_adamw_is_torchs_loop_bit_for_bit() -> None:
+    (loop, bucketed), (loop_opt, bucketed_opt) = _two_models_trained(5, carry_over_at=3)
+    assert len(bucketed_opt._buckets(bucketed_opt.param_groups[0])) == 0  # no grads now
+    for (name, a), b in zip(loop.named_parameters(), bucketed.parameters(), strict=True):
+        assert torch.equal(a, b), name
+    loop_state, bucketed_state = loop_opt.state_dict(), bucketed_opt.state_dict()
+    no_lr0 = [{k: v for k, v in g.items() if k != "initial_lr"} for g in loop_state["param_groups"]]
+    assert no_lr0 == bucketed_state["param_groups"]
+    for k, s in loop_state["state"].items():
+        other = bucketed_state["state"][k]
+        assert set(s) == set(other) and all(torch.equal(s[x], other[x]) for x in s), k
+    # lm_head had no gradient at steps 1 and 3: its count fell behind the others'.
+    assert float(bucketed_opt.state[bucketed.lm_head.weight]["step"]) == 3.0
+    assert float(bucketed_opt.state[bucketed.model.norm.weight]["step"]) == 5.0
+
+
+def test_bucketed_adamw_resumes_from_torchs_state_dict() -> None:
+    (loop, bucketed), (loop_opt, _) = _two_models_trained(3)
+    resumed = BucketedAdamW(param_groups(loop.named_parameters(), 0.1), lr=1e-2)
+    # Deep copies: load_state_dict keeps the tensors it is given (same device and dtype).
+    resumed.load_state_dict(copy.deepcopy(loop_opt.state_dict()))
+    reference = build_adamw(
+        bucketed.named_parameters(), AdamWConfig(lr=1e-2, weight_decay=0.1, implementation="loop")
+    )
+    reference.load_state_dict(copy.deepcopy(loop_opt.state_dict()))
+    for optimizer, model in ((resumed, loop), (reference, bucketed)):
+        for t in (3, 4):
+            closure_for(model, token_batch(t))().backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    assert all(
+        torch.equal(a, b) for a, b in zip(loop.parameters(), bucketed.parameters(), strict=True)
+    )
+    with pytest.raises(ValueError, match="amsgrad"):
+        BucketedAdamW([torch.nn.Parameter(torch.ones(3))], amsgrad=True)
+
+
+def test_bucketed_adamw_costs_operator_calls_per_bucket_not_per_tensor() -> None:
+    from test_zo_buckets import OpCounter
+
+    counts = []
+    for n in (4, 32, 256):  # the same 65536 elements as 4, 32 or 256 tensors
+        params = [torch.nn.Parameter(torch.ones(65536 // n // 8, 8)) for _ in range(n)]
+        optimizer = build_adamw(
+            [(f"w{i}", p) for i, p in enumerate(params)], AdamWConfig(weight_decay=0.1)
+        )
+        assert isinstance(optimizer, BucketedAdamW)
+        for _ in range(2):  # the first step creates the state, tensor by tensor
+            for p in params:
+                p.grad = torch.ones_like(p)
+            with OpCounter() as counter:
+                optimizer.step()
+        counts.append(dict(counter.calls))
+    assert counts[0] == counts[1] == counts[2]
+    assert sum(counts[0].values()) <= 12  # one bucket: nine foreach calls and the hooks

@@ -22,8 +22,8 @@ from bench.orchestrate.sweep import run_sweep
 from bench.spec import ResourcesConfig
 
 # A method that never trains: at construction it notes what it was given (its
-# CUDA_VISIBLE_DEVICES, the time) in `folder`, and a "holder" then keeps its trial (and
-# so its GPU) until the file `release` exists, or 120 s.
+# CUDA_VISIBLE_DEVICES, the time) in `folder`, then keeps its trial (and so its GPUs)
+# until the file `release-<name>` exists, or 120 s.
 _PLUGIN = """
 import json
 import os
@@ -35,7 +35,6 @@ from dataclasses import dataclass
 class GpuProbeConfig:
     folder: str = ""
     name: str = ""
-    hold: bool = False
 
 
 class GpuProbe:
@@ -47,9 +46,9 @@ class GpuProbe:
         seen = {"cvd": os.environ.get("CUDA_VISIBLE_DEVICES"), "start": time.time()}
         with open(os.path.join(config.folder, config.name + ".json"), "w") as f:
             json.dump(seen, f)
-        release = os.path.join(config.folder, "release")
+        release = os.path.join(config.folder, "release-" + config.name)
         deadline = time.time() + 120
-        while config.hold and not os.path.exists(release) and time.time() < deadline:
+        while not os.path.exists(release) and time.time() < deadline:
             time.sleep(0.1)
 
     def setup(self, model, ctx):
@@ -71,23 +70,24 @@ class GpuProbe:
 
 @pytest.fixture
 def logical_gpus():
-    """A local Ray cluster of 2 CPUs and 2 logical GPUs for this test; the session's
-    CPU-only cluster (tests/conftest.py) comes back afterwards if it was up."""
+    """A local Ray cluster of 4 logical CPUs and 2 logical GPUs for this test (CPUs to
+    spare, so that only the GPUs can keep a trial waiting); the session's CPU-only
+    cluster (tests/conftest.py) comes back afterwards if it was up."""
     import ray
 
     was_up = ray.is_initialized()
     if was_up:
         ray.shutdown()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(address="local", num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=4, num_gpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
     if was_up:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
 
 
-def _probe(folder: Path, name: str, *, hold: bool, gpus: int = 1, limit: int = 2):
-    config = {"folder": str(folder), "name": name, "hold": hold}
+def _probe(folder: Path, name: str, *, gpus: int = 1, limit: int = 2):
+    config = {"folder": str(folder), "name": name}
     return make_spec(
         "gpu-probe",
         config,
@@ -107,27 +107,46 @@ def test_one_gpu_each_and_a_two_gpu_trial_waits_for_both(logical_gpus, tmp_path,
     worker_env = session._worker_env()
     worker_env["PYTHONPATH"] = os.pathsep.join([str(plugins), os.environ.get("PYTHONPATH", "")])
     monkeypatch.setattr(session, "_worker_env", lambda: worker_env)
-    # The one-GPU trials cost more (more test documents), so they are submitted first
-    # (longest first) and take both GPUs; the two-GPU trial is queued behind them.
-    a, b = _probe(seen, "a", hold=True), _probe(seen, "b", hold=True)
-    both = _probe(seen, "both", hold=False, gpus=2, limit=1)
-
+    a, b = _probe(seen, "a"), _probe(seen, "b")
+    both = _probe(seen, "both", gpus=2, limit=1)
     observed: dict[str, object] = {}
 
-    def release_when_both_hold() -> None:
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            if (seen / "a.json").exists() and (seen / "b.json").exists():
-                time.sleep(3)  # the two-GPU trial had time to start, were it allowed to
-                observed["two_gpu_trial_started_meanwhile"] = (seen / "both.json").exists()
-                break
-            time.sleep(0.1)
-        observed["released_at"] = time.time()
-        (seen / "release").touch()
+    def started(*names: str) -> bool:
+        return all((seen / f"{n}.json").exists() for n in names)
 
-    watcher = threading.Thread(target=release_when_both_hold, daemon=True)
+    def wait_for(*names: str) -> None:
+        deadline = time.time() + 300
+        while not started(*names) and time.time() < deadline:
+            time.sleep(0.05)
+
+    def release(*names: str) -> None:
+        for n in names:
+            (seen / f"release-{n}").touch()
+
+    def referee() -> None:
+        """Ray may start either shape first (all three are queued at once); whichever
+        holds the GPUs, the other shape must wait until it lets them go."""
+        deadline = time.time() + 300
+        while not (started("a") or started("b") or started("both")) and time.time() < deadline:
+            time.sleep(0.05)
+        observed["first"] = "both" if started("both") else "one-gpu"
+        if started("both"):
+            time.sleep(3)  # a one-GPU trial had time to start, were it allowed to
+            observed["overlap"] = started("a") or started("b")
+            release("both")
+            wait_for("a", "b")  # then both one-GPU trials, at once (each holds)
+        else:
+            wait_for("a", "b")
+            time.sleep(3)  # the two-GPU trial had time to start, were it allowed to
+            observed["overlap"] = started("both")
+        observed["two_at_once"] = started("a", "b")
+        release("a", "b", "both")
+
+    watcher = threading.Thread(target=referee, daemon=True)
     watcher.start()
-    run_sweep([a, b, both], tmp_path / "run", progress=False)
+    # One CPU per GPU: the two-GPU trial asks for 2 of the 4 CPUs, so the CPUs alone
+    # would let it run beside a one-GPU trial; only the GPUs stop it.
+    run_sweep([a, b, both], tmp_path / "run", cpus_per_trial=1, progress=False)
     watcher.join(timeout=10)
 
     records = {r.trial_id: r for r in store.read_trials(tmp_path / "run")}
@@ -140,9 +159,8 @@ def test_one_gpu_each_and_a_two_gpu_trial_waits_for_both(logical_gpus, tmp_path,
         assert worker["cuda_visible_devices"] == probes[name]["cvd"]
         assert worker["gpu_ids"] == [probes[name]["cvd"]]
         assert worker["assigned_resources"]["GPU"] == 1
-    # The two-GPU trial waited while both were held, then got both.
-    assert observed["two_gpu_trial_started_meanwhile"] is False
-    assert probes["both"]["start"] >= observed["released_at"]
+    # Never a one-GPU and the two-GPU trial at once, in whichever order Ray took them.
+    assert observed["two_at_once"] is True and observed["overlap"] is False, observed
     worker = records[both.trial_id].worker
     assert sorted(worker["cuda_visible_devices"].split(",")) == ["0", "1"]
     assert sorted(worker["gpu_ids"]) == ["0", "1"]
