@@ -49,6 +49,7 @@ from hizfo.zo import (
     GuidedSPSA,
     SPSAConfig,
     derive_seed,
+    launch_bound,
     single_intra_op_thread,
 )
 
@@ -681,39 +682,48 @@ _DOT_GROUP_NUMEL = 1 << 22
 def _grad_dot(params: Sequence[torch.Tensor]) -> float:
     """sum over params of p.grad . p, summed in float64.
 
-    float32 and float64 tensors go in groups of at most _DOT_GROUP_NUMEL elements (a
-    tensor larger than that is a group of its own): one torch._foreach_mul of the
-    group's gradients and weights, one concatenation of the products and one float64 sum, so
-    the FO half's gain costs O(groups) operator calls, not O(tensors). The products
-    are rounded as a float32 dot's are and summed in float64 (more precisely than a
-    BLAS dot). Lower precisions are upcast to float32 chunk by chunk, a dot per chunk.
-
     Taken before and after an optimizer step, the difference is grad . delta theta
     without a copy of the weights, at the cost of reading the gradients and weights
     twice: on the tiny model in float32, fo_gain agrees with a float64 reference to
-    1e-3 (tests). On CPU tensors the work runs on one intra-op thread (on a busy 2-core
-    box, 80 ms instead of 900 ms for 44M parameters)."""
+    1e-3 (tests). On CPUs (hizfo.zo.launch_bound false): one BLAS dot per tensor
+    (lower precisions upcast to float32 chunk by chunk), on one intra-op thread (on a
+    busy 2-core box, 80 ms instead of 900 ms for 44M parameters); the fastest there
+    (0.07 s a Hi-ZFO step on SmolLM2 against 0.29 s grouped). On a GPU or under
+    hizfo.zo.launch_plan(): float32 and float64 tensors in groups of at most
+    _DOT_GROUP_NUMEL elements (a larger tensor is a group of its own), one
+    torch._foreach_mul of a group's gradients and weights, one torch._chunk_cat of the
+    products and one float64 sum, so the gain costs O(groups) operator calls, not
+    O(tensors); the products are rounded as a float32 dot's are and summed in float64."""
+    params = [p for p in params if p.grad is not None]
+    if not params:
+        return 0.0
+    if not launch_bound(p.device for p in params):
+        with single_intra_op_thread():
+            return float(torch.stack([d for p in params for d in _dots(p.grad, p)]).sum())
     sums: list[torch.Tensor] = []
     group: list[tuple[torch.Tensor, torch.Tensor]] = []
     size = 0
-    with single_intra_op_thread(all(p.device.type == "cpu" for p in params)):
-        for p in params:
-            if p.grad is None:
-                continue
-            g, w = p.grad, p  # no_grad: no graph, and no detach per tensor
-            if g.dtype not in (torch.float32, torch.float64):
-                sums.extend(_upcast_dots(g.reshape(-1), w.reshape(-1)))
-                continue
-            if group and (size + g.numel() > _DOT_GROUP_NUMEL or g.device != group[0][0].device):
-                sums.append(_group_dot(group))
-                group, size = [], 0
-            group.append((g, w))
-            size += g.numel()
-        if group:
+    for p in params:
+        g, w = p.grad, p  # no_grad: no graph, and no detach per tensor
+        if g.dtype not in (torch.float32, torch.float64):
+            sums.extend(_upcast_dots(g.reshape(-1), w.reshape(-1)))
+            continue
+        if group and (size + g.numel() > _DOT_GROUP_NUMEL or g.device != group[0][0].device):
             sums.append(_group_dot(group))
-    if not sums:
-        return 0.0
+            group, size = [], 0
+        group.append((g, w))
+        size += g.numel()
+    if group:
+        sums.append(_group_dot(group))
     return float(torch.stack([s.to(sums[0].device) for s in sums]).sum())
+
+
+def _dots(g: torch.Tensor, w: torch.Tensor) -> list[torch.Tensor]:
+    """g . w as float64 scalars: one dot, or chunked upcast dots at lower precision."""
+    g, w = g.reshape(-1), w.reshape(-1)
+    if g.dtype in (torch.float32, torch.float64):
+        return [torch.dot(g, w).double()]
+    return _upcast_dots(g, w)
 
 
 def _group_dot(group: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:

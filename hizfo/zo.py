@@ -81,6 +81,14 @@ _MASK32 = (1 << 32) - 1
 DEFAULT_BUCKETS = 32
 # The smallest default bucket (256 KiB of float32), so a small model is a bucket or two.
 MIN_BUCKET_NUMEL = 1 << 16
+# On a CPU (unless launch_plan() is on) a stream-"tensor" pass goes in buckets of at most
+# this many elements (1 MiB of float32): a bucket's z is drawn and added while it is in
+# a core's L2 cache. On SmolLM2-135M, 2-core Xeon: 0.433 s per pass against 0.478 s
+# with 1/32 buckets (docs/performance.md). The calls then grow with the parameter count,
+# which costs microseconds on a CPU; on a GPU, where each call is a kernel launch, the
+# 1/32 buckets are kept.
+CPU_BUCKET_NUMEL = 1 << 18
+_LAUNCH_PLAN = [False]  # launch_plan()'s switch
 # How z is cut into generator calls (SPSA's stream): "tensor" (per tensor, the default,
 # fused where that leaves the numbers unchanged) or "bucket" (one call per bucket).
 STREAMS = ("tensor", "bucket")
@@ -190,6 +198,27 @@ def single_intra_op_thread(enabled: bool = True) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+@contextmanager
+def launch_plan() -> Iterator[None]:
+    """Within the block, plan work on every device as on a GPU (launch_bound is True):
+    SPSA passes in 1/DEFAULT_BUCKETS buckets, Hi-ZFO's fo_gain dots grouped. The floats
+    are the same either way for stream "tensor" (fo_gain: to rounding). `hizfo-bench
+    perf` counts a step's operator calls under it, so that a CPU count guards the launch
+    structure a GPU step has (bench/perf/ops.py)."""
+    previous = _LAUNCH_PLAN[0]
+    _LAUNCH_PLAN[0] = True
+    try:
+        yield
+    finally:
+        _LAUNCH_PLAN[0] = previous
+
+
+def launch_bound(devices: Iterable[torch.device]) -> bool:
+    """Whether work on `devices` is planned for few calls (each a kernel launch on a
+    GPU) rather than for a CPU's caches: any device that is not a CPU, or launch_plan()."""
+    return _LAUNCH_PLAN[0] or any(torch.device(d).type != "cpu" for d in devices)
 
 
 def default_no_decay(name: str, param: torch.Tensor) -> bool:
@@ -423,7 +452,8 @@ class SPSA:
     call per bucket (two with weight decay), so a pass costs O(buckets) operator calls,
     not O(tensors). With the default bucket_numel (ceil(numel / DEFAULT_BUCKETS)) that
     is about DEFAULT_BUCKETS buckets whatever the model, and the buffer is 1 /
-    DEFAULT_BUCKETS of the ZO weights.
+    DEFAULT_BUCKETS of the ZO weights; on CPUs the default bucket is at most
+    CPU_BUCKET_NUMEL (cache-sized: faster there, more calls) unless launch_plan().
 
     stream "bucket" defines z per bucket instead: each bucket's buffer is one generator
     call of `numel` entries. On a CPU generator this is the "tensor" stream whenever
@@ -444,7 +474,8 @@ class SPSA:
             streams) at the price of a copy per bucket.
         bucket_numel: elements per bucket (rounded down to a multiple of 16, at least
             16). None (default): ceil(numel / DEFAULT_BUCKETS), at least
-            MIN_BUCKET_NUMEL. On a CUDA generator with stream "tensor" a tensor larger
+            MIN_BUCKET_NUMEL, and on CPUs with stream "tensor" at most CPU_BUCKET_NUMEL
+            (cache-sized; launch_plan() lifts that). On a CUDA generator with stream "tensor" a tensor larger
             than the bucket is drawn whole into a buffer of its own size.
         chunk_numel: the former name of bucket_numel (used when bucket_numel is None).
         single_thread: run each CPU pass with one intra-op thread (restored after).
@@ -492,15 +523,40 @@ class SPSA:
             seen.add(id(param))
             self.entries.append(_Entry(name, param, not no_decay(name, param)))
         size = bucket_numel if bucket_numel is not None else chunk_numel
+        # None: the default, planned for the devices (launch_bound) and re-planned when
+        # launch_plan() switches; z is the same under both plans (stream "tensor").
+        self._default_size = size is None
+        self._launch_bound = launch_bound(
+            [e.param.device for e in self.entries]
+            + [self._draw_device(e.param) for e in self.entries]
+        )
         if size is None:
-            size = max(MIN_BUCKET_NUMEL, -(-self.numel // DEFAULT_BUCKETS))
-            size += -size % 16
+            size = self._default_bucket_numel()
         if size < 16:
             raise ValueError(f"bucket_numel must be >= 16, got {size}")
         self.bucket_numel = size - size % 16
         self._build()
         self._kept_seed: int | None = None
         self.draws = 0  # passes that drew z from the generators, over this object's life
+
+    def _default_bucket_numel(self) -> int:
+        """ceil(numel / DEFAULT_BUCKETS), at least MIN_BUCKET_NUMEL; at most
+        CPU_BUCKET_NUMEL for a stream-"tensor" SPSA on CPUs outside launch_plan()."""
+        size = max(MIN_BUCKET_NUMEL, -(-self.numel // DEFAULT_BUCKETS))
+        if self.stream == "tensor" and not self._launch_bound:
+            size = min(size, CPU_BUCKET_NUMEL)
+        return size + (-size % 16)
+
+    def _replan(self) -> None:
+        """Re-plan a default-sized SPSA whose plan launch_plan() switched."""
+        devices = [e.param.device for e in self.entries]
+        now = launch_bound(devices + [self._draw_device(e.param) for e in self.entries])
+        if not self._default_size or now == self._launch_bound:
+            return
+        self._launch_bound = now
+        self.bucket_numel = self._default_bucket_numel()
+        self._build()
+        self._kept_seed = None
 
     def _build(self) -> None:
         """Plan the buckets; one generator per draw device; one buffer per (device,
@@ -619,6 +675,7 @@ class SPSA:
     def _iter_z(self, seed: int) -> Iterator[tuple[ZOBucket, _BucketViews]]:
         """Yield (bucket, views) per bucket, its z drawn (or kept, keep_z) and valid
         until the next yield (with keep_z, until release_z or another seed)."""
+        self._replan()
         self._check_storage()
         reuse = self.keep_z and self._kept_seed == seed
         if not reuse:

@@ -14,8 +14,10 @@ after one untimed round. The after-tree process also times the Gaussian draw flo
 work a seeded perturbation pass cannot avoid on a CPU (docs/performance.md).
 
 Writes `<out>/cpu_ratios.json` (every round's seconds) and `<out>/cpu_ratios.md` (the
-ratios: median over rounds of step / floor, with a 95% interval from
-bench.perf.timing.ratio_interval). Time it on an idle box: the numbers are only as good
+ratios: geometric mean over rounds of step / floor, with a 95% interval from
+bench.perf.timing.ratio_interval); `--table <out>/cpu_ratios.json` prints that table
+again from the rounds (tests/packages/bench/test_cpu_ratios_published.py). `--no-before`
+times this tree alone. Time it on an idle box: the numbers are only as good
 as the box is quiet (the script prints the load average before and after).
 """
 
@@ -180,11 +182,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--alternations", type=int, default=2)
     parser.add_argument("--batch", default="8x64", help="batch size x sequence length")
+    parser.add_argument(
+        "--no-before", action="store_true", help="time this tree only (no comparison)"
+    )
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--table", type=Path, default=None, help="print the table of a written cpu_ratios.json"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--draw-floor", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    batch = tuple(int(x) for x in args.batch.lower().split("x"))
+    if args.table is not None:
+        result = json.loads(args.table.read_text())
+        # The ratios are recomputed from every round's seconds, not read from the file.
+        result["ratios"] = {label: _ratios(r) for label, r in result["runs"].items() if r}
+        print(_table(result), end="")
+        return 0
+    try:
+        batch = tuple(int(x) for x in args.batch.lower().split("x"))
+    except ValueError:
+        batch = ()
     if len(batch) != 2 or min(batch) < 1:
         print(f"cpu_ratios: --batch must be like 8x64, got {args.batch!r}", file=sys.stderr)
         return 2
@@ -194,21 +211,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is None:
         print("cpu_ratios: --out DIR is required", file=sys.stderr)
         return 2
-    before_tree = _worktree(args.before)
+    before_tree = None if args.no_before else _worktree(args.before)
     load_before = os.getloadavg()
     runs: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
+    trees = [("after", ROOT)] if before_tree is None else [("before", before_tree), ("after", ROOT)]
     try:
         for k in range(args.alternations):
-            for label, tree in (("before", before_tree), ("after", ROOT)):
+            for label, tree in trees:
                 print(f"cpu_ratios: {label} ({k + 1}/{args.alternations}) ...", file=sys.stderr)
                 runs[label].append(_run_child(tree, args, draw_floor=label == "after" and k == 0))
     finally:
-        subprocess.run(
-            ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(before_tree)],
-            capture_output=True,
-        )
+        if before_tree is not None:
+            subprocess.run(
+                ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(before_tree)],
+                capture_output=True,
+            )
     result = {
-        "before": args.before,
+        "before": None if before_tree is None else args.before,
         "after": subprocess.run(
             ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
         ).stdout.strip(),
@@ -218,12 +237,12 @@ def main(argv: list[str] | None = None) -> int:
         "alternations": args.alternations,
         "load_average": {"before": load_before, "after": os.getloadavg()},
         "runs": runs,
-        "ratios": {label: _ratios(r) for label, r in runs.items()},
+        "ratios": {label: _ratios(r) for label, r in runs.items() if r},
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "cpu_ratios.json").write_text(json.dumps(result, indent=1) + "\n")
     (args.out / "cpu_ratios.md").write_text(_table(result))
-    print(_table(result))
+    print(_table(result), end="")
     return 0
 
 
@@ -242,6 +261,8 @@ def _table(result: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|",
     ]
     for label in ("before", "after"):
+        if label not in result["ratios"]:
+            continue
         r = result["ratios"][label]
         rev = result[label]
         lines.append(

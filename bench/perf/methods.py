@@ -84,7 +84,12 @@ class MethodWorkloads:
     def count_ops(self, i: int) -> dict[str, Any]:
         """Operator calls (ops.py) of step i and of each floor pass, and the floor of the
         passes step i reported."""
-        counted = {"step": ops.count_ops(lambda: self.step(i))}
+        from hizfo.zo import launch_plan
+
+        # The step planned as on a GPU (hizfo.zo.launch_plan): the count guards the
+        # launch structure, whatever the CPU plan (cache-sized buckets) does.
+        with launch_plan():
+            counted = {"step": ops.count_ops(lambda: self.step(i))}
         counted.update({f: ops.count_ops(lambda f=f: self.floors[f](i)) for f in self.floors})
         totals = {name: c["total"] for name, c in counted.items()}
         floor = ops.floor_ops(totals["forward"], totals["partial_backward"], self.passes)

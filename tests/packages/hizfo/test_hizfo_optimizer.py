@@ -457,6 +457,16 @@ def test_grad_dot_groups_give_the_float64_dot(monkeypatch) -> None:
         p.grad = torch.randn(shape, generator=g)
         params.append(p)
     expected = sum(float((p.grad.double() * p.detach().double()).sum()) for p in params)
+    from test_zo_buckets import OpCounter
+
+    from hizfo.zo import launch_plan
+
+    with OpCounter() as cpu:  # on a CPU: one dot per tensor
+        assert optimizer._grad_dot(params) == pytest.approx(expected, rel=1e-6)
+    assert cpu.calls["dot"] == len(params)
     for group in (1, 100, 1 << 22):  # a tensor per group, several, all in one
         monkeypatch.setattr(optimizer, "_DOT_GROUP_NUMEL", group)
-        assert optimizer._grad_dot(params) == pytest.approx(expected, rel=1e-6)
+        with launch_plan(), OpCounter() as launch:  # as on a GPU: grouped
+            assert optimizer._grad_dot(params) == pytest.approx(expected, rel=1e-6)
+        assert "dot" not in launch.calls
+    assert launch.calls["_foreach_mul"] == launch.calls["_chunk_cat"] == 1  # all in one

@@ -185,3 +185,37 @@ def test_keep_z_passes_reuse_the_kept_buckets() -> None:
         spsa.perturb_(4, -1.0)
     assert counter.calls["normal_"] == 0
     assert counter.calls["_foreach_add_"] == spsa.num_buckets
+
+
+def test_cpu_buckets_are_cache_sized_and_launch_plan_plans_for_a_gpu() -> None:
+    """On a CPU the default bucket is at most CPU_BUCKET_NUMEL (z drawn and added while
+    in cache); under launch_plan() the same SPSA re-plans to 1/32 buckets, as on a GPU.
+    z is the same under both: a step switched mid-way ends where an unswitched one does."""
+    from hizfo.zo import CPU_BUCKET_NUMEL, launch_plan
+
+    shapes = [(1 << 15, 8)] * 40  # 40 tensors of 2^18 elements: 1/32 is 5 tensors
+    params = [[torch.zeros(s) for s in shapes] for _ in range(3)]
+    spsas = [
+        SPSA([(f"w{i}", p) for i, p in enumerate(ps)], SPSAConfig(eps=0.5, weight_decay=0.1))
+        for ps in params
+    ]
+    assert spsas[0].bucket_numel == CPU_BUCKET_NUMEL and spsas[0].num_buckets == 40
+    spsas[0].perturb_(7, 1.0)
+    spsas[0].restore_and_update_(7, 0.3, 0.01)
+    with launch_plan():
+        spsas[1].perturb_(7, 1.0)
+        assert spsas[1].bucket_numel == (40 << 18) // 32 and spsas[1].num_buckets == 32
+        spsas[1].restore_and_update_(7, 0.3, 0.01)
+        spsas[2].perturb_(7, 1.0)  # planned for a GPU here, the rest on the CPU plan
+    spsas[2].restore_and_update_(7, 0.3, 0.01)
+    assert spsas[1].num_buckets == 32 and spsas[2].num_buckets == 40  # re-planned back
+    for a, b, c in zip(*params, strict=True):
+        assert torch.equal(a, b) and torch.equal(a, c)
+    assert not torch.equal(params[0][0], torch.zeros(shapes[0]))
+    # An explicit bucket_numel is kept; stream "bucket" (z depends on the plan) keeps 1/32.
+    explicit = SPSA([("w", torch.zeros(1 << 20))], SPSAConfig(), bucket_numel=1 << 16)
+    bucket = SPSA([("w", torch.zeros(1 << 24))], SPSAConfig(), stream="bucket")
+    with launch_plan():
+        explicit.perturb_(1, 1.0)
+        bucket.perturb_(1, 1.0)
+    assert explicit.bucket_numel == 1 << 16 and bucket.bucket_numel == (1 << 24) // 32
