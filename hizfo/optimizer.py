@@ -40,6 +40,7 @@ from hizfo.selection import (
     trace_forward,
 )
 from hizfo.zo import (
+    DEFAULT_BUCKETS,
     DISTRIBUTIONS,
     GUIDED_ESTIMATORS,
     SPSA,
@@ -690,7 +691,8 @@ def _grad_dot(params: Sequence[torch.Tensor]) -> float:
     busy 2-core box, 80 ms instead of 900 ms for 44M parameters); the fastest there
     (0.07 s a Hi-ZFO step on SmolLM2 against 0.29 s grouped). On a GPU or under
     hizfo.zo.launch_plan(): float32 and float64 tensors in groups of at most
-    _DOT_GROUP_NUMEL elements (a larger tensor is a group of its own), one
+    max(_DOT_GROUP_NUMEL, numel / DEFAULT_BUCKETS) elements (a larger tensor is a group
+    of its own), one
     torch._foreach_mul of a group's gradients and weights, one torch._chunk_cat of the
     products and one float64 sum, so the gain costs O(groups) operator calls, not
     O(tensors); the products are rounded as a float32 dot's are and summed in float64."""
@@ -703,12 +705,14 @@ def _grad_dot(params: Sequence[torch.Tensor]) -> float:
     sums: list[torch.Tensor] = []
     group: list[tuple[torch.Tensor, torch.Tensor]] = []
     size = 0
+    # At most about DEFAULT_BUCKETS groups, whatever the model's size.
+    limit = max(_DOT_GROUP_NUMEL, -(-sum(p.numel() for p in params) // DEFAULT_BUCKETS))
     for p in params:
         g, w = p.grad, p  # no_grad: no graph, and no detach per tensor
         if g.dtype not in (torch.float32, torch.float64):
             sums.extend(_upcast_dots(g.reshape(-1), w.reshape(-1)))
             continue
-        if group and (size + g.numel() > _DOT_GROUP_NUMEL or g.device != group[0][0].device):
+        if group and (size + g.numel() > limit or g.device != group[0][0].device):
             sums.append(_group_dot(group))
             group, size = [], 0
         group.append((g, w))
