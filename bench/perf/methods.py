@@ -122,7 +122,8 @@ def measure_method(
 ) -> dict[str, Any]:
     """Setup and step time, and peak memory over the steps, of one method on a fresh
     model, with `floors` (ratios.FLOOR_PHASES) timed in the same rounds as the steps;
-    then the operator calls of one more step and of its floor (ops.py)."""
+    then the operator calls of one more step (after one uncounted step, both planned as
+    on a GPU: hizfo.zo.launch_plan) and of its floor (ops.py)."""
     from bench.config import build
     from bench.registry import load_method
 
@@ -131,7 +132,7 @@ def measure_method(
     model = load_model(settings, device)
     batch = make_batch(model, settings.batch_size, settings.seq_len, device)
     ctx = TrainContext(
-        total_steps=settings.warmup + settings.max_repeats + 1,
+        total_steps=settings.warmup + settings.max_repeats + 2,  # + the two counted steps
         seed=0,
         device=device,
         sample_batches=lambda n: [batch] * n,
