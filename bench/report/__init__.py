@@ -16,7 +16,7 @@ from bench.format import fmt_memory, fmt_relative, fmt_seconds, method_order, te
 from bench.record import TrialRecord
 from bench.report.claims import claims_from, claims_plot, render_claims
 from bench.report.history import find_runs, write_history
-from bench.report.index import skipped_lines, write_index
+from bench.report.index import environment_lines, skipped_lines, write_index
 from bench.report.plots import laid_out, run_plots
 from bench.report.tables import (
     BASELINE,
@@ -80,7 +80,11 @@ def write_report(run_dir: Path, out_dir: Path | None = None, plots: bool = True)
         raise ValueError(f"{run_dir} holds no trial files that keep the contract")
     records = [r for r in records if r.config.get("phase", "final") == "final"]
     records, setting_warnings = split_settings(records)  # never average two settings
-    setting_warnings = [*skipped_lines(files.skipped)[:1], *setting_warnings]
+    setting_warnings = [
+        *skipped_lines(files.skipped)[:1],
+        *environment_lines(records),
+        *setting_warnings,
+    ]
     out_dir = Path(out_dir) if out_dir else run_dir / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
     frame = store.records_frame(records, run=run_dir.name)

@@ -18,6 +18,7 @@ import html
 import os
 import re
 import struct
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote
 
@@ -156,6 +157,40 @@ def skipped_lines(skipped: list[str]) -> list[str]:
     n = len(skipped)
     head = f"{n} trial file{'s' if n > 1 else ''} skipped (they break the result contract): "
     return [head + "; ".join(skipped), *skipped]
+
+
+def environment_lines(records: Sequence[TrialRecord]) -> list[str]:
+    """Report-header lines when the trials did not run the locked packages: a package
+    installed at another version than requirements.lock pins (each trial's
+    environment.lock, bench/measure/environment.lock_status), or trials made from
+    different lock files; [] when every trial ran the locked versions or none recorded a
+    lock (a run older than the lock, or an installed wheel)."""
+    locks: set[str] = set()
+    differs: dict[str, set[str]] = {}
+    affected = 0
+    for r in records:
+        lock = (r.environment or {}).get("lock")
+        if not lock:
+            continue
+        locks.add(str(lock.get("sha1")))
+        if lock.get("differs"):
+            affected += 1
+        for name, v in (lock.get("differs") or {}).items():
+            installed = v.get("installed") or "not installed"
+            differs.setdefault(name, set()).add(f"locked {v.get('locked')}, ran {installed}")
+    lines = []
+    if differs:
+        packages = "; ".join(f"{n} ({', '.join(sorted(v))})" for n, v in sorted(differs.items()))
+        lines.append(
+            f"{affected} of {len(records)} trials ran packages at other versions than "
+            f"requirements.lock pins: {packages}"
+        )
+    if len(locks) > 1:
+        lines.append(
+            f"the trials were made from {len(locks)} different requirements.lock files "
+            f"(SHA-1 {', '.join(sorted(x[:8] for x in locks))})"
+        )
+    return lines
 
 
 def render_index(run_dir: Path, out_dir: Path) -> str:
