@@ -710,7 +710,7 @@ def _grad_dot(params: Sequence[torch.Tensor]) -> float:
     for p in params:
         g, w = p.grad, p  # no_grad: no graph, and no detach per tensor
         if g.dtype not in (torch.float32, torch.float64):
-            sums.extend(_upcast_dots(g.reshape(-1), w.reshape(-1)))
+            sums.extend(_dots(g, w))
             continue
         if group and (size + g.numel() > limit or g.device != group[0][0].device):
             sums.append(_group_dot(group))

@@ -526,10 +526,11 @@ class SPSA:
         # None: the default, planned for the devices (launch_bound) and re-planned when
         # launch_plan() switches; z is the same under both plans (stream "tensor").
         self._default_size = size is None
-        self._launch_bound = launch_bound(
-            [e.param.device for e in self.entries]
-            + [self._draw_device(e.param) for e in self.entries]
-        )
+        # Every device a pass touches: the tensors' and their generators'.
+        self._devices = {e.param.device for e in self.entries} | {
+            self._draw_device(e.param) for e in self.entries
+        }
+        self._launch_bound = launch_bound(self._devices)
         if size is None:
             size = self._default_bucket_numel()
         if size < 16:
@@ -549,9 +550,10 @@ class SPSA:
 
     def _replan(self) -> None:
         """Re-plan a default-sized SPSA whose plan launch_plan() switched."""
-        devices = [e.param.device for e in self.entries]
-        now = launch_bound(devices + [self._draw_device(e.param) for e in self.entries])
-        if not self._default_size or now == self._launch_bound:
+        if not self._default_size:
+            return
+        now = launch_bound(self._devices)
+        if now == self._launch_bound:
             return
         self._launch_bound = now
         self.bucket_numel = self._default_bucket_numel()
@@ -589,10 +591,7 @@ class SPSA:
             self._shifts = {
                 d: torch.arange(8, device=d, dtype=torch.uint8) for d in self._generators
             }
-        self._cpu_only = all(
-            e.param.device.type == "cpu" and d.type == "cpu"
-            for e, d in zip(self.entries, draw, strict=True)
-        )
+        self._cpu_only = all(d.type == "cpu" for d in self._devices)
         self._kept: list[torch.Tensor] = []
         self._views: dict[tuple[int, int], _BucketViews] = {}
         self._segments: dict[tuple[int, int], list[torch.Tensor]] = {}

@@ -25,6 +25,7 @@ from bench.perf import ops, ratios
 from bench.perf.settings import PerfSettings
 from bench.perf.timing import interleaved, narrow, ratio_interval, summary, sync
 from bench.perf.workload import PhaseMemory, load_model, make_batch
+from hizfo.zo import launch_plan
 
 # StepStats.extra entries kept in the perf record (what the step says about its cost).
 STEP_EXTRAS = ("backward_depth", "z_draws", "fo_tensors")
@@ -84,8 +85,6 @@ class MethodWorkloads:
     def count_ops(self, i: int) -> dict[str, Any]:
         """Operator calls (ops.py) of step i + 1 (after an uncounted step i) and of each
         floor pass, and the floor of the passes that step reported."""
-        from hizfo.zo import launch_plan
-
         # The step planned as on a GPU (hizfo.zo.launch_plan): the count guards the
         # launch structure, whatever the CPU plan (cache-sized buckets) does. One step
         # first, uncounted: it re-plans (buffers and views made once, not per step).
