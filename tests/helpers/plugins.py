@@ -6,21 +6,34 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# The module install_plugin writes beside every plugin: the method contract's no-op
-# parts, so a plugin's source holds only what its test is about.
-BASE_MODULE = "hizfo_test_method_base"
-_BASE_SOURCE = """
-class Stub:
-    trains = False
+# A method whose step never returns (a deadlock, a lost collective, a plugin bug); its
+# setup writes the worker's pid to `pid_file`.
+HANGING_METHOD = """
+import os
+import time
+from dataclasses import dataclass
+
+
+@dataclass
+class HangingConfig:
+    pid_file: str = ""
+
+
+class Hanging:
+    config_class = HangingConfig
+    trains = True
 
     def __init__(self, config):
         self.config = config
 
     def setup(self, model, ctx):
+        with open(self.config.pid_file, "w") as f:
+            f.write(str(os.getpid()))
         return model
 
     def step(self, batch, step):
-        raise AssertionError("does not train")
+        while True:
+            time.sleep(1)
 
     def trainable_parameters(self):
         return []
@@ -32,43 +45,12 @@ class Stub:
         return {}
 """
 
-# A method whose step never returns (a deadlock, a lost collective, a plugin bug); its
-# setup writes the worker's pid to `pid_file`.
-HANGING_METHOD = f"""
-import os
-import time
-from dataclasses import dataclass
-
-from {BASE_MODULE} import Stub
-
-
-@dataclass
-class HangingConfig:
-    pid_file: str = ""
-
-
-class Hanging(Stub):
-    config_class = HangingConfig
-    trains = True
-
-    def setup(self, model, ctx):
-        with open(self.config.pid_file, "w") as f:
-            f.write(str(os.getpid()))
-        return model
-
-    def step(self, batch, step):
-        while True:
-            time.sleep(1)
-"""
-
 
 def install_plugin(folder: Path, module: str, entry: str, cls: str, source: str) -> None:
     """Module `module` (source `source`) in `folder`, registered as method `entry` ->
-    `module:cls` by a dist-info of its own (distribution name: `module` with dashes);
-    BASE_MODULE beside it, whose `Stub` a source may subclass."""
+    `module:cls` by a dist-info of its own (distribution name: `module` with dashes)."""
     folder.mkdir()
     (folder / f"{module}.py").write_text(source)
-    (folder / f"{BASE_MODULE}.py").write_text(_BASE_SOURCE)
     info = folder / f"{module}-0.1.dist-info"
     info.mkdir()
     name = module.replace("_", "-")

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers.plugins import BASE_MODULE, install_plugin
+from helpers.plugins import install_plugin
 from helpers.specs import make_spec
 
 from bench import store
@@ -24,13 +24,11 @@ from bench.spec import ResourcesConfig
 # A method that never trains: at construction it notes what it was given (its
 # CUDA_VISIBLE_DEVICES, the time) in `folder`, then keeps its trial (and so its GPUs)
 # until the file `release-<name>` exists, or 120 s.
-_PLUGIN = f"""
+_PLUGIN = """
 import json
 import os
 import time
 from dataclasses import dataclass
-
-from {BASE_MODULE} import Stub
 
 
 @dataclass
@@ -39,18 +37,34 @@ class GpuProbeConfig:
     name: str = ""
 
 
-class GpuProbe(Stub):
+class GpuProbe:
     config_class = GpuProbeConfig
+    trains = False
 
     def __init__(self, config):
         self.config = config
-        seen = {{"cvd": os.environ.get("CUDA_VISIBLE_DEVICES"), "start": time.time()}}
+        seen = {"cvd": os.environ.get("CUDA_VISIBLE_DEVICES"), "start": time.time()}
         with open(os.path.join(config.folder, config.name + ".json"), "w") as f:
             json.dump(seen, f)
         release = os.path.join(config.folder, "release-" + config.name)
         deadline = time.time() + 120
         while not os.path.exists(release) and time.time() < deadline:
             time.sleep(0.1)
+
+    def setup(self, model, ctx):
+        return model
+
+    def step(self, batch, step):
+        raise AssertionError("does not train")
+
+    def trainable_parameters(self):
+        return []
+
+    def state_dict(self):
+        return {}
+
+    def summary(self):
+        return {}
 """
 
 

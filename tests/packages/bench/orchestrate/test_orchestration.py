@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import REPO
-from helpers.plugins import BASE_MODULE, install_plugin
+from helpers.plugins import install_plugin
 from helpers.specs import make_spec
 
 from bench import store
@@ -83,12 +83,10 @@ def test_environment_records_the_commit_of_this_clone():
 # A plugin that SIGKILLs its own worker on its first `die_times` attempts. Ray workers
 # are separate processes, so a monkeypatch here cannot reach them: the plugin is a
 # real distribution on the workers' PYTHONPATH, found through the entry-point group.
-_PLUGIN = f"""
+_PLUGIN = """
 import os
 import signal
 from dataclasses import dataclass
-
-from {BASE_MODULE} import Stub
 
 
 @dataclass
@@ -97,18 +95,34 @@ class DyingConfig:
     die_times: int = 0
 
 
-class Dying(Stub):
+class Dying:
     config_class = DyingConfig
+    trains = False
 
     def __init__(self, config):
         # Dies before the model loads, to keep the test short.
         self.config = config
         with open(config.attempts_file, "a") as f:
-            f.write(f"{{os.getpid()}}\\n")
+            f.write(f"{os.getpid()}\\n")
         with open(config.attempts_file) as f:
             attempts = len(f.read().splitlines())
         if attempts <= config.die_times:
             os.kill(os.getpid(), signal.SIGKILL)
+
+    def setup(self, model, ctx):
+        return model
+
+    def step(self, batch, step):
+        raise AssertionError("does not train")
+
+    def trainable_parameters(self):
+        return []
+
+    def state_dict(self):
+        return {}
+
+    def summary(self):
+        return {}
 """
 
 
